@@ -1,0 +1,360 @@
+//! The daemon's configuration: one TOML file, typed, `deny_unknown_fields`.
+//!
+//! Every section is optional and every key has a default, so the daemon runs with no file at
+//! all. Secrets can also come from the environment (see [`ENV_SECRETS`]); the environment wins
+//! over the file so a secret never has to be written to disk. `Secret` values never print:
+//! `Debug` and `Serialize` both show `<redacted>`, which is what `check-config` relies on.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variables that can carry secrets or override the file, with what they set.
+pub const ENV_SECRETS: &[(&str, &str)] = &[
+    ("CALLBRIDGE_API_TOKEN", "[api] token"),
+    ("CALLBRIDGE_STORAGE_URL", "[storage] url (may carry a database password)"),
+];
+
+/// Errors loading or validating the configuration. Messages name the file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid value for {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+/// A secret string: deserializes like a string, never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call sites that need it are few and obvious.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// Durations written the human way: `"90d"`, `"10s"`, `"1h 30m"`.
+pub mod human_duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+    /// The shortest exact form: `90d`, `10s`, `1500ms`.
+    pub fn format(d: Duration) -> String {
+        let ms = d.as_millis();
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms > 0 && ms % size == 0 {
+                return format!("{}{unit}", ms / size);
+            }
+        }
+        format!("{ms}ms")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The web server: join pages, room pages, REST API.
+    pub server: ServerConfig,
+    /// Where rooms, participants and cards are kept.
+    pub storage: StorageConfig,
+    /// Defaults and limits for rooms.
+    pub rooms: RoomsConfig,
+    /// The REST API.
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the web server binds.
+    pub listen: SocketAddr,
+    /// The base URL links are minted with (what users' browsers reach). Default: `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Join attempts allowed per client address per minute; 0 turns the limit off.
+    pub join_rate_per_minute: u32,
+    /// Take the client address from the last `X-Forwarded-For` hop (only behind a reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            public_url: None,
+            join_rate_per_minute: 30,
+            trust_forwarded_for: false,
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or `postgres://…`. Default: `sqlite://{data_dir}/callbridge.db`.
+    pub url: Option<Secret>,
+    /// Directory for the SQLite file, the generated API token and adapter state.
+    pub data_dir: PathBuf,
+    /// Connection pool size (PostgreSQL; SQLite uses one writer and this many readers).
+    pub max_connections: u32,
+}
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { url: None, data_dir: PathBuf::from("data"), max_connections: 8 }
+    }
+}
+
+/// Video (camera and microphone) or voice (microphone only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    #[default]
+    Video,
+    Voice,
+}
+impl RoomKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Video => "video",
+            RoomKind::Voice => "voice",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RoomKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "video" => Some(RoomKind::Video),
+            "voice" | "audio" => Some(RoomKind::Voice),
+            _ => None,
+        }
+    }
+}
+
+/// One STUN or TURN server, handed to browsers as an `RTCIceServer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential. Browsers need it in clear, so it is sent to admitted participants only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Kind of a room when the command or request names none.
+    pub default_kind: RoomKind,
+    /// Most people in a room at once (built-in rooms are a mesh: see the README).
+    pub max_participants: u32,
+    /// A room unused this long expires and its link answers 410.
+    #[serde(with = "human_duration")]
+    pub expire_after: Duration,
+    /// Whether a locked room lets people ask to join.
+    pub knock: bool,
+    /// How long a closed room page may take to reconnect before its participant counts as left.
+    #[serde(with = "human_duration")]
+    pub presence_grace: Duration,
+    /// How long an admission may wait for its room page to connect before the slot is freed.
+    #[serde(with = "human_duration")]
+    pub connect_timeout: Duration,
+    /// STUN/TURN servers for browsers.
+    pub ice_servers: Vec<IceServer>,
+}
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            default_kind: RoomKind::Video,
+            max_participants: 8,
+            expire_after: Duration::from_secs(90 * 86_400),
+            knock: true,
+            presence_grace: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(60),
+            ice_servers: vec![IceServer {
+                urls: vec!["stun:stun.l.google.com:19302".into()],
+                username: None,
+                credential: None,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer token for `/api/v1`. When unset, the daemon generates one into
+    /// `{data_dir}/api-token` (mode 0600) so the CLI on the same machine can use it.
+    pub token: Option<Secret>,
+}
+
+/// Most people a room may ever hold; a mesh beyond this is not usable.
+pub const MAX_PARTICIPANTS_LIMIT: u32 = 1000;
+
+impl Config {
+    /// Reads `path`, or the embedded defaults when `path` is `None`; then applies the
+    /// environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Config::parse(&text, path)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate(path.unwrap_or(Path::new("<defaults>")))?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors carry the file name, line, column and key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(span) = e.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                message = format!("line {line}: {}", message.trim_end());
+            }
+            ConfigError::Parse { path: path.to_owned(), message }
+        })
+    }
+
+    /// Environment values override the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("CALLBRIDGE_API_TOKEN").filter(|v| !v.is_empty()) {
+            self.api.token = Some(Secret(v));
+        }
+        if let Some(v) = get("CALLBRIDGE_STORAGE_URL").filter(|v| !v.is_empty()) {
+            self.storage.url = Some(Secret(v));
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&self.rooms.max_participants) {
+            return Err(invalid("rooms.max_participants", format!("must be 1..={MAX_PARTICIPANTS_LIMIT}")));
+        }
+        if self.rooms.expire_after < Duration::from_secs(60) {
+            return Err(invalid("rooms.expire_after", "must be at least 1m".into()));
+        }
+        if let Some(url) = &self.server.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(invalid("server.public_url", "must be an http(s) URL".into())),
+            }
+        }
+        let url = self.storage_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("storage.url", "must start with sqlite:// or postgres://".into()));
+        }
+        for s in &self.rooms.ice_servers {
+            if s.urls.iter().any(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
+                return Err(invalid("rooms.ice_servers", "urls must start with stun:, turn: or turns:".into()));
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// The storage URL in effect.
+    pub fn storage_url(&self) -> String {
+        match &self.storage.url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}/callbridge.db", self.storage.data_dir.display()),
+        }
+    }
+
+    /// The base URL of links, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", Path::new("x.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("x.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("lisen"), "{msg}");
+    }
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::parse(text, Path::new("config.example.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.join_rate_per_minute, d.server.join_rate_per_minute);
+        assert_eq!(c.rooms.max_participants, d.rooms.max_participants);
+        assert_eq!(c.rooms.expire_after, d.rooms.expire_after);
+        assert_eq!(c.rooms.presence_grace, d.rooms.presence_grace);
+        assert_eq!(c.rooms.knock, d.rooms.knock);
+        assert_eq!(c.rooms.default_kind, d.rooms.default_kind);
+        assert_eq!(c.rooms.ice_servers, d.rooms.ice_servers);
+        assert_eq!(c.storage.data_dir, d.storage.data_dir);
+    }
+
+    #[test]
+    fn secrets_never_print_and_env_wins() {
+        let mut c = Config::parse("[api]\ntoken = \"file-secret\"\n", Path::new("c.toml")).unwrap();
+        c.apply_env(|k| (k == "CALLBRIDGE_API_TOKEN").then(|| "env-secret".to_string()));
+        assert_eq!(c.api.token.as_ref().unwrap().expose(), "env-secret");
+        let shown = format!("{} {:?}", c.to_redacted_toml(), c);
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        assert_eq!(human_duration::format(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(human_duration::format(Duration::from_millis(1500)), "1500ms");
+        let c = Config::parse("[rooms]\nexpire_after = \"2h\"\n", Path::new("c")).unwrap();
+        assert_eq!(c.rooms.expire_after, Duration::from_secs(7200));
+    }
+}

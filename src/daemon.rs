@@ -1,0 +1,213 @@
+//! The daemon's lifecycle: wire the parts, serve, and stop in order.
+//!
+//! Shutdown order: stop accepting and finish in-flight requests; tell every room page why it
+//! closes and stop timers; stop the background workers (admission writers, housekeeping,
+//! dispatcher); close the database pools. Each wait is bounded.
+
+use crate::clock::Clock;
+use crate::config::{Config, Secret};
+use crate::events::{EventBus, RoomEventKind};
+use crate::live::{Live, run_dispatcher};
+use crate::service::RoomService;
+use crate::store::{AdmissionWriter, Store};
+use crate::web::{AppState, app};
+use anyhow::Context;
+use governor::{Quota, RateLimiter};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the node beats and sweeps presence.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+/// A node silent this long is dead: its sockets are gone.
+const NODE_STALE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for each stage.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running daemon.
+pub struct Daemon {
+    /// The address the web server listens on.
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop_server: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_workers: CancellationToken,
+    workers: TaskTracker,
+}
+
+impl Daemon {
+    /// Connects the store, starts the workers and binds the web server.
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        Self::start_with_clock(config, Clock::default()).await
+    }
+
+    /// As `start`, with a clock tests can move.
+    pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
+        let config = Arc::new(config);
+        let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock)
+            .await
+            .context("cannot open the database")?;
+        let api_token = ensure_api_token(&config)?;
+
+        let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
+        let events = EventBus::default();
+        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, &workers, stop_workers.clone());
+        let rooms = RoomService::new(store.clone(), events.clone(), admissions, config.clone());
+        let live = Live::default();
+        let join_limiter = NonZeroU32::new(config.server.join_rate_per_minute)
+            .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
+        let node_id: Arc<str> = crate::ids::new_participant_id().into();
+        store.heartbeat(&node_id).await?;
+
+        let (sessions_cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
+        let state = AppState {
+            rooms: rooms.clone(),
+            live: live.clone(),
+            node_id: node_id.clone(),
+            api_token,
+            join_limiter,
+            cancel: sessions_cancel,
+            tracker: sessions,
+        };
+        workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
+        workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
+
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let stop_server = CancellationToken::new();
+        let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn({
+            let stop = stop_server.clone();
+            async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
+        });
+        tracing::info!(%addr, public_url = %config.public_url(), node_id = %node_id, "callbridge is listening");
+        Ok(Daemon { addr, state, stop_server, server, stop_workers, workers })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops everything in order (see the module doc).
+    pub async fn shutdown(self) {
+        self.stop_server.cancel();
+        // Room sockets are upgraded connections the server no longer waits for: tell them now.
+        self.state.cancel.cancel();
+        if tokio::time::timeout(STAGE_TIMEOUT, self.server).await.is_err() {
+            tracing::warn!("in-flight requests did not finish in time");
+        }
+        self.state.tracker.close();
+        if tokio::time::timeout(STAGE_TIMEOUT, self.state.tracker.wait()).await.is_err() {
+            tracing::warn!("room sockets did not close in time");
+        }
+        self.stop_workers.cancel();
+        self.workers.close();
+        if tokio::time::timeout(STAGE_TIMEOUT, self.workers.wait()).await.is_err() {
+            tracing::warn!("background workers did not stop in time");
+        }
+        self.state.rooms.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Heartbeat, presence sweeps, expiry and limiter upkeep.
+async fn housekeeping(state: AppState, cancel: CancellationToken) {
+    let rooms = &state.rooms;
+    let config = rooms.config();
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        rounds += 1;
+        if let Err(error) = rooms.store.heartbeat(&state.node_id).await {
+            tracing::warn!(%error, "heartbeat failed");
+            continue;
+        }
+        match rooms.store.sweep_presence(NODE_STALE.as_millis() as i64, config.rooms.connect_timeout.as_millis() as i64).await {
+            Ok(left) => {
+                for p in left {
+                    rooms.events.publish(&p.room_id, RoomEventKind::Left { participant_id: p.participant_id, name: p.name });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "presence sweep failed"),
+        }
+        if rounds % 12 == 1 {
+            match rooms.store.sweep_expired(config.rooms.expire_after.as_millis() as i64).await {
+                Ok(ids) => ids.iter().for_each(|id| rooms.events.publish(id, RoomEventKind::Ended { expired: true })),
+                Err(error) => tracing::warn!(%error, "expiry sweep failed"),
+            }
+            if let Some(limiter) = &state.join_limiter {
+                limiter.retain_recent();
+            }
+        }
+    }
+}
+
+/// The API token in effect: from the config or environment, else the one in
+/// `{data_dir}/api-token`, generated on first start (readable by its owner only).
+pub fn ensure_api_token(config: &Config) -> anyhow::Result<Secret> {
+    if let Some(token) = &config.api.token {
+        return Ok(token.clone());
+    }
+    let path = config.storage.data_dir.join("api-token");
+    if let Some(token) = read_token_file(&path)? {
+        return Ok(token);
+    }
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("cannot create {}", config.storage.data_dir.display()))?;
+    let token = crate::ids::new_token();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an API token");
+    Ok(Secret::new(token))
+}
+
+/// Reads a token file, if present.
+pub fn read_token_file(path: &Path) -> anyhow::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(Secret::new(text.trim()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,61 @@
+//! Room events: every change to a room is published here after its transaction commits.
+//!
+//! Subscribers (the card updater, room-page sockets, logs) get every event in order; a
+//! subscriber that falls behind is told how many it missed (`RecvError::Lagged`) and re-reads
+//! the room from the store, because events say *that* a room changed and the store says *how*.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What happened to a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomEventKind {
+    Created,
+    /// Admitted (a new joiner, or a rejoin when `rejoin`).
+    Joined { participant_id: String, name: String, rejoin: bool },
+    /// A room page connected.
+    Arrived { participant_id: String, name: String },
+    /// The participant's page closed and did not come back within the grace period.
+    Left { participant_id: String, name: String },
+    Locked,
+    Unlocked,
+    /// The host ended the room, or it expired.
+    Ended { expired: bool },
+    Removed { participant_id: String, name: String },
+    Knocked { knock_id: String, name: String },
+    KnockAnswered { knock_id: String, name: String, admitted: bool },
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomEvent {
+    pub room_id: String,
+    #[serde(flatten)]
+    pub kind: RoomEventKind,
+}
+
+/// The in-process event bus.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<RoomEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        // Large enough that a burst of joins does not make the card updater lag.
+        EventBus { tx: broadcast::channel(16 * 1024).0 }
+    }
+}
+
+impl EventBus {
+    pub fn publish(&self, room_id: &str, kind: RoomEventKind) {
+        tracing::debug!(room_id, event = ?kind, "room event");
+        // No subscriber is fine: nothing listens in a bare API deployment.
+        let _ = self.tx.send(RoomEvent { room_id: room_id.to_owned(), kind });
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
+        self.tx.subscribe()
+    }
+}

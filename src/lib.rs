@@ -1,0 +1,28 @@
+//! # callbridge — call links with live join cards
+//!
+//! A user types `/call` in a chat; the bridge mints an unguessable room link, posts a join
+//! card, keeps it current with who is in, and lets the host lock the room. The link opens a
+//! real audio/video room served by this daemon. A tour of the crate:
+//!
+//! * [`config`] — the TOML file, typed; secrets from the environment.
+//! * [`ids`] — room ids and tokens from a CSPRNG; hashing and constant-time comparison.
+//! * [`room`] — the domain vocabulary: requests, admissions, refusals, views.
+//! * [`store`] — SQLite or PostgreSQL; every rule that must hold under concurrency runs in a
+//!   transaction there (admission, lock, end, remove, knocks, presence).
+//! * [`events`] — every room change, published after it commits.
+//! * [`service`] — `RoomService`, the one door to rooms for the web, the CLI and chat commands.
+//! * [`live`] — connected room pages on this node: signaling relay and live updates.
+//! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
+//! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod ids;
+pub mod live;
+pub mod room;
+pub mod service;
+pub mod store;
+pub mod web;

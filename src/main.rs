@@ -1,0 +1,50 @@
+//! The `callbridge` binary: parse the command line and hand over to the library.
+
+use callbridge::cli::{Cli, Command, room_command};
+use callbridge::config::Config;
+use callbridge::daemon::Daemon;
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::CheckConfig = command {
+        println!("# {} is valid; effective configuration (secrets redacted):", cli.config.as_deref().map_or("<defaults>".into(), |p| p.display().to_string()));
+        print!("{}", config.to_redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Run => Daemon::start(config).await?.run_until_signal().await,
+            other => room_command(&config, other).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The store: the database is the source of truth for rooms, participants, knocks and cards.
+//!
+//! One set of SQL runs on SQLite and PostgreSQL through sqlx's `Any` driver (`$N` parameters
+//! work on both). Rules that must hold under concurrency are decided inside one transaction
+//! that first takes the room's row lock (`UPDATE rooms … RETURNING`), so two daemons on one
+//! PostgreSQL, or a thousand concurrent joiners, cannot overshoot a capacity or pass a lock.
+//!
+//! * `admission` — joins, batched into shared transactions by writer tasks.
+//! * `rooms` — create, lock, unlock, end, remove, and the room view.
+//! * `knocks` — requests to enter a locked room.
+//! * `presence` — room-page connections, leaving, node heartbeats and sweeps.
+
+mod admission;
+mod knocks;
+mod presence;
+mod rooms;
+
+pub use admission::AdmissionWriter;
+pub use knocks::{KnockAnswer, KnockOutcome};
+pub use presence::PresenceChange;
+pub use rooms::{HostCheck, RemoveOutcome, StateChange};
+
+use crate::clock::Clock;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+/// Errors from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("the admission writer has stopped")]
+    WriterGone,
+}
+
+/// Which database is behind the pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handles to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// Writes. On SQLite a single connection: SQLite has one writer at a time anyway, and one
+    /// connection queues writers in order instead of letting them spin on `SQLITE_BUSY`.
+    pub(crate) write: AnyPool,
+    /// Reads. WAL lets SQLite readers run beside the writer.
+    pub(crate) read: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) clock: Clock,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects, creating the SQLite file (and its directory) when needed, and migrates.
+    pub async fn connect(url: &str, max_connections: u32, clock: Clock) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let store = match backend {
+            Backend::Sqlite => {
+                let (url, path) = sqlite_url(url);
+                if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+                }
+                let write = sqlite_pool(&url, 1).await?;
+                // WAL persists in the file; set it once, from the writer.
+                write.execute("PRAGMA journal_mode = WAL").await?;
+                let read = sqlite_pool(&url, max_connections.max(2)).await?;
+                Store { write, read, backend, clock }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(4))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                Store { write: pool.clone(), read: pool, backend, clock }
+            }
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&store.write).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.write).await?,
+        }
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    /// Closes both pools, waiting for running queries.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Normalizes a `sqlite:` URL so the file is created when missing; returns (url, path).
+fn sqlite_url(url: &str) -> (String, String) {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = rest.split('?').next().unwrap_or(rest).to_owned();
+    let url = if rest.contains("mode=") {
+        format!("sqlite://{rest}")
+    } else if rest.contains('?') {
+        format!("sqlite://{rest}&mode=rwc")
+    } else {
+        format!("sqlite://{rest}?mode=rwc")
+    };
+    (url, path)
+}
+
+async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, StoreError> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // synchronous = NORMAL in WAL mode: a commit is written to the WAL before it
+                // returns, so a killed process (SIGKILL, panic) loses nothing that was
+                // acknowledged; only a power cut or kernel crash can drop the last commits
+                // (FULL would fsync every commit for that, at a large cost per join).
+                conn.execute(
+                    "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
+}

@@ -1,0 +1,183 @@
+//! The REST API under `/api/v1`: mint rooms (API token) and act on them (API or host token).
+
+use super::AppState;
+use super::auth::{require_api, require_host};
+use super::error::{ApiError, ErrorBody, json_rejection};
+use crate::config::RoomKind;
+use crate::room::RoomView;
+use crate::service::CreateOptions;
+use crate::store::{KnockAnswer, RemoveOutcome, StateChange};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Body of `POST /api/v1/rooms` (every field optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomBody {
+    /// Up to 120 characters.
+    pub title: Option<String>,
+    /// `video` (default from `[rooms] default_kind`) or `voice`.
+    pub kind: Option<RoomKind>,
+    /// The host's display name.
+    pub host_name: Option<String>,
+    /// 1–1000; default from `[rooms] max_participants`.
+    pub max_participants: Option<u32>,
+}
+
+/// A minted room.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedRoomResponse {
+    pub id: String,
+    /// The join link to share.
+    pub url: String,
+    /// The link that opens the room with host powers (carries the host token in its fragment).
+    pub host_url: String,
+    /// Secret: host powers over this room. Shown once.
+    pub host_token: String,
+    pub kind: RoomKind,
+    pub title: Option<String>,
+    pub host_name: Option<String>,
+    pub max_participants: u32,
+}
+
+/// Mint a room.
+#[utoipa::path(post, path = "/api/v1/rooms", tag = "api", request_body = CreateRoomBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = CreatedRoomResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn create_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateRoomBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedRoomResponse>), ApiError> {
+    require_api(&state, &headers)?;
+    // An empty body is a room on every default.
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) if !headers.contains_key(axum::http::header::CONTENT_TYPE) => {
+            CreateRoomBody::default()
+        }
+        Err(e) => return Err(json_rejection(e)),
+    };
+    let created = state
+        .rooms
+        .create(CreateOptions {
+            title: body.title,
+            kind: body.kind,
+            host_name: body.host_name,
+            max_participants: body.max_participants,
+            ..Default::default()
+        })
+        .await?;
+    let view = state.rooms.view(&created.id, false).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedRoomResponse {
+            host_url: state.rooms.host_url(&created.id, &created.host_token),
+            url: view.url,
+            id: created.id,
+            host_token: created.host_token,
+            kind: view.kind,
+            title: view.title,
+            host_name: view.host_name,
+            max_participants: view.max_participants,
+        }),
+    ))
+}
+
+/// The state of a room, with everyone who entered and the requests to join.
+#[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "api", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_room(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    Ok(Json(state.rooms.view(&id, true).await?))
+}
+
+async fn state_change(state: &AppState, id: &str, change: StateChange) -> Result<Json<RoomView>, ApiError> {
+    match change {
+        StateChange::NotFound => Err(ApiError::not_found()),
+        StateChange::Gone => Err(ApiError::new(StatusCode::GONE, "ended", "this room has ended")),
+        StateChange::Changed | StateChange::Unchanged => Ok(Json(state.rooms.view(id, true).await?)),
+    }
+}
+
+/// Lock the room: nobody new may enter; people inside stay.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/lock", tag = "api", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn lock(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    let change = state.rooms.set_locked(&id, true).await?;
+    state_change(&state, &id, change).await
+}
+
+/// Unlock the room.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/unlock", tag = "api", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn unlock(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    let change = state.rooms.set_locked(&id, false).await?;
+    state_change(&state, &id, change).await
+}
+
+/// End the room for everyone; the link answers 410 from now on.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/end", tag = "api", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn end(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    match state.rooms.end(&id).await? {
+        StateChange::NotFound => Err(ApiError::not_found()),
+        _ => Ok(Json(state.rooms.view(&id, true).await?)),
+    }
+}
+
+/// Remove a participant: disconnected now, and refused on rejoin.
+#[utoipa::path(delete, path = "/api/v1/rooms/{id}/participants/{pid}", tag = "api",
+    params(("id" = String, Path), ("pid" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, pid)): Path<(String, String)>,
+) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    match state.rooms.remove(&id, &pid).await? {
+        RemoveOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant")),
+        RemoveOutcome::Removed(_) | RemoveOutcome::AlreadyRemoved => Ok(Json(state.rooms.view(&id, true).await?)),
+    }
+}
+
+async fn answer(state: AppState, headers: HeaderMap, id: String, kid: String, admit: bool) -> Result<Json<RoomView>, ApiError> {
+    require_host(&state, &headers, &id).await?;
+    match state.rooms.answer_knock(&id, &kid, admit).await? {
+        KnockAnswer::Answered(_) | KnockAnswer::AlreadyAnswered => Ok(Json(state.rooms.view(&id, true).await?)),
+        KnockAnswer::Full => Err(ApiError::new(StatusCode::CONFLICT, "full", "the room is full")),
+        KnockAnswer::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request")),
+    }
+}
+
+/// Let a knocking person in (capacity still applies).
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/knocks/{knock_id}/admit", tag = "api",
+    params(("id" = String, Path), ("knock_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn admit(State(state): State<AppState>, headers: HeaderMap, Path((id, kid)): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
+    answer(state, headers, id, kid, true).await
+}
+
+/// Turn a knocking person away.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/knocks/{knock_id}/deny", tag = "api",
+    params(("id" = String, Path), ("knock_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn deny(State(state): State<AppState>, headers: HeaderMap, Path((id, kid)): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
+    answer(state, headers, id, kid, false).await
+}

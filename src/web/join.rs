@@ -1,0 +1,159 @@
+//! The join gate: `POST /r/{id}/join`, knocking, and the knock status a waiting page polls.
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody, json_rejection};
+use crate::room::{Admission, JoinRequest, Refusal};
+use crate::store::KnockOutcome;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Body of `POST /r/{id}/join`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// Display name: trimmed, 1–64 characters, no control characters.
+    pub name: String,
+    /// A previous admission's token, to rejoin (passes a lock; a removed participant's token is refused).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// A granted admission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinResponse {
+    pub participant_id: String,
+    /// Secret: opens the room page's WebSocket and rejoins later.
+    pub token: String,
+    pub name: String,
+    /// True when this token was admitted before.
+    pub rejoin: bool,
+    pub room_id: String,
+    /// Path of the room page's WebSocket (add `?token=`).
+    pub ws_path: String,
+}
+
+/// Body of `POST /r/{id}/knock`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnockBody {
+    pub name: String,
+}
+
+/// A waiting request to join.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnockResponse {
+    pub knock_id: String,
+    /// Secret: polls the status, and becomes the participant token once admitted.
+    pub token: String,
+}
+
+/// Where a knock stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnockStatus {
+    /// `pending`, `admitted` or `denied`.
+    pub status: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    pub token: String,
+}
+
+/// Applies the per-address join rate limit.
+pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    let Some(limiter) = &state.join_limiter else { return Ok(()) };
+    let Some(ip) = super::client_addr::client_ip(parts, state.rooms.config().server.trust_forwarded_for) else {
+        return Ok(());
+    };
+    limiter.check_key(&ip).map_err(|_| {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many join attempts; wait a minute")
+    })
+}
+
+/// Enter a room.
+#[utoipa::path(post, path = "/r/{id}/join", tag = "rooms",
+    params(("id" = String, Path, description = "Room id")),
+    request_body = JoinBody,
+    responses(
+        (status = 200, description = "Admitted", body = JoinResponse),
+        (status = 400, description = "invalid_name / invalid_json", body = ErrorBody),
+        (status = 403, description = "banned: removed by the host", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "full", body = ErrorBody),
+        (status = 410, description = "ended or expired", body = ErrorBody),
+        (status = 413, description = "too_large", body = ErrorBody),
+        (status = 423, description = "locked (`knock` says whether asking to join is possible)", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+    ))]
+pub async fn join(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+    body: Result<Json<JoinBody>, JsonRejection>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    rate_limit(&state, &parts)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let req = JoinRequest { room_id: id.clone(), name: body.name, token: body.token, user_ref: None };
+    match state.rooms.join(req).await? {
+        Admission::Admitted(a) => Ok(Json(JoinResponse {
+            participant_id: a.participant_id,
+            token: a.token,
+            name: a.name,
+            rejoin: a.rejoin,
+            ws_path: format!("/r/{id}/ws"),
+            room_id: id,
+        })),
+        Admission::Refused(r) => Err(ApiError::refused(r)),
+    }
+}
+
+/// Ask the host to let you into a locked room.
+#[utoipa::path(post, path = "/r/{id}/knock", tag = "rooms",
+    params(("id" = String, Path, description = "Room id")),
+    request_body = KnockBody,
+    responses(
+        (status = 202, description = "Waiting for the host", body = KnockResponse),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "not_locked: join instead", body = ErrorBody),
+        (status = 410, description = "ended or expired", body = ErrorBody),
+        (status = 423, description = "locked, and this room takes no requests", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+    ))]
+pub async fn knock(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+    body: Result<Json<KnockBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<KnockResponse>), ApiError> {
+    rate_limit(&state, &parts)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    match state.rooms.knock(&id, &body.name).await? {
+        KnockOutcome::Waiting { knock_id, token } => Ok((StatusCode::ACCEPTED, Json(KnockResponse { knock_id, token }))),
+        KnockOutcome::NotLocked => Err(ApiError::new(StatusCode::CONFLICT, "not_locked", "the room is open: join it")),
+        KnockOutcome::Refused(r) => Err(ApiError::refused(r)),
+    }
+}
+
+/// Where a request to join stands.
+#[utoipa::path(get, path = "/r/{id}/knocks/{knock_id}", tag = "rooms",
+    params(("id" = String, Path), ("knock_id" = String, Path), ("token" = String, Query, description = "The knock token")),
+    responses((status = 200, body = KnockStatus), (status = 404, description = "not_found", body = ErrorBody)))]
+pub async fn knock_status(
+    State(state): State<AppState>,
+    Path((id, knock_id)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Json<KnockStatus>, ApiError> {
+    if !crate::ids::is_room_id(&id) || !crate::ids::is_participant_id(&knock_id) {
+        return Err(ApiError::refused(Refusal::NotFound));
+    }
+    match state.rooms.store.knock_status(&id, &knock_id, &q.token).await.map_err(crate::service::ServiceError::from)? {
+        Some(status) => Ok(Json(KnockStatus { status })),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request")),
+    }
+}

@@ -1,0 +1,97 @@
+//! The web server: join and room pages, the join gate, the room socket and the REST API.
+//!
+//! * `pages` — HTML pages and embedded assets; `i18n` — their strings in three languages.
+//! * `join` — `POST /r/{id}/join` and knocking; `ws` — the room page's socket.
+//! * `api` — `/api/v1`; `auth` — API and host tokens; `openapi` — the generated document.
+//! * `error` — the one error type, `{"error","message"}` with a stable code.
+
+pub mod api;
+pub mod auth;
+pub mod client_addr;
+pub mod error;
+pub mod i18n;
+pub mod join;
+pub mod openapi;
+pub mod pages;
+pub mod ws;
+
+use crate::config::Secret;
+use crate::live::Live;
+use crate::service::RoomService;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use governor::DefaultKeyedRateLimiter;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub rooms: RoomService,
+    pub live: Live,
+    /// This daemon's id in the `nodes` table.
+    pub node_id: Arc<str>,
+    pub api_token: Secret,
+    /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.
+    pub join_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Fires on shutdown: sockets say goodbye, grace timers stop.
+    pub cancel: CancellationToken,
+    /// Owns every socket session and timer, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.rooms.config().server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/r/{id}/join", post(join::join))
+        .route("/r/{id}/knock", post(join::knock))
+        .route("/r/{id}/knocks/{knock_id}", get(join::knock_status))
+        .route("/r/{id}/ws", get(ws::ws))
+        .route("/api/v1/rooms", post(api::create_room))
+        .route("/api/v1/rooms/{id}", get(api::get_room))
+        .route("/api/v1/rooms/{id}/lock", post(api::lock))
+        .route("/api/v1/rooms/{id}/unlock", post(api::unlock))
+        .route("/api/v1/rooms/{id}/end", post(api::end))
+        .route("/api/v1/rooms/{id}/participants/{pid}", delete(api::remove))
+        .route("/api/v1/rooms/{id}/knocks/{knock_id}/admit", post(api::admit))
+        .route("/api/v1/rooms/{id}/knocks/{knock_id}/deny", post(api::deny))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .merge(pages::routes())
+        .fallback(|| async { error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            // The span names the path only: queries carry tokens and never reach the logs.
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())),
+        )
+        .with_state(state)
+}
+
+/// Liveness and readiness.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "`{\"status\":\"ok\", ...}`"), (status = 503, description = "The database does not answer")))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let storage = match state.rooms.store.backend() {
+        crate::store::Backend::Sqlite => "sqlite",
+        crate::store::Backend::Postgres => "postgres",
+    };
+    let (status, word) = match state.rooms.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+    };
+    (status, Json(json!({
+        "status": word,
+        "version": env!("CARGO_PKG_VERSION"),
+        "storage": storage,
+        "node_id": &*state.node_id,
+        "sockets": state.live.socket_count(),
+    })))
+}
