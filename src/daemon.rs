@@ -47,7 +47,15 @@ impl Daemon {
     }
 
     /// As `start`, with a clock tests can move.
-    pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Daemon> {
+    pub async fn start_with_clock(mut config: Config, clock: Clock) -> anyhow::Result<Daemon> {
+        // Bind first: with port 0 the links must name the port actually bound.
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        if config.server.public_url.is_none() {
+            config.server.public_url = Some(format!("http://{addr}"));
+        }
         let config = Arc::new(config);
         let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock)
             .await
@@ -77,10 +85,6 @@ impl Daemon {
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
 
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let addr = listener.local_addr()?;
         let stop_server = CancellationToken::new();
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn({

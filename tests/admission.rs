@@ -1,0 +1,285 @@
+//! The admission rules and every status code of the join gate and the API, on SQLite and on
+//! PostgreSQL, through the real HTTP server.
+
+mod common;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(Db::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(Db::Postgres).await }
+        }
+    )*};
+}
+
+on_both!(
+    every_outcome_has_its_status,
+    capacity_holds_under_500_concurrent_joins,
+    joins_racing_a_lock_admit_nobody_after_it,
+    state_survives_a_restart,
+    knock_admit_and_deny,
+    auth_and_bad_input,
+    rooms_expire_when_unused,
+);
+
+async fn every_outcome_has_its_status(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let h = Harness::start(config(&tdb)).await;
+    let (id, host) = h.create_room(json!({"title": "Standup", "max_participants": 2})).await;
+
+    // unknown and malformed ids
+    assert_eq!(h.join("AAAAAAAAAAAAAAAAAAAAAA", "Ada", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.join("x'; DROP TABLE rooms;--", "Ada", None).await.0, StatusCode::NOT_FOUND);
+    // names
+    assert_eq!(h.join(&id, "   ", None).await.1["error"], "invalid_name");
+    assert_eq!(h.join(&id, &"n".repeat(65), None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.join(&id, "a\u{7}b", None).await.0, StatusCode::BAD_REQUEST);
+
+    // admitted, then full
+    let (s, ada) = h.join(&id, "  Ada  ", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ada["name"], "Ada");
+    assert_eq!(ada["rejoin"], false);
+    let ada_token = ada["token"].as_str().unwrap().to_owned();
+    let (s, bob) = h.join(&id, "Bob", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = h.join(&id, "Cy", None).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::CONFLICT, Some("full")));
+
+    // locked: new joiners refused, with the knock hint; a rejoin by token passes
+    assert_eq!(h.act(&id, "lock", &host).await.0, StatusCode::OK);
+    let (s, body) = h.join(&id, "Dee", None).await;
+    assert_eq!((s, body["error"].as_str(), body["knock"].as_bool()), (StatusCode::LOCKED, Some("locked"), Some(true)));
+    let (s, again) = h.join(&id, "Ada", Some(&ada_token)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((again["rejoin"].as_bool(), again["participant_id"].clone()), (Some(true), ada["participant_id"].clone()));
+    assert_eq!(again["token"], ada_token);
+    // locked beats full for a new joiner (order: locked before full)
+    assert_eq!(h.join(&id, "Eve", None).await.1["error"], "locked");
+
+    // removed: refused on rejoin, even after unlock
+    let bob_pid = bob["participant_id"].as_str().unwrap();
+    let r = h.http.delete(format!("{}/api/v1/rooms/{id}/participants/{bob_pid}", h.base)).bearer_auth(&host).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(h.act(&id, "unlock", &host).await.0, StatusCode::OK);
+    let (s, body) = h.join(&id, "Bob", bob["token"].as_str()).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("banned")));
+    // Bob's place was freed by the removal
+    assert_eq!(h.join(&id, "Fay", None).await.0, StatusCode::OK);
+
+    let room = h.room(&id).await;
+    let names: Vec<&str> = room["participants"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Ada", "Bob", "Fay"]);
+    assert_eq!(room["participants"][1]["removed"], true);
+    assert!(room["participants"][1]["left_at"].is_string());
+    assert!(room["participants"][0]["left_at"].is_null());
+    assert_eq!(room["participants"][0]["present"], false);
+
+    // ended: 410 for everyone, the rejoin included
+    assert_eq!(h.act(&id, "end", &host).await.0, StatusCode::OK);
+    let (s, body) = h.join(&id, "Ada", Some(&ada_token)).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::GONE, Some("ended")));
+    assert_eq!(h.act(&id, "lock", &host).await.0, StatusCode::GONE);
+    let room = h.room(&id).await;
+    assert_eq!((room["status"].as_str(), room["ended"].as_bool()), (Some("ended"), Some(true)));
+    assert!(room["participants"].as_array().unwrap().iter().all(|p| p["left_at"].is_string()));
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+async fn capacity_holds_under_500_concurrent_joins(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let h = Arc::new(Harness::start(config(&tdb)).await);
+    let (id, _) = h.create_room(json!({"max_participants": 50})).await;
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let (h, id) = (h.clone(), id.clone());
+            tokio::spawn(async move { h.join(&id, &format!("guest {i}"), None).await.0 })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 50);
+    assert_eq!(h.room(&id).await["participants"].as_array().unwrap().len(), 50);
+    Arc::into_inner(h).unwrap().stop().await;
+    tdb.drop_db().await;
+}
+
+async fn joins_racing_a_lock_admit_nobody_after_it(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let h = Arc::new(Harness::start(config(&tdb)).await);
+    for round in 0..5 {
+        let (id, host) = h.create_room(json!({"max_participants": 1000})).await;
+        let locked_at: Arc<std::sync::OnceLock<tokio::time::Instant>> = Arc::default();
+        let mut tasks = Vec::new();
+        for i in 0..120 {
+            let (h, id, locked_at) = (h.clone(), id.clone(), locked_at.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(300 * i)).await;
+                let sent_after_lock = locked_at.get().is_some();
+                let (status, _) = h.join(&id, &format!("racer {i}"), None).await;
+                (sent_after_lock, status)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert_eq!(h.act(&id, "lock", &host).await.0, StatusCode::OK);
+        locked_at.set(tokio::time::Instant::now()).unwrap();
+        let mut admitted = 0;
+        for t in tasks {
+            let (after, status) = t.await.unwrap();
+            if after {
+                assert_eq!(status, StatusCode::LOCKED, "round {round}: a join sent after the lock returned was admitted");
+            }
+            if status == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+        assert_eq!(h.room(&id).await["participants"].as_array().unwrap().len(), admitted);
+    }
+    Arc::into_inner(h).unwrap().stop().await;
+    tdb.drop_db().await;
+}
+
+async fn state_survives_a_restart(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let h = Harness::start(config(&tdb)).await;
+    let (id, host) = h.create_room(json!({"title": "Persist", "kind": "voice"})).await;
+    let (_, ada) = h.join(&id, "Ada", None).await;
+    h.act(&id, "lock", &host).await;
+    h.stop().await;
+
+    let h = Harness::start(config(&tdb)).await;
+    let room = h.room(&id).await;
+    assert_eq!((room["title"].as_str(), room["kind"].as_str(), room["locked"].as_bool()), (Some("Persist"), Some("voice"), Some(true)));
+    assert_eq!(room["participants"][0]["name"], "Ada");
+    assert_eq!(h.join(&id, "Bob", None).await.0, StatusCode::LOCKED);
+    assert_eq!(h.join(&id, "Ada", ada["token"].as_str()).await.0, StatusCode::OK);
+    // the host token still works
+    assert_eq!(h.act(&id, "unlock", &host).await.0, StatusCode::OK);
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+async fn knock_admit_and_deny(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let h = Harness::start(config(&tdb)).await;
+    let (id, host) = h.create_room(json!({})).await;
+    let knock = |name: &'static str| {
+        let (h, id) = (&h, id.clone());
+        async move {
+            let r = h.http.post(format!("{}/r/{id}/knock", h.base)).json(&json!({"name": name})).send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // an open room takes joins, not knocks
+    let (s, body) = knock("Early").await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::CONFLICT, Some("not_locked")));
+    h.act(&id, "lock", &host).await;
+    let (s, k1) = knock("Kim").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, k2) = knock("Lou").await;
+    let status = |k: &serde_json::Value| {
+        let url = format!("{}/r/{id}/knocks/{}?token={}", h.base, k["knock_id"].as_str().unwrap(), k["token"].as_str().unwrap());
+        let http = h.http.clone();
+        async move { http.get(url).send().await.unwrap().json::<serde_json::Value>().await.unwrap()["status"].as_str().unwrap().to_owned() }
+    };
+    assert_eq!(status(&k1).await, "pending");
+    let room = h.room(&id).await;
+    assert_eq!(room["knocks"].as_array().unwrap().len(), 2);
+
+    let admit = format!("knocks/{}/admit", k1["knock_id"].as_str().unwrap());
+    assert_eq!(h.act(&id, &admit, &host).await.0, StatusCode::OK);
+    let deny = format!("knocks/{}/deny", k2["knock_id"].as_str().unwrap());
+    assert_eq!(h.act(&id, &deny, &host).await.0, StatusCode::OK);
+    assert_eq!(status(&k1).await, "admitted");
+    assert_eq!(status(&k2).await, "denied");
+    // the admitted knocker enters the locked room with its knock token; the denied one cannot
+    let (s, kim) = h.join(&id, "Kim", k1["token"].as_str()).await;
+    assert_eq!((s, kim["name"].as_str()), (StatusCode::OK, Some("Kim")));
+    assert_eq!(h.join(&id, "Lou", k2["token"].as_str()).await.0, StatusCode::LOCKED);
+    // a wrong knock token learns nothing
+    let r = h.http.get(format!("{}/r/{id}/knocks/{}?token=nope", h.base, k1["knock_id"].as_str().unwrap())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+async fn auth_and_bad_input(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let mut c = config(&tdb);
+    c.server.join_rate_per_minute = 5;
+    let h = Harness::start(c).await;
+    let (id, host) = h.create_room(json!({})).await;
+    let (other, other_host) = h.create_room(json!({})).await;
+    let url = |p: &str| format!("{}{p}", h.base);
+
+    // minting needs the API token; a host token is not enough
+    assert_eq!(h.http.post(url("/api/v1/rooms")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(h.http.post(url("/api/v1/rooms")).bearer_auth(&host).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    // a room's host token has no power over another room
+    assert_eq!(h.act(&other, "lock", &host).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.act(&other, "lock", &other_host).await.0, StatusCode::OK);
+    assert_eq!(h.http.get(url(&format!("/api/v1/rooms/{id}"))).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // unknown rooms: 404 to the API token, 403 to anything else (no probing with tokens)
+    assert_eq!(h.act("AAAAAAAAAAAAAAAAAAAAAA", "lock", API_TOKEN).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.act("AAAAAAAAAAAAAAAAAAAAAA", "lock", &host).await.0, StatusCode::FORBIDDEN);
+    // bad bodies
+    let r = h.http.post(url("/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"kind": "hologram"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = h.http.post(url("/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"max_participants": 0})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let huge = json!({"name": "x".repeat(20_000)});
+    let r = h.http.post(url(&format!("/r/{id}/join"))).json(&huge).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "too_large");
+    let r = h.http.post(url(&format!("/r/{id}/join"))).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_json");
+    // the rate limit: 5 per minute per address; the oversized and broken bodies above count
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(h.join(&id, &format!("p{i}"), None).await.0);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let (s, body) = h.join(&id, "late", None).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    // the room socket refuses anyone without a valid token
+    let r = h.http.get(url(&format!("/r/{id}/ws?token=forged"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // health
+    let v: serde_json::Value = h.http.get(url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "ok");
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+async fn rooms_expire_when_unused(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let clock = callbridge::clock::Clock::default();
+    let h = Harness::start_with_clock(config(&tdb), clock.clone()).await;
+    let (id, _) = h.create_room(json!({})).await;
+    let (fresh, _) = h.create_room(json!({})).await;
+    clock.advance(Duration::from_secs(89 * 86_400));
+    assert_eq!(h.join(&fresh, "Keeps it alive", None).await.0, StatusCode::OK);
+    clock.advance(Duration::from_secs(2 * 86_400));
+    let (s, body) = h.join(&id, "Late", None).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::GONE, Some("expired")));
+    assert_eq!(h.room(&id).await["status"], "expired");
+    assert_eq!(h.join(&fresh, "Still fine", None).await.0, StatusCode::OK);
+    h.stop().await;
+    tdb.drop_db().await;
+}

@@ -1,0 +1,151 @@
+//! Test harness: a real daemon on 127.0.0.1:0 over a fresh SQLite file or a fresh PostgreSQL
+//! database, and a small HTTP client for the public contract.
+#![allow(dead_code)]
+
+use callbridge::clock::Clock;
+use callbridge::config::{Config, Secret};
+use callbridge::daemon::Daemon;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use (the test command makes sure one answers).
+pub fn pg_admin_url() -> String {
+    std::env::var("CALLBRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database for one test: a temp SQLite file or a fresh PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match db {
+            Db::Sqlite => TestDb { url: format!("sqlite://{}/test.db", dir.path().display()), dir, pg_name: None },
+            Db::Postgres => {
+                use sqlx::Connection;
+                let name = format!("cbt_{}", callbridge::ids::new_participant_id().to_lowercase());
+                let mut admin = sqlx::PgConnection::connect(&pg_admin_url())
+                    .await
+                    .expect("PostgreSQL must answer at CALLBRIDGE_TEST_PG (default 127.0.0.1:5432/test); the test command starts one");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create test database");
+                let base = pg_admin_url();
+                let url = format!("{}/{name}", base.rsplit_once('/').expect("db url").0);
+                TestDb { url, dir, pg_name: Some(name) }
+            }
+        }
+    }
+
+    /// Drops the PostgreSQL database (call at the end of a test).
+    pub async fn drop_db(self) {
+        if let Some(name) = self.pg_name {
+            use sqlx::Connection;
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+            }
+        }
+    }
+}
+
+/// A config for tests: ephemeral port, no STUN, the test API token, rate limit off.
+pub fn config(db: &TestDb) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.join_rate_per_minute = 0;
+    c.storage.url = Some(Secret::new(db.url.clone()));
+    c.storage.data_dir = db.dir.path().to_owned();
+    c.rooms.ice_servers = vec![];
+    c.api.token = Some(Secret::new(API_TOKEN));
+    c
+}
+
+/// A running daemon and a client for it.
+pub struct Harness {
+    pub daemon: Daemon,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start(config: Config) -> Harness {
+        Self::start_with_clock(config, Clock::default()).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Harness {
+        let daemon = Daemon::start_with_clock(config, clock).await.expect("daemon starts");
+        let base = format!("http://{}", daemon.addr);
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        Harness { daemon, base, http }
+    }
+
+    pub async fn stop(self) {
+        self.daemon.shutdown().await;
+    }
+
+    /// Mints a room through the API; returns (id, host_token).
+    pub async fn create_room(&self, body: Value) -> (String, String) {
+        let r = self.http.post(format!("{}/api/v1/rooms", self.base)).bearer_auth(API_TOKEN).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        (v["id"].as_str().unwrap().to_owned(), v["host_token"].as_str().unwrap().to_owned())
+    }
+
+    /// `POST /r/{id}/join`; returns status and body.
+    pub async fn join(&self, id: &str, name: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut body = json!({"name": name});
+        if let Some(t) = token {
+            body["token"] = json!(t);
+        }
+        let r = self.http.post(format!("{}/r/{id}/join", self.base)).json(&body).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A host/API action: POST `/api/v1/rooms/{id}/{action}`.
+    pub async fn act(&self, id: &str, action: &str, token: &str) -> (StatusCode, Value) {
+        let r = self.http.post(format!("{}/api/v1/rooms/{id}/{action}", self.base)).bearer_auth(token).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn room(&self, id: &str) -> Value {
+        let r = self.http.get(format!("{}/api/v1/rooms/{id}", self.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    pub fn ws_url(&self, id: &str, token: &str) -> String {
+        format!("ws://{}/r/{id}/ws?token={token}", self.daemon.addr)
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
