@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs and starts the real peers the tests talk to. Safe to run again: each step checks
+# first. A peer that cannot be had fails the run here, loudly — tests never skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+pg_url="${CALLBRIDGE_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
+pg_hostport="${pg_url#*@}"; pg_hostport="${pg_hostport%%/*}"
+pg_host="${pg_hostport%%:*}"; pg_port="${pg_hostport##*:}"
+pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h "$pg_host" -p "$pg_port"; }
+if ! pg_answers; then
+  log "PostgreSQL does not answer at $pg_host:$pg_port; starting one"
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
+  if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+  if ! pg_answers; then
+    # A throwaway cluster with trust auth, owned by the postgres user.
+    bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+    dir=/tmp/callbridge-pg
+    as_root mkdir -p "$dir" && as_root chown postgres "$dir"
+    [ -f "$dir/PG_VERSION" ] || as_root runuser -u postgres -- "$bin/initdb" -D "$dir" -A trust -U postgres >/dev/null
+    as_root runuser -u postgres -- "$bin/pg_ctl" -D "$dir" -o "-p $pg_port -k /tmp" -l "$dir/log" -w start >/dev/null
+  fi
+  pg_answers || { echo "PostgreSQL could not be started at $pg_host:$pg_port" >&2; exit 1; }
+fi
+db="${pg_url##*/}"
+psql -h "$pg_host" -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+  || psql -h "$pg_host" -p "$pg_port" -U postgres -d postgres -qc "CREATE DATABASE $db"
+# Databases left by interrupted runs.
+for stale in $(psql -h "$pg_host" -p "$pg_port" -U postgres -d "$db" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'cbt\_%'"); do
+  psql -h "$pg_host" -p "$pg_port" -U postgres -d "$db" -qc "DROP DATABASE IF EXISTS $stale WITH (FORCE)" || true
+done
+log "PostgreSQL answers at $pg_host:$pg_port"

@@ -1,0 +1,75 @@
+//! The binary: `check-config`, and minting and steering a room from the shell against a
+//! running daemon.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn callbridge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
+    c.env_remove("CALLBRIDGE_CONFIG").env_remove("CALLBRIDGE_API_TOKEN").env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn check_config_names_the_unknown_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9\"\n\n[rooms]\nmax_participant = 5\n").unwrap();
+    let out = callbridge().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("line 5") && err.contains("max_participant"), "{err}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, "[api]\ntoken = \"hunter2-file\"\n").unwrap();
+    let out = callbridge().args(["check-config", "--config"]).arg(&path).env("CALLBRIDGE_STORAGE_URL", "postgres://u:pw-env@h/db").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[rooms]") && text.contains("max_participants = 8") && text.contains("<redacted>"), "{text}");
+    assert!(!text.contains("hunter2") && !text.contains("pw-env"), "{text}");
+    // no file at all is valid: the embedded defaults
+    assert!(callbridge().arg("check-config").output().unwrap().status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_minted_and_steered_from_the_shell() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(config(&tdb)).await;
+    let run = |args: Vec<String>| {
+        let base = h.base.clone();
+        tokio::task::spawn_blocking(move || {
+            callbridge().args(&args).args(["--server", &base]).env("CALLBRIDGE_API_TOKEN", API_TOKEN).output().unwrap()
+        })
+    };
+    let out = run(vec!["create".into(), "--title".into(), "From the shell".into(), "--kind".into(), "voice".into(), "--json".into()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["url"], format!("{}/r/{id}", h.base));
+    assert_eq!(created["kind"], "voice");
+
+    assert_eq!(h.join(&id, "Ada", None).await.0, reqwest::StatusCode::OK);
+    let out = run(vec!["lock".into(), id.clone()]).await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(h.join(&id, "Bob", None).await.0, reqwest::StatusCode::LOCKED);
+    let out = run(vec!["show".into(), id.clone()]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("From the shell") && text.contains("locked") && text.contains("Ada"), "{text}");
+    assert!(run(vec!["end".into(), id.clone()]).await.unwrap().status.success());
+    assert_eq!(h.join(&id, "Cy", None).await.0, reqwest::StatusCode::GONE);
+    // a wrong token is refused with the daemon's message
+    let out = tokio::task::spawn_blocking({
+        let base = h.base.clone();
+        move || callbridge().args(["show", "AAAAAAAAAAAAAAAAAAAAAA", "--server", &base]).env("CALLBRIDGE_API_TOKEN", "wrong").output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no power"));
+    h.stop().await;
+}
