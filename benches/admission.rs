@@ -1,0 +1,190 @@
+//! Admission throughput and latency: `POST /r/{id}/join` on callbridge (SQLite, PostgreSQL)
+//! side by side with a bare axum handler, in one run on the same machine.
+//!
+//!     cargo bench --bench admission [-- --seconds 10 --connections 64]
+//!
+//! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
+//! this process is the load generator, with `--connections` keep-alive connections each
+//! sending one request after another. Every callbridge join is a real admission: rooms of 1000
+//! places are minted up front and filled in turn, so every answer is a 200 written to disk.
+//! PostgreSQL comes from `CALLBRIDGE_TEST_PG` (default 127.0.0.1:5432, database `test`).
+
+use axum::Json;
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const ROOM_SIZE: u64 = 1000;
+const API_TOKEN: &str = "bench-api-token-0123456789";
+
+fn main() {
+    if let Ok(kind) = std::env::var("CB_BENCH_SERVE") {
+        return serve(&kind);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: u64| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    let (seconds, connections) = (arg("--seconds", 10), arg("--connections", 64) as usize);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!("admission benchmark: {connections} connections, {seconds} s per target, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let mut rows = Vec::new();
+    for target in ["bare", "sqlite", "postgres"] {
+        let result = rt.block_on(run_target(target, seconds, connections));
+        println!("{target:>9}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} other)", result.rps, result.p50, result.p99, result.ok, result.other);
+        rows.push((target, result));
+    }
+    let bare = &rows[0].1;
+    println!("\n| target | joins/s | p50 ms | p99 ms | vs bare throughput | vs bare p99 |\n|---|---|---|---|---|---|");
+    for (target, r) in &rows {
+        println!("| {target} | {:.0} | {:.2} | {:.2} | {:.2}× | {:.2}× |", r.rps, r.p50, r.p99, r.rps / bare.rps, r.p99 / bare.p99);
+    }
+}
+
+struct Figures {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    ok: u64,
+    other: u64,
+}
+
+async fn run_target(target: &str, seconds: u64, connections: usize) -> Figures {
+    let pg_db = format!("cb_bench_{}", std::process::id());
+    let pg_admin = std::env::var("CALLBRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let dir = tempfile::tempdir().unwrap();
+    let storage = match target {
+        "sqlite" => format!("sqlite://{}/bench.db", dir.path().display()),
+        "postgres" => {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&pg_admin).await.expect("PostgreSQL for the benchmark");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_db}"))).execute(&mut admin).await.unwrap();
+            format!("{}/{pg_db}", pg_admin.rsplit_once('/').unwrap().0)
+        }
+        _ => String::new(),
+    };
+    let mut child = spawn_server(target, &storage, dir.path());
+    let addr = read_addr(&mut child);
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+
+    // Enough rooms of 1000 places for every join of the run.
+    let rooms: Arc<Vec<String>> = Arc::new(if target == "bare" {
+        vec!["AAAAAAAAAAAAAAAAAAAAAA".into()]
+    } else {
+        let n = (seconds + 3) * 60_000 / ROOM_SIZE;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let v: Value = client.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN)
+                .json(&json!({"max_participants": ROOM_SIZE})).send().await.unwrap().json().await.unwrap();
+            ids.push(v["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    });
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let load = |duration: Duration, record: bool| {
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                let (client, base, rooms, counter) = (client.clone(), base.clone(), rooms.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(if record { 200_000 } else { 0 });
+                    let (mut ok, mut other) = (0u64, 0u64);
+                    let end = Instant::now() + duration;
+                    while Instant::now() < end {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let room = &rooms[((n / ROOM_SIZE) as usize) % rooms.len()];
+                        let t = Instant::now();
+                        let r = client.post(format!("{base}/r/{room}/join")).json(&json!({"name": "bench"})).send().await;
+                        let good = matches!(&r, Ok(r) if r.status() == 200);
+                        if let Ok(r) = r {
+                            let _ = r.bytes().await;
+                        }
+                        if record {
+                            lat.push(t.elapsed().as_micros() as u32);
+                        }
+                        if good { ok += 1 } else { other += 1 }
+                    }
+                    (lat, ok, other)
+                })
+            })
+            .collect();
+        async move {
+            let mut all = (Vec::new(), 0, 0);
+            for t in tasks {
+                let (l, ok, other) = t.await.unwrap();
+                all.0.extend(l);
+                all.1 += ok;
+                all.2 += other;
+            }
+            all
+        }
+    };
+    load(Duration::from_secs(2), false).await; // warm-up
+    let start = Instant::now();
+    let (mut lat, ok, other) = load(Duration::from_secs(seconds), true).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let figures = Figures { rps: ok as f64 / elapsed, p50: pct(0.50), p99: pct(0.99), ok, other };
+
+    let _ = child.kill();
+    let _ = child.wait();
+    if target == "postgres" {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&pg_admin).await.unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))).execute(&mut admin).await;
+    }
+    figures
+}
+
+fn spawn_server(kind: &str, storage: &str, dir: &std::path::Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("CB_BENCH_SERVE", kind)
+        .env("CB_BENCH_STORAGE", storage)
+        .env("CB_BENCH_DIR", dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server")
+}
+
+fn read_addr(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line.trim().strip_prefix("READY ").expect("server prints READY addr").to_owned()
+}
+
+/// The child: a bare axum handler, or the real daemon.
+fn serve(kind: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        if kind == "bare" {
+            // The same route and a similar answer, with no database behind it.
+            let app = axum::Router::new().route(
+                "/r/{id}/join",
+                post(|axum::extract::Path(id): axum::extract::Path<String>, Json(body): Json<Value>| async move {
+                    Json(json!({"participant_id": "bare", "token": "t", "name": body["name"], "rejoin": false, "room_id": id}))
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("READY {}", listener.local_addr().unwrap());
+            axum::serve(listener, app).await.unwrap();
+        } else {
+            let mut c = callbridge::config::Config::default();
+            c.server.listen = "127.0.0.1:0".parse().unwrap();
+            c.server.join_rate_per_minute = 0;
+            c.storage.url = Some(callbridge::config::Secret::new(std::env::var("CB_BENCH_STORAGE").unwrap()));
+            c.storage.data_dir = std::env::var("CB_BENCH_DIR").unwrap().into();
+            c.api.token = Some(callbridge::config::Secret::new(API_TOKEN));
+            c.rooms.max_participants = ROOM_SIZE as u32;
+            let daemon = callbridge::daemon::Daemon::start(c).await.unwrap();
+            println!("READY {}", daemon.addr);
+            std::future::pending::<()>().await;
+        }
+    });
+}

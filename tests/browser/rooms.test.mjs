@@ -1,0 +1,190 @@
+// Room pages in a real Chromium with fake camera and microphone: two participants decode each
+// other's media, voice rooms carry audio only, and the host's lock, knock/admit, remove and end
+// reach every page. Screenshots land in $CALLBRIDGE_ARTIFACTS (default test-artifacts/).
+//
+// Run by scripts/test after the Rust tests, against the daemon binary in $CALLBRIDGE_BIN.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.CALLBRIDGE_BIN;
+const ARTIFACTS = process.env.CALLBRIDGE_ARTIFACTS ?? 'test-artifacts';
+const API_TOKEN = 'browser-test-api-token-0123456789';
+const HOSTILE = '<img src=x onerror=alert(1)>';
+let daemon, base, browser, logPath;
+const alerts = [];
+
+const freePort = () => new Promise((resolve, reject) => {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  s.on('error', reject);
+});
+
+async function until(what, check, ms = 20000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { last = await check(); if (last) return last; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+before(async () => {
+  assert.ok(BIN, 'CALLBRIDGE_BIN must name the daemon binary');
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), 'callbridge-browser-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  writeFileSync(join(dir, 'config.toml'), [
+    '[server]', `listen = "127.0.0.1:${port}"`, 'join_rate_per_minute = 0',
+    '[storage]', `data_dir = "${dir}"`,
+    '[rooms]', 'presence_grace = "2s"', 'ice_servers = []',
+    '[api]', `token = "${API_TOKEN}"`, '',
+  ].join('\n'));
+  logPath = join(ARTIFACTS, 'daemon.log');
+  daemon = spawn(BIN, ['run', '--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
+  daemon.stderr.pipe(createWriteStream(logPath));
+  await until('the daemon to answer', async () => (await fetch(`${base}/healthz`)).ok);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic', '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  daemon?.kill('SIGTERM');
+});
+
+async function api(method, path, token = API_TOKEN, body) {
+  const r = await fetch(`${base}${path}`, {
+    method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+async function page() {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const p = await context.newPage();
+  p.on('dialog', async (d) => { if (d.type() === 'alert') alerts.push(d.message()); await d.accept(); });
+  p.on('pageerror', (e) => console.error('page error:', e.message));
+  return p;
+}
+
+/** Opens `url`, types the name, presses Join, and waits until the room page is connected. */
+async function enter(p, url, name) {
+  await p.goto(url);
+  await p.fill('#name', name);
+  await p.click('#join');
+  await p.waitForURL(/\/room$/);
+  await until(`${name} in the room`, () => p.evaluate(() => window.callbridge?.state === 'in-room'));
+}
+
+const stats = (p) => p.evaluate(async () => Object.values(await window.callbridge.stats()));
+const stateOf = (p) => p.evaluate(() => window.callbridge?.state);
+
+test('two participants each decode the other\'s video', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Media check', host_name: 'Ada' })).body;
+  const a = await page();
+  const b = await page();
+  await a.goto(room.url);
+  await a.screenshot({ path: join(ARTIFACTS, 'join-page.png') });
+  await enter(a, room.url, 'Ada');
+  await enter(b, room.url, 'Bob');
+  for (const [who, p] of [['Ada', a], ['Bob', b]]) {
+    await until(`${who} decoding video`, async () => (await stats(p)).some((s) => s.framesDecoded > 0));
+    const s = await stats(p);
+    assert.ok(s[0].audioBytesReceived > 0, `${who} receives audio`);
+  }
+  await b.screenshot({ path: join(ARTIFACTS, 'room-page.png') });
+  await a.context().close();
+  await b.context().close();
+});
+
+test('a voice room carries audio only', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Voice', kind: 'voice' })).body;
+  const a = await page();
+  const b = await page();
+  await enter(a, room.url, 'Ada');
+  await enter(b, room.url, 'Bob');
+  for (const p of [a, b]) {
+    await until('audio flowing', async () => (await stats(p)).some((s) => s.audioBytesReceived > 0));
+    const s = await stats(p);
+    assert.equal(s[0].videoTracks, 0, 'no video in a voice room');
+    assert.equal(s[0].framesDecoded, 0);
+  }
+  assert.equal(await a.locator('video.remote').count() + await a.locator('video.remote[data-pid]').count(), 0);
+  await a.context().close();
+  await b.context().close();
+});
+
+test('the host locks, admits a knock, removes a guest and ends the room; names stay text', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Hosted', host_name: 'Hana' })).body;
+  const host = await page();
+  const guest = await page();
+  const third = await page();
+  await enter(host, room.host_url, 'Hana');
+  await enter(guest, room.url, HOSTILE);
+
+  // the hostile name is shown as text on the host's page, never as markup
+  const list = host.locator('#participants');
+  await until('the guest listed', async () => (await list.textContent()).includes(HOSTILE));
+  assert.equal(await list.locator('img').count(), 0);
+  await host.screenshot({ path: join(ARTIFACTS, 'host-view.png') });
+
+  // lock: a third person sees the locked page; people inside stay
+  await host.click('#lock');
+  await until('the room locked', async () => (await api('GET', `/api/v1/rooms/${room.id}`)).body.locked);
+  await third.goto(room.url);
+  await until('the locked page', async () => /locked/i.test(await third.locator('#status').textContent()));
+  await third.screenshot({ path: join(ARTIFACTS, 'locked-page.png') });
+  assert.equal(await stateOf(guest), 'in-room');
+
+  // knock → admit → the third is in
+  if (await third.locator('#name').isVisible()) await third.fill('#name', 'Theo');
+  await third.click('#knock');
+  await until('the knock on the host view', () => host.locator('.admit[data-knock]').count());
+  await host.locator('.admit[data-knock]').first().click();
+  await third.waitForURL(/\/room$/, { timeout: 20000 });
+  await until('Theo in the room', async () => (await stateOf(third)) === 'in-room');
+
+  // remove: the guest is disconnected, told, and refused on rejoin
+  const view = (await api('GET', `/api/v1/rooms/${room.id}`)).body;
+  const guestId = view.participants.find((p) => p.name === HOSTILE).id;
+  await host.locator(`.remove[data-pid="${guestId}"]`).click();
+  await until('the guest removed', async () => (await stateOf(guest)) === 'removed');
+  assert.match(await guest.locator('#state-message').textContent(), /removed/i);
+  const rejoin = await guest.evaluate(async (id) => {
+    const token = localStorage.getItem(`cb:token:${id}`);
+    const r = await fetch(`/r/${id}/join`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'again', token }) });
+    return r.status;
+  }, room.id);
+  assert.equal(rejoin, 403);
+
+  // end: every page shows it
+  await host.click('#end');
+  for (const p of [host, third]) {
+    await until('the ended state', async () => (await stateOf(p)) === 'ended');
+    assert.match(await p.locator('#state-message').textContent(), /ended/i);
+  }
+  const r = await fetch(room.url);
+  assert.equal(r.status, 410);
+  assert.deepEqual(alerts, [], 'no script ran from a name');
+});
+
+test('the daemon log carries no token', async () => {
+  const { readFileSync } = await import('node:fs');
+  const log = readFileSync(logPath, 'utf8');
+  assert.ok(log.length > 0);
+  assert.ok(!log.includes(API_TOKEN), 'API token in the log');
+  assert.ok(!/token=[A-Za-z0-9]{20,}/.test(log), 'a participant token in the log');
+});
