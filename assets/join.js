@@ -198,7 +198,7 @@
   $('join-form').addEventListener('submit', (e) => {
     e.preventDefault();
     if (mode !== 'lobby') return;
-    if (status === 'locked' && !storedToken() && knockAllowed) return knock();
+    if (status === 'locked' && !storedToken() && knockAllowed && !hostToken) return knock();
     join();
   });
   $('retry').addEventListener('click', () => location.reload());
@@ -383,10 +383,11 @@
 
   function render() {
     if (mode !== 'lobby') return;
-    const messages = { locked: knockAllowed ? T.state_locked_knock : T.state_locked, full: T.state_full };
+    const canKnock = knockAllowed && !hostToken; // a host unlocks instead
+    const messages = { locked: canKnock ? T.state_locked_knock : T.state_locked, full: T.state_full };
     showState(messages[status] || '');
     show($('join'), status === 'open' || !!storedToken());
-    show($('knock'), status === 'locked' && knockAllowed);
+    show($('knock'), status === 'locked' && canKnock);
     show($('retry'), status === 'full');
   }
 

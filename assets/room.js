@@ -670,6 +670,9 @@
     if (sock) { try { sock.close(1000, state); } catch { /* already closed */ } }
     closeAll();
     stopMedia();
+    $('participants').replaceChildren();
+    $('count').textContent = '0';
+    app.classList.remove('side-toggled');
     setState(state);
     $('state-message').textContent = message;
     show($('rejoin'), !!opts.rejoin);

@@ -40,3 +40,18 @@ for stale in $(psql -h "$pg_host" -p "$pg_port" -U postgres -d "$db" -tAc "SELEC
   psql -h "$pg_host" -p "$pg_port" -U postgres -d "$db" -qc "DROP DATABASE IF EXISTS $stale WITH (FORCE)" || true
 done
 log "PostgreSQL answers at $pg_host:$pg_port"
+
+# --- Chromium and playwright-core (room pages in a real browser) -----------------------------
+if ! command -v chromium >/dev/null; then
+  log "installing Debian's chromium"
+  apt_install chromium fonts-dejavu-core
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "installing node and npm"
+  apt_install nodejs npm
+fi
+if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.package-lock.json 2>/dev/null; then
+  log "installing playwright-core (no browser download: the tests use /usr/bin/chromium)"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+log "chromium: $(chromium --version 2>/dev/null | head -1)"

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub const ENV_SECRETS: &[(&str, &str)] = &[
     ("CALLBRIDGE_API_TOKEN", "[api] token"),
     ("CALLBRIDGE_STORAGE_URL", "[storage] url (may carry a database password)"),
+    ("CALLBRIDGE_TELEGRAM_TOKEN", "[telegram] token (turns Telegram on when the section is absent)"),
 ];
 
 /// Errors loading or validating the configuration. Messages name the file, line and key.
@@ -90,6 +91,9 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// The REST API.
     pub api: ApiConfig,
+    /// The Telegram bot; on when the section is present (and `enabled` is not false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +223,49 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
 }
 
+/// `[telegram]`: the bot that posts join cards in Telegram chats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The bot token from @BotFather. REQUIRED when enabled (or `CALLBRIDGE_TELEGRAM_TOKEN`).
+    pub token: Option<Secret>,
+    /// The Bot API server (a local `telegram-bot-api` or a test double).
+    pub api_url: String,
+    /// Chat ids the bot serves; empty means every chat it is added to.
+    pub allowed_chats: Vec<i64>,
+    /// Least time between two messages or edits of the bot in one chat.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per chat per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
+    /// Long-polling timeout of `getUpdates`.
+    #[serde(with = "human_duration")]
+    pub poll_timeout: Duration,
+    /// How long a chat member's admin status is cached.
+    #[serde(with = "human_duration")]
+    pub admin_cache: Duration,
+}
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            enabled: true,
+            token: None,
+            api_url: "https://api.telegram.org".into(),
+            allowed_chats: Vec::new(),
+            min_interval: Duration::from_secs(1),
+            per_minute: 20,
+            debounce: Duration::from_millis(300),
+            poll_timeout: Duration::from_secs(10),
+            admin_cache: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Most people a room may ever hold; a mesh beyond this is not usable.
 pub const MAX_PARTICIPANTS_LIMIT: u32 = 1000;
 
@@ -259,6 +306,14 @@ impl Config {
         if let Some(v) = get("CALLBRIDGE_STORAGE_URL").filter(|v| !v.is_empty()) {
             self.storage.url = Some(Secret(v));
         }
+        if let Some(v) = get("CALLBRIDGE_TELEGRAM_TOKEN").filter(|v| !v.is_empty()) {
+            self.telegram.get_or_insert_with(TelegramConfig::default).token = Some(Secret(v));
+        }
+    }
+
+    /// The Telegram section when the adapter is on.
+    pub fn telegram_enabled(&self) -> Option<&TelegramConfig> {
+        self.telegram.as_ref().filter(|t| t.enabled)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -282,6 +337,21 @@ impl Config {
         for s in &self.rooms.ice_servers {
             if s.urls.iter().any(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
                 return Err(invalid("rooms.ice_servers", "urls must start with stun:, turn: or turns:".into()));
+            }
+        }
+        if let Some(t) = self.telegram_enabled() {
+            if t.token.as_ref().is_none_or(|t| t.expose().trim().is_empty()) {
+                return Err(invalid("telegram.token", "is required (or set CALLBRIDGE_TELEGRAM_TOKEN)".into()));
+            }
+            match url::Url::parse(&t.api_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(invalid("telegram.api_url", "must be an http(s) URL".into())),
+            }
+            if !(1..=60).contains(&t.per_minute) {
+                return Err(invalid("telegram.per_minute", "must be 1..=60".into()));
+            }
+            if t.poll_timeout > Duration::from_secs(50) {
+                return Err(invalid("telegram.poll_timeout", "must be at most 50s".into()));
             }
         }
         if self.server.max_body_bytes < 1024 {
@@ -339,6 +409,34 @@ mod tests {
         assert_eq!(c.rooms.default_kind, d.rooms.default_kind);
         assert_eq!(c.rooms.ice_servers, d.rooms.ice_servers);
         assert_eq!(c.storage.data_dir, d.storage.data_dir);
+        assert!(c.telegram.is_none(), "the example keeps [telegram] commented out");
+        let t = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [telegram]"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tc = Config::parse(&t, Path::new("config.example.toml")).unwrap().telegram.expect("[telegram] example");
+        let td = TelegramConfig::default();
+        assert_eq!((tc.api_url, tc.min_interval, tc.per_minute, tc.debounce, tc.poll_timeout, tc.admin_cache),
+                   (td.api_url, td.min_interval, td.per_minute, td.debounce, td.poll_timeout, td.admin_cache));
+    }
+
+    #[test]
+    fn telegram_needs_a_token_from_file_or_env() {
+        let path = Path::new("t.toml");
+        let mut c = Config::parse("[telegram]\n", path).unwrap();
+        assert!(c.validate(path).unwrap_err().to_string().contains("telegram.token"));
+        c.apply_env(|k| (k == "CALLBRIDGE_TELEGRAM_TOKEN").then(|| "123:abc".to_string()));
+        c.validate(path).unwrap();
+        let mut none = Config::default();
+        none.apply_env(|k| (k == "CALLBRIDGE_TELEGRAM_TOKEN").then(|| "123:abc".to_string()));
+        assert_eq!(none.telegram_enabled().unwrap().token.as_ref().unwrap().expose(), "123:abc");
+        assert!(!format!("{}", none.to_redacted_toml()).contains("123:abc"));
     }
 
     #[test]

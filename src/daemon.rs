@@ -84,6 +84,7 @@ impl Daemon {
         };
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
+        start_adapters(&config, &rooms, &workers, &stop_workers)?;
 
         let stop_server = CancellationToken::new();
         let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -123,6 +124,40 @@ impl Daemon {
         self.state.rooms.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Starts each enabled chat adapter and its bridge on the workers; they stop with them.
+fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
+    #[cfg(feature = "telegram")]
+    if let Some(t) = config.telegram_enabled() {
+        use callbridge_chat::Pacing;
+        let settings = callbridge_telegram::Settings {
+            token: t.token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
+            api_url: url::Url::parse(&t.api_url).context("telegram.api_url")?,
+            allowed_chats: t.allowed_chats.clone(),
+            pacing: Pacing { min_interval: t.min_interval, per_minute: t.per_minute },
+            poll_timeout: t.poll_timeout,
+            admin_cache: t.admin_cache,
+        };
+        let adapter = callbridge_telegram::TelegramAdapter::new(settings)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        crate::bridge::start(
+            rooms.clone(),
+            adapter.clone(),
+            rx,
+            crate::bridge::BridgeSettings { debounce: t.debounce },
+            workers,
+            stop.clone(),
+        );
+        workers.spawn(adapter.run(tx, stop.clone()));
+        tracing::info!(api_url = %t.api_url, "telegram adapter started");
+    }
+    #[cfg(not(feature = "telegram"))]
+    if config.telegram_enabled().is_some() {
+        anyhow::bail!("[telegram] is configured but this build has no `telegram` feature");
+    }
+    let _ = (config, rooms, workers, stop);
+    Ok(())
 }
 
 /// Heartbeat, presence sweeps, expiry and limiter upkeep.

@@ -11,10 +11,12 @@
 //!   transaction there (admission, lock, end, remove, knocks, presence).
 //! * [`events`] — every room change, published after it commits.
 //! * [`service`] — `RoomService`, the one door to rooms for the web, the CLI and chat commands.
+//! * [`bridge`] — chat commands → `RoomService` → join cards; the `CardUpdater` keeps them current.
 //! * [`live`] — connected room pages on this node: signaling relay and live updates.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line.
 
+pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -289,9 +289,64 @@ mod tests {
 
     #[test]
     fn assets_are_embedded() {
-        assert!(JOIN_JS.contains("cb:token:"));
+        assert!(JOIN_JS.contains("/r/${roomId}/join"));
         assert!(ROOM_JS.contains("window.callbridge"));
         assert!(STYLE_CSS.contains(".tile"));
+    }
+
+    fn room(status: RoomStatus, title: &str, name: &str) -> RoomView {
+        let participant = crate::room::ParticipantView {
+            id: "PPPPPPPPPPPP".into(),
+            name: name.into(),
+            joined_at: "2026-01-01T00:00:00Z".into(),
+            left_at: None,
+            present: true,
+            seconds_present: 0,
+            removed: false,
+        };
+        RoomView {
+            id: "AbCdEfGhIjKlMnOpQrStUv".into(),
+            url: "https://calls.example.org/r/AbCdEfGhIjKlMnOpQrStUv".into(),
+            kind: crate::config::RoomKind::Video,
+            title: Some(title.into()),
+            host_name: Some(name.into()),
+            status,
+            locked: status == RoomStatus::Locked,
+            ended: status == RoomStatus::Ended,
+            knock: true,
+            capacity: 8,
+            max_participants: 8,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            ended_at: None,
+            participants: vec![participant],
+            knocks: None,
+            host_ref: None,
+            chat_ref: None,
+        }
+    }
+
+    #[test]
+    fn join_page_statuses_and_escaping() {
+        let evil = "<img src=x onerror=alert(1)>";
+        for (status, code, state) in [
+            (RoomStatus::Open, StatusCode::OK, "open"),
+            (RoomStatus::Locked, StatusCode::OK, "locked"),
+            (RoomStatus::Full, StatusCode::OK, "full"),
+            (RoomStatus::Ended, StatusCode::GONE, "ended"),
+            (RoomStatus::Expired, StatusCode::GONE, "expired"),
+        ] {
+            let (got, page) = join_page_for(Lang::En, Some((room(status, evil, evil), qr_svg("https://x"))), None);
+            assert_eq!(got, code, "{state}");
+            let html = page.render().unwrap();
+            assert!(!html.contains("<img"), "{state}: user strings are escaped");
+            assert!(html.contains("&#60;img") || html.contains("&lt;img"), "{state}");
+            assert!(html.contains(&format!("data-state=\"{state}\"")));
+            assert!(html.contains("id=\"status\""));
+        }
+        let (_, page) = join_page_for(Lang::Es, Some((room(RoomStatus::Locked, "T", "Ana"), String::new())), None);
+        let html = page.render().unwrap();
+        assert!(html.contains("id=\"knock\"") && html.contains("lang=\"es\""));
+        assert!(html.contains("maxlength=\"64\""));
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub async fn ws(
     };
     let tracker = state.tracker.clone();
     Ok(upgrade
+        // Small buffers: a daemon holds thousands of these sockets, and signaling frames are
+        // small. Writes flush at once (latency), and a page that stops reading cannot make its
+        // socket buffer more than 1 MiB.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| tracker.track_future(session(state, who, host, socket))))
 }

@@ -1,1 +1,80 @@
-//! placeholder
+//! # The chat adapter port
+//!
+//! The neutral vocabulary between the callbridge core and every chat platform. An adapter
+//! (Telegram, Matrix, Discord) turns platform events into [`ChatEvent`]s — a parsed
+//! [`Command`] or a press on a card button — and turns a neutral [`Card`] into the
+//! platform's message. No room rule lives in an adapter, and no platform crate lives here.
+//!
+//! * [`command`] — the `Command` enum and its pure parser.
+//! * [`card`] — the `Card` an adapter renders, and the button actions it can carry.
+//! * [`adapter`] — the `ChatAdapter` trait, its errors and its pacing limits.
+
+pub mod adapter;
+pub mod card;
+pub mod command;
+
+pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError};
+pub use card::{Attendance, Card, CardAction, CardStatus, Knock, human_seconds};
+pub use command::{Command, Kind, parse_command};
+
+/// An opaque reference to a chat (a Telegram chat id, a Matrix room id, a Discord channel).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChatRef(pub String);
+
+/// An opaque reference to a chat user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserRef(pub String);
+
+/// An opaque reference to a posted message (a card).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageRef(pub String);
+
+macro_rules! str_ref {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+str_ref!(ChatRef, UserRef, MessageRef);
+
+/// Who sent a command or pressed a button, as the adapter knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The platform user.
+    pub user: UserRef,
+    /// The name to show (the room's host name when this user mints a room).
+    pub display_name: String,
+    /// Whether the platform says this user administers the chat (host powers follow).
+    pub is_admin: bool,
+}
+
+/// Something a chat user did that the core must decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A command typed in a chat.
+    Command {
+        chat: ChatRef,
+        actor: Actor,
+        command: Command,
+        /// Whether the chat is a private (one-to-one) chat with the bot.
+        private: bool,
+    },
+    /// A press on a button of a posted card.
+    Action {
+        chat: ChatRef,
+        /// The card the button belongs to.
+        message: MessageRef,
+        actor: Actor,
+        action: CardAction,
+        /// What the adapter needs to answer the press (e.g. a callback query id).
+        ack: ActionAck,
+    },
+}

@@ -1,0 +1,83 @@
+//! The adapter trait: what the core asks of a chat platform.
+//!
+//! Inbound, an adapter delivers [`ChatEvent`](crate::ChatEvent)s over an mpsc channel it is
+//! given when started. Outbound, the core calls the methods below. Every method makes one
+//! platform request and reports rate limits and failures as [`SendError`]s, so that pacing,
+//! retries and coalescing live once, in the core.
+
+use crate::card::Card;
+use crate::{ChatRef, MessageRef, UserRef};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed future, so the trait can be used as `dyn ChatAdapter`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a platform request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The platform asks us to wait (HTTP 429 / flood control).
+    #[error("rate limited; retry after {0:?}")]
+    RetryAfter(Duration),
+    /// An edit changed nothing; the message already shows this content.
+    #[error("message is not modified")]
+    NotModified,
+    /// A network error, a timeout or a server error: worth retrying.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The platform refused for good (message deleted, bot removed, forbidden).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// This adapter cannot do that (e.g. no private messages on this platform).
+    #[error("not supported by this platform")]
+    Unsupported,
+}
+
+/// What the adapter needs to answer a button press (e.g. a Telegram callback query id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActionAck(pub String);
+
+/// A platform's limits on how often the bot may send into one chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Least time between two messages or edits of the bot in one chat.
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot in one chat per minute.
+    pub per_minute: u32,
+}
+
+/// A chat platform, as the core sees it.
+pub trait ChatAdapter: Send + Sync + 'static {
+    /// A short lowercase name (`telegram`), stored beside each posted card.
+    fn platform(&self) -> &'static str;
+
+    /// The per-chat limits every send and edit of the bot must keep.
+    fn pacing(&self) -> Pacing;
+
+    /// Posts a card; returns the posted message.
+    fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>>;
+
+    /// Replaces a posted card's content and buttons.
+    fn edit_card<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, card: &'a Card) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Sends plain text (never interpreted as markup) to a chat.
+    fn reply<'a>(&'a self, chat: &'a ChatRef, text: &'a str) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Sends plain text privately to one user, where the platform allows it; returns the chat
+    /// it went to (for pacing). `Unsupported` or `Refused` when it cannot.
+    fn send_private<'a>(&'a self, user: &'a UserRef, text: &'a str) -> BoxFuture<'a, Result<ChatRef, SendError>> {
+        let _ = (user, text);
+        Box::pin(async { Err(SendError::Unsupported) })
+    }
+
+    /// The chat a private message to `user` would go to, for pacing; `None` when unsupported.
+    fn private_chat(&self, user: &UserRef) -> Option<ChatRef> {
+        let _ = user;
+        None
+    }
+
+    /// Answers a button press: `text` is shown to the presser only; `alert` asks for a
+    /// dialog rather than a passing notice.
+    fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>>;
+}

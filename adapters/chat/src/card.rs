@@ -1,0 +1,144 @@
+//! The join card: what every adapter renders for a room, and the buttons it may carry.
+
+use crate::command::Kind;
+use serde::Serialize;
+
+/// Where a room stands, as a card shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardStatus {
+    Open,
+    Locked,
+    Full,
+    Ended,
+    Expired,
+}
+
+impl CardStatus {
+    /// Whether the room is over (no buttons but the summary).
+    pub fn is_over(self) -> bool {
+        matches!(self, CardStatus::Ended | CardStatus::Expired)
+    }
+}
+
+/// A pending request to join a locked room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Knock {
+    /// The knock id, carried back by Admit/Deny buttons.
+    pub id: String,
+    pub name: String,
+}
+
+/// One line of the attendance summary of an ended room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Attendance {
+    pub name: String,
+    /// When the participant first joined, as `HH:MM` UTC.
+    pub joined: String,
+    /// Time spent connected, over every visit.
+    pub seconds: i64,
+}
+
+/// A room as a chat card shows it. User strings (title, names) are raw: adapters escape them
+/// for their markup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Card {
+    pub room_id: String,
+    pub title: Option<String>,
+    pub host_name: Option<String>,
+    pub kind: Kind,
+    pub status: CardStatus,
+    /// Who is in the room now (holding a place), in order of arrival.
+    pub present: Vec<String>,
+    /// How many people ever entered.
+    pub entered: usize,
+    /// The join link.
+    pub link: String,
+    /// Pending requests to join.
+    pub knocks: Vec<Knock>,
+    /// Who came, when and for how long; set once the room is over.
+    pub attendance: Option<Vec<Attendance>>,
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A press on a card button.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CardAction {
+    Lock,
+    Unlock,
+    End,
+    /// Admit the knock with this id.
+    Admit(String),
+    /// Deny the knock with this id.
+    Deny(String),
+}
+
+impl CardAction {
+    /// A compact form for button payloads (Telegram allows 64 bytes of callback data).
+    pub fn encode(&self) -> String {
+        match self {
+            CardAction::Lock => "lock".into(),
+            CardAction::Unlock => "unlock".into(),
+            CardAction::End => "end".into(),
+            CardAction::Admit(id) => format!("admit:{id}"),
+            CardAction::Deny(id) => format!("deny:{id}"),
+        }
+    }
+
+    /// The inverse of [`encode`](Self::encode); `None` for anything else.
+    pub fn decode(data: &str) -> Option<CardAction> {
+        let valid_id = |id: &str| !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        match data.split_once(':') {
+            None => match data {
+                "lock" => Some(CardAction::Lock),
+                "unlock" => Some(CardAction::Unlock),
+                "end" => Some(CardAction::End),
+                _ => None,
+            },
+            Some(("admit", id)) if valid_id(id) => Some(CardAction::Admit(id.into())),
+            Some(("deny", id)) if valid_id(id) => Some(CardAction::Deny(id.into())),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `1h 05m`, `3m 20s`, `45s`: a duration for people.
+pub fn human_seconds(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {sec:02}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip() {
+        for a in [CardAction::Lock, CardAction::Unlock, CardAction::End, CardAction::Admit("abc123".into()), CardAction::Deny("Z9".into())] {
+            assert_eq!(CardAction::decode(&a.encode()), Some(a));
+        }
+        for bad in ["", "lock:", "admit:", "admit:a b", "admit:<b>", "deny", "foo:bar", "locks"] {
+            assert_eq!(CardAction::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_seconds(45), "45s");
+        assert_eq!(human_seconds(200), "3m 20s");
+        assert_eq!(human_seconds(3900), "1h 05m");
+        assert_eq!(human_seconds(-3), "0s");
+    }
+}

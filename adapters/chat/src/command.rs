@@ -1,0 +1,166 @@
+//! Commands typed in a chat, and the one parser every adapter shares.
+
+/// The kind of room a command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Video,
+    Voice,
+}
+
+impl Kind {
+    /// `video`, `voice` (or `audio`), any case.
+    pub fn parse(word: &str) -> Option<Kind> {
+        match word.to_ascii_lowercase().as_str() {
+            "video" => Some(Kind::Video),
+            "voice" | "audio" => Some(Kind::Voice),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Voice => "voice",
+        }
+    }
+}
+
+/// A chat command, platform-neutral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/call [voice|video] [title]`: mint a room and post its join card.
+    Call { kind: Option<Kind>, title: Option<String> },
+    /// `/lock`: refuse new joiners in the chat's latest open room.
+    Lock,
+    /// `/unlock`: let new joiners in again.
+    Unlock,
+    /// `/end`: end the chat's latest open room for everyone.
+    End,
+    /// `/who`: who is in the chat's latest open room.
+    Who,
+    /// `/admit NAME`: admit a pending request to join.
+    Admit { name: String },
+    /// `/deny NAME`: deny a pending request to join.
+    Deny { name: String },
+    /// `/help`: what the bot does.
+    Help,
+}
+
+/// Longest command text the parser looks at; anything longer is not a command.
+const MAX_COMMAND_BYTES: usize = 4096;
+
+/// Parses a chat message into a command.
+///
+/// `prefix` is what starts a command (`/` on Telegram and Discord, `!` or `/` on Matrix).
+/// `bot_username`, when known, lets `/call@BotName` through and drops commands addressed to
+/// another bot (`/call@OtherBot`), as Telegram groups with several bots expect. Returns `None`
+/// for anything that is not one of our commands.
+pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Option<Command> {
+    if prefix.is_empty() || text.len() > MAX_COMMAND_BYTES {
+        return None;
+    }
+    let rest = text.trim_start().strip_prefix(prefix)?;
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let name = match head.split_once('@') {
+        Some((name, to)) => {
+            let ours = bot_username.is_some_and(|me| me.trim_start_matches('@').eq_ignore_ascii_case(to));
+            if !ours {
+                return None;
+            }
+            name
+        }
+        None => head,
+    };
+    let single_arg = || Some(args.to_owned()).filter(|a| !a.is_empty());
+    match name.to_ascii_lowercase().as_str() {
+        "call" => {
+            let (first, tail) = match args.find(char::is_whitespace) {
+                Some(i) => (&args[..i], args[i..].trim()),
+                None => (args, ""),
+            };
+            let (kind, title) = match Kind::parse(first) {
+                Some(kind) => (Some(kind), tail),
+                None => (None, args),
+            };
+            let title = Some(title.to_owned()).filter(|t| !t.is_empty());
+            Some(Command::Call { kind, title })
+        }
+        "lock" => Some(Command::Lock),
+        "unlock" => Some(Command::Unlock),
+        "end" => Some(Command::End),
+        "who" => Some(Command::Who),
+        "admit" => Some(Command::Admit { name: single_arg()? }),
+        "deny" => Some(Command::Deny { name: single_arg()? }),
+        "help" | "start" => Some(Command::Help),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Option<Command> {
+        parse_command(text, "/", Some("CallBot"))
+    }
+
+    #[test]
+    fn call_with_kind_and_title() {
+        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None }));
+        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()) }));
+        assert_eq!(
+            p("/call voice Daily standup "),
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()) })
+        );
+        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None }));
+        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()) }));
+        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()) }));
+    }
+
+    #[test]
+    fn addressed_commands() {
+        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()) }));
+        assert_eq!(p("/lock@callbot"), Some(Command::Lock));
+        assert_eq!(p("/lock@OtherBot"), None);
+        assert_eq!(parse_command("/lock@CallBot", "/", None), None);
+        assert_eq!(p("/lock@"), None);
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(p("/lock"), Some(Command::Lock));
+        assert_eq!(p("/unlock"), Some(Command::Unlock));
+        assert_eq!(p(" /end"), Some(Command::End));
+        assert_eq!(p("/who"), Some(Command::Who));
+        assert_eq!(p("/help"), Some(Command::Help));
+        assert_eq!(p("/start"), Some(Command::Help));
+        assert_eq!(p("/admit  Ada Lovelace "), Some(Command::Admit { name: "Ada Lovelace".into() }));
+        assert_eq!(p("/deny Bob"), Some(Command::Deny { name: "Bob".into() }));
+        assert_eq!(p("/admit"), None);
+        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()) }));
+    }
+
+    #[test]
+    fn not_commands() {
+        for text in ["", "/", "call", "hello /call", "/calls", "/unknown", "//call", "/ call", "!call"] {
+            assert_eq!(p(text), None, "{text:?}");
+        }
+        assert_eq!(parse_command("/call", "", None), None);
+    }
+
+    #[test]
+    fn hostile_input_is_data() {
+        let t = p("/call <b>x</b> & \"y\"").unwrap();
+        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()) });
+        assert_eq!(p(&format!("/call {}", "x".repeat(5000))), None);
+        assert_eq!(p("/call\u{0}\u{202e}"), None);
+        // Multi-byte characters around the split points never panic.
+        for text in ["/call é", "/callé", "/call\u{3000}voice\u{3000}ü", "/é", "/call@é", "/admit 😀"] {
+            let _ = p(text);
+        }
+        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()) }));
+    }
+}

@@ -1,0 +1,320 @@
+//! The bridge: chat commands in, join cards out.
+//!
+//! An adapter delivers [`ChatEvent`]s (commands and card-button presses); the bridge decides
+//! through [`RoomService`] and answers through the adapter. It never names a platform.
+//!
+//! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
+//! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
+//! * `updater` — `CardUpdater`, which keeps posted cards current.
+
+pub mod cards;
+pub mod pacer;
+pub mod updater;
+
+use crate::config::RoomKind;
+use crate::service::{CreateOptions, RoomService, ServiceError};
+use crate::store::{KnockAnswer, StateChange};
+use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, SendError};
+use cards::PostedCard;
+use pacer::ChatPacer;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+pub use updater::CardUpdater;
+
+/// How the bridge of one adapter behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeSettings {
+    /// How long a burst of room changes is gathered before a card is edited.
+    pub debounce: Duration,
+}
+
+/// Starts the bridge of one adapter: its card updater (which first re-renders the cards left
+/// open by an earlier run) and its command loop. Both stop when `cancel` fires.
+pub fn start(
+    rooms: RoomService,
+    adapter: Arc<dyn ChatAdapter>,
+    inbox: mpsc::Receiver<ChatEvent>,
+    settings: BridgeSettings,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let pacer = Arc::new(ChatPacer::new(adapter.pacing()));
+    let updater =
+        CardUpdater::new(rooms.clone(), adapter.clone(), pacer.clone(), settings.debounce, tracker.clone(), cancel.clone());
+    let events = rooms.events.subscribe();
+    tracker.spawn({
+        let updater = updater.clone();
+        async move {
+            match updater.resume().await {
+                Ok(n) => tracing::info!(cards = n, "card updater resumed open cards"),
+                Err(error) => tracing::warn!(%error, "cannot resume open cards"),
+            }
+            updater.run(events).await;
+        }
+    });
+    let bridge = Bridge { rooms, adapter, pacer, updater };
+    tracker.spawn(bridge.run(inbox, cancel));
+}
+
+/// The command side of the bridge.
+struct Bridge {
+    rooms: RoomService,
+    adapter: Arc<dyn ChatAdapter>,
+    pacer: Arc<ChatPacer>,
+    updater: CardUpdater,
+}
+
+/// Why a host action was refused, or what it did.
+type Outcome = Result<String, String>;
+
+impl Bridge {
+    async fn run(self, mut inbox: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = inbox.recv() => match e { Some(e) => e, None => return },
+            };
+            // In order: a `/lock` right after a `/call` must see the new room.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.handle(event) => {}
+            }
+        }
+    }
+
+    async fn handle(&self, event: ChatEvent) {
+        let platform = self.adapter.platform();
+        match event {
+            ChatEvent::Command { chat, actor, command, private } => {
+                let span = tracing::info_span!("command", platform, chat = %chat);
+                let _ = &span;
+                tracing::debug!(parent: &span, ?command, "command");
+                let reply = match command {
+                    Command::Call { kind, title } => self.call(&chat, &actor, kind, title, private).await,
+                    Command::Help => Some(HELP.to_owned()),
+                    other => self.room_command(&chat, &actor, other).await,
+                };
+                if let Some(text) = reply {
+                    self.reply(&chat, &text).await;
+                }
+            }
+            ChatEvent::Action { chat, message, actor, action, ack } => {
+                let room = cards::room_of_message(&self.rooms.store, platform, &chat, &message).await;
+                let outcome = match room {
+                    Ok(Some(room_id)) => self.host_action(&room_id, &actor, action).await,
+                    Ok(None) => Err("This card is no longer active.".to_owned()),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot look up a card");
+                        Err("Something went wrong; try again.".to_owned())
+                    }
+                };
+                let (text, alert) = match &outcome {
+                    Ok(done) => (done.as_str(), false),
+                    Err(why) => (why.as_str(), true),
+                };
+                if let Err(error) = self.adapter.answer_action(&ack, Some(text), alert).await {
+                    tracing::warn!(%error, "cannot answer a button press");
+                }
+            }
+        }
+    }
+
+    /// `/call`: mint a room, post its card, hand the host their link.
+    async fn call(&self, chat: &ChatRef, actor: &Actor, kind: Option<Kind>, title: Option<String>, private: bool) -> Option<String> {
+        let opts = CreateOptions {
+            title: title.map(|t| t.chars().take(crate::room::MAX_TITLE_CHARS).collect()),
+            kind: kind.map(|k| match k {
+                Kind::Video => RoomKind::Video,
+                Kind::Voice => RoomKind::Voice,
+            }),
+            host_name: Some(actor.display_name.chars().take(crate::room::MAX_NAME_CHARS).collect()),
+            host_ref: Some(actor.user.0.clone()),
+            chat_ref: Some(chat.0.clone()),
+            max_participants: None,
+        };
+        let created = match self.rooms.create(opts).await {
+            Ok(c) => c,
+            Err(ServiceError::Invalid(why)) => return Some(format!("Cannot start a call: {why}.")),
+            Err(error) => {
+                tracing::error!(%error, "cannot create a room");
+                return Some("Cannot start a call right now; try again later.".into());
+            }
+        };
+        let card = match self.rooms.view(&created.id, true).await {
+            Ok(view) => cards::card_from_view(&view),
+            Err(error) => {
+                tracing::error!(%error, room_id = %created.id, "cannot read a new room");
+                return Some("Cannot start a call right now; try again later.".into());
+            }
+        };
+        let message = loop {
+            self.pacer.wait_turn(chat).await;
+            match self.adapter.post_card(chat, &card).await {
+                Ok(m) => break m,
+                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "cannot post a card; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, room_id = %created.id, "cannot post a card");
+                    return None;
+                }
+            }
+        };
+        let posted = PostedCard { room_id: created.id.clone(), chat: chat.clone(), message, rendered: Some(cards::digest(&card)) };
+        if let Err(error) = cards::insert_card(&self.rooms.store, self.adapter.platform(), &posted).await {
+            tracing::error!(%error, room_id = %created.id, "cannot record a posted card");
+        }
+        self.updater.track(posted);
+        tracing::info!(room_id = %created.id, chat = %chat, "join card posted");
+
+        let host_text = format!(
+            "You host this call. Your host link (keep it to yourself; it opens the room with host controls):\n{}",
+            self.rooms.host_url(&created.id, &created.host_token)
+        );
+        if private {
+            return Some(host_text);
+        }
+        if let Some(dm) = self.adapter.private_chat(&actor.user) {
+            self.pacer.wait_turn(&dm).await;
+        }
+        match self.adapter.send_private(&actor.user, &host_text).await {
+            Ok(_) => None,
+            Err(error) => {
+                tracing::info!(%error, "cannot send the host link privately");
+                Some(format!(
+                    "{}: I could not send you your host link privately. Open a private chat with me and send /start, then use /call there or the buttons here.",
+                    actor.display_name
+                ))
+            }
+        }
+    }
+
+    /// `/lock`, `/unlock`, `/end`, `/who`, `/admit`, `/deny` on the chat's latest open room.
+    async fn room_command(&self, chat: &ChatRef, actor: &Actor, command: Command) -> Option<String> {
+        let room_id = match cards::latest_open_room(&self.rooms.store, self.adapter.platform(), chat).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Some("No open call in this chat. Start one with /call.".into()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot find the chat's room");
+                return Some("Something went wrong; try again.".into());
+            }
+        };
+        if command == Command::Who {
+            return Some(match self.rooms.view(&room_id, false).await {
+                Ok(view) => {
+                    let card = cards::card_from_view(&view);
+                    if card.present.is_empty() {
+                        "Nobody is in the call yet.".into()
+                    } else {
+                        format!("In the call ({}): {}", card.present.len(), card.present.join(", "))
+                    }
+                }
+                Err(_) => "This call is no longer available.".into(),
+            });
+        }
+        let action = match command {
+            Command::Lock => CardAction::Lock,
+            Command::Unlock => CardAction::Unlock,
+            Command::End => CardAction::End,
+            Command::Admit { name } | Command::Deny { name } if name.is_empty() => {
+                return Some("Say whom: /admit NAME".into());
+            }
+            Command::Admit { name } => match self.rooms.store.pending_knock_by_name(&room_id, &name).await {
+                Ok(Some(id)) => CardAction::Admit(id),
+                _ => return Some(format!("Nobody called {name} is waiting to join.")),
+            },
+            Command::Deny { name } => match self.rooms.store.pending_knock_by_name(&room_id, &name).await {
+                Ok(Some(id)) => CardAction::Deny(id),
+                _ => return Some(format!("Nobody called {name} is waiting to join.")),
+            },
+            Command::Call { .. } | Command::Who | Command::Help => return None,
+        };
+        match self.host_action(&room_id, actor, action).await {
+            // The card shows what changed; a reply would only spend the chat's budget.
+            Ok(_) => None,
+            Err(why) => Some(why),
+        }
+    }
+
+    /// A host power, checked: the room's host or a chat admin.
+    async fn host_action(&self, room_id: &str, actor: &Actor, action: CardAction) -> Outcome {
+        let admit = matches!(action, CardAction::Admit(_));
+        let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        let is_host = view.host_ref.as_deref() == Some(actor.user.as_str());
+        if !(is_host || actor.is_admin) {
+            let host = view.host_name.as_deref().unwrap_or("the host");
+            let what = match action {
+                CardAction::Lock => "lock",
+                CardAction::Unlock => "unlock",
+                CardAction::End => "end",
+                CardAction::Admit(_) => "admit people to",
+                CardAction::Deny(_) => "turn people away from",
+            };
+            return Err(format!("Only {host} (the host) or a chat admin can {what} this call."));
+        }
+        let gone = || "This call has ended.".to_owned();
+        let failed = |e: ServiceError| {
+            tracing::warn!(error = %e, room_id, "host action failed");
+            "Something went wrong; try again.".to_owned()
+        };
+        match action {
+            CardAction::Lock | CardAction::Unlock => {
+                let lock = action == CardAction::Lock;
+                match self.rooms.set_locked(room_id, lock).await.map_err(failed)? {
+                    StateChange::Changed => Ok(if lock { "Locked: nobody new can join." } else { "Unlocked." }.into()),
+                    StateChange::Unchanged => Ok(if lock { "Already locked." } else { "Already unlocked." }.into()),
+                    StateChange::NotFound | StateChange::Gone => Err(gone()),
+                }
+            }
+            CardAction::End => match self.rooms.end(room_id).await.map_err(failed)? {
+                StateChange::Changed | StateChange::Unchanged => Ok("Call ended.".into()),
+                StateChange::NotFound | StateChange::Gone => Err(gone()),
+            },
+            CardAction::Admit(knock) | CardAction::Deny(knock) => {
+                match self.rooms.answer_knock(room_id, &knock, admit).await.map_err(failed)? {
+                    KnockAnswer::Answered(name) => Ok(if admit { format!("{name} may join.") } else { format!("{name} was turned away.") }),
+                    other => Err(knock_refusal(&other)),
+                }
+            }
+        }
+    }
+
+    /// Sends plain text to a chat within its budget.
+    async fn reply(&self, chat: &ChatRef, text: &str) {
+        for _ in 0..5 {
+            self.pacer.wait_turn(chat).await;
+            match self.adapter.reply(chat, text).await {
+                Ok(()) => return,
+                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "reply failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reply");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn knock_refusal(answer: &KnockAnswer) -> String {
+    match answer {
+        KnockAnswer::Answered(_) => "Done.".into(),
+        KnockAnswer::Full => "The call is full.".into(),
+        _ => "That request was already answered.".into(),
+    }
+}
+
+const HELP: &str = "I post call links with a live card of who is in.\n\
+/call [voice|video] [title] — start a call and post its join card\n\
+/who — who is in the call\n\
+/lock, /unlock — stop or allow new joiners (host or chat admins)\n\
+/end — end the call for everyone (host or chat admins)\n\
+People who arrive while a call is locked can ask to join; Admit or Deny them on the card.";

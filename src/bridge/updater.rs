@@ -1,0 +1,217 @@
+//! `CardUpdater`: keeps posted cards in step with their rooms.
+//!
+//! Events only say *that* a room changed; each card's task then reads the room and edits the
+//! card. Bursts coalesce (a dirty flag, a short debounce, and a second read right before the
+//! send, so the latest state wins), edits that would change nothing are skipped, every edit
+//! takes a slot from the chat's pacer, a 429 blocks the chat for its `retry_after`, transient
+//! failures retry with backoff, and a card is only closed once its final state is shown. On
+//! start every card not yet closed is re-rendered, so cards keep updating across restarts.
+
+use super::cards::{self, PostedCard};
+use super::pacer::ChatPacer;
+use crate::events::RoomEvent;
+use crate::service::{RoomService, ServiceError};
+use callbridge_chat::{ChatAdapter, SendError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// First retry delay after a transient failure; doubles up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The card updater of one adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct CardUpdater {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: RoomService,
+    adapter: Arc<dyn ChatAdapter>,
+    pacer: Arc<ChatPacer>,
+    debounce: Duration,
+    /// Room id → the cards showing it. A std Mutex: never held across an `.await`.
+    cards: Mutex<HashMap<String, Vec<Arc<Slot>>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// One posted card and its pending work.
+struct Slot {
+    card: PostedCard,
+    dirty: Notify,
+}
+
+impl CardUpdater {
+    pub fn new(
+        rooms: RoomService,
+        adapter: Arc<dyn ChatAdapter>,
+        pacer: Arc<ChatPacer>,
+        debounce: Duration,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        CardUpdater {
+            inner: Arc::new(Inner { rooms, adapter, pacer, debounce, cards: Mutex::default(), tracker, cancel }),
+        }
+    }
+
+    /// Follows room events until cancelled. Subscribe before calling [`resume`](Self::resume)
+    /// so nothing that happens in between is missed.
+    pub async fn run(self, mut events: broadcast::Receiver<RoomEvent>) {
+        loop {
+            let event = tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(event) => self.touch(&event.room_id),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "card updater lagged; refreshing every card");
+                    let all: Vec<Arc<Slot>> = self.lock().values().flatten().cloned().collect();
+                    all.iter().for_each(|s| s.dirty.notify_one());
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Re-renders every card whose final state is not shown yet (after a restart).
+    pub async fn resume(&self) -> Result<usize, ServiceError> {
+        let open = cards::open_cards(&self.inner.rooms.store, self.inner.adapter.platform()).await?;
+        let n = open.len();
+        for card in open {
+            self.track(card);
+        }
+        Ok(n)
+    }
+
+    /// Starts keeping a posted card up to date.
+    pub fn track(&self, card: PostedCard) {
+        let slot = Arc::new(Slot { card, dirty: Notify::new() });
+        slot.dirty.notify_one();
+        self.lock().entry(slot.card.room_id.clone()).or_default().push(slot.clone());
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            let room_id = slot.card.room_id.clone();
+            this.keep_current(&slot).await;
+            let mut cards = this.lock();
+            if let Some(list) = cards.get_mut(&room_id) {
+                list.retain(|s| !Arc::ptr_eq(s, &slot));
+                if list.is_empty() {
+                    cards.remove(&room_id);
+                }
+            }
+        });
+    }
+
+    fn touch(&self, room_id: &str) {
+        if let Some(slots) = self.lock().get(room_id) {
+            slots.iter().for_each(|s| s.dirty.notify_one());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Slot>>>> {
+        self.inner.cards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One card's loop; returns once the card shows its final state (or is gone).
+    async fn keep_current(&self, slot: &Slot) {
+        let inner = &self.inner;
+        let platform = inner.adapter.platform();
+        let card_ref = &slot.card;
+        let span = tracing::info_span!("card", room_id = %card_ref.room_id, platform, chat = %card_ref.chat);
+        let _ = &span;
+        let mut shown = card_ref.rendered.clone();
+        loop {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return,
+                _ = slot.dirty.notified() => {}
+            }
+            if !self.sleep(inner.debounce).await {
+                return;
+            }
+            let mut backoff = FIRST_BACKOFF;
+            let mut reserved = false;
+            loop {
+                let card = match inner.rooms.view(&card_ref.room_id, true).await {
+                    Ok(view) => cards::card_from_view(&view),
+                    Err(ServiceError::NotFound) => return,
+                    Err(error) => {
+                        tracing::warn!(parent: &span, %error, "cannot read the room; retrying");
+                        if !self.sleep(backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                };
+                let digest = cards::digest(&card);
+                let over = card.status.is_over();
+                if shown.as_deref() == Some(digest.as_str()) {
+                    if over {
+                        let _ = cards::mark_rendered(&inner.rooms.store, platform, card_ref, &digest, true).await;
+                        return;
+                    }
+                    break;
+                }
+                if !reserved {
+                    // Wait for this chat's next slot, then read again: whatever happened
+                    // meanwhile rides along in this one edit.
+                    let at = inner.pacer.reserve(&card_ref.chat);
+                    tokio::select! {
+                        _ = inner.cancel.cancelled() => return,
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                    reserved = true;
+                    continue;
+                }
+                reserved = false;
+                match inner.adapter.edit_card(&card_ref.chat, &card_ref.message, &card).await {
+                    Ok(()) | Err(SendError::NotModified) => {
+                        tracing::debug!(parent: &span, status = ?card.status, present = card.present.len(), "card edited");
+                        shown = Some(digest.clone());
+                        if let Err(error) = cards::mark_rendered(&inner.rooms.store, platform, card_ref, &digest, over).await {
+                            tracing::warn!(parent: &span, %error, "cannot record the card's state");
+                        }
+                        if over {
+                            return;
+                        }
+                        break;
+                    }
+                    Err(SendError::RetryAfter(wait)) => {
+                        tracing::warn!(parent: &span, ?wait, "rate limited; waiting");
+                        inner.pacer.back_off(&card_ref.chat, wait);
+                    }
+                    Err(SendError::Transient(error)) => {
+                        tracing::warn!(parent: &span, %error, ?backoff, "card edit failed; retrying");
+                        if !self.sleep(backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(error @ (SendError::Refused(_) | SendError::Unsupported)) => {
+                        tracing::warn!(parent: &span, %error, "card cannot be edited any more; dropping it");
+                        let _ = cards::close_card(&inner.rooms.store, platform, card_ref).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless cancelled first; false when cancelled.
+    async fn sleep(&self, d: Duration) -> bool {
+        if d.is_zero() {
+            return !self.inner.cancel.is_cancelled();
+        }
+        tokio::select! {
+            _ = self.inner.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! A Bot API server double on loopback, following the Bot API documentation closely enough
+//! for teloxide 0.17: full `User`/`Me`/`Chat`/`Message`/`CallbackQuery`/`ChatMember` objects,
+//! long-polling `getUpdates` with `offset` (confirmed updates are forgotten), the real error
+//! shapes (429 with `parameters.retry_after`, 400 "message is not modified", 403 for a user
+//! who never started the bot), and Telegram's per-chat flood control: a bot that sends or
+//! edits twice within a second in one chat, or more than 20 times a minute, gets a 429.
+#![allow(dead_code)]
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::post};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub const BOT_TOKEN: &str = "123456:TEST-token";
+pub const BOT_ID: i64 = 123456;
+pub const BOT_USERNAME: &str = "CallbridgeBot";
+/// Loopback scheduling jitter allowed on Telegram's one-second rule.
+const JITTER: Duration = Duration::from_millis(100);
+const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup are \
+exactly the same as a current content and reply markup of the message";
+
+/// One call the bot made.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub body: Value,
+    pub at: Instant,
+    /// The HTTP status the double answered.
+    pub status: u16,
+}
+
+/// A message as the chat shows it now.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub text: String,
+    pub parse_mode: Option<String>,
+    pub reply_markup: Value,
+    pub edits: usize,
+}
+
+#[derive(Default)]
+struct State {
+    updates: VecDeque<Value>,
+    next_update_id: i64,
+    messages: HashMap<(i64, i64), Shown>,
+    next_message_id: i64,
+    calls: Vec<Call>,
+    sends: HashMap<i64, Vec<Instant>>,
+    injected: HashMap<String, VecDeque<(u16, Value)>>,
+    admins: HashSet<(i64, i64)>,
+    started: HashSet<i64>,
+    users: HashMap<i64, String>,
+    rate_limited: usize,
+}
+
+/// The double. Clone it freely.
+#[derive(Clone)]
+pub struct BotApiDouble {
+    state: Arc<Mutex<State>>,
+    new_update: Arc<Notify>,
+    pub url: String,
+    /// Whether the double enforces Telegram's per-chat flood control.
+    pub enforce_pacing: bool,
+}
+
+impl BotApiDouble {
+    /// Starts the double on 127.0.0.1:0 inside the test process.
+    pub async fn start() -> BotApiDouble {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let double = BotApiDouble {
+            state: Arc::new(Mutex::new(State { next_update_id: 1000, next_message_id: 1, ..State::default() })),
+            new_update: Arc::new(Notify::new()),
+            url,
+            enforce_pacing: true,
+        };
+        let app = Router::new().route("/{bot}/{method}", post(handle)).with_state(double.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        double
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Makes `user` an administrator of `chat`.
+    pub fn make_admin(&self, chat: i64, user: i64) {
+        self.lock().admins.insert((chat, user));
+    }
+
+    /// `user` has started the bot (private messages to them work).
+    pub fn start_bot(&self, user: i64) {
+        self.lock().started.insert(user);
+    }
+
+    /// The next `n` calls of `method` get this answer instead.
+    pub fn inject(&self, method: &str, status: u16, body: Value) {
+        self.lock().injected.entry(method.to_owned()).or_default().push_back((status, body));
+    }
+
+    pub fn inject_retry_after(&self, method: &str, seconds: u64) {
+        self.inject(method, 429, json!({"ok": false, "error_code": 429,
+            "description": format!("Too Many Requests: retry after {seconds}"), "parameters": {"retry_after": seconds}}));
+    }
+
+    pub fn inject_not_modified(&self, method: &str) {
+        self.inject(method, 400, json!({"ok": false, "error_code": 400, "description": NOT_MODIFIED}));
+    }
+
+    fn user(id: i64, name: &str) -> Value {
+        json!({"id": id, "is_bot": false, "first_name": name, "language_code": "en"})
+    }
+
+    fn chat(id: i64, st: &State) -> Value {
+        if id < 0 {
+            json!({"id": id, "type": "supergroup", "title": "Team chat"})
+        } else {
+            json!({"id": id, "type": "private", "first_name": st.users.get(&id).cloned().unwrap_or_else(|| "User".into())})
+        }
+    }
+
+    fn push_update(&self, st: &mut State, kind: &str, payload: Value) {
+        let id = st.next_update_id;
+        st.next_update_id += 1;
+        st.updates.push_back(json!({"update_id": id, kind: payload}));
+        self.new_update.notify_waiters();
+    }
+
+    /// A user types `text` in `chat`.
+    pub fn say(&self, chat: i64, user: i64, name: &str, text: &str) {
+        let mut st = self.lock();
+        st.users.insert(user, name.to_owned());
+        let message_id = st.next_message_id;
+        st.next_message_id += 1;
+        let msg = json!({"message_id": message_id, "from": Self::user(user, name), "chat": Self::chat(chat, &st),
+            "date": 1_700_000_000, "text": text});
+        self.push_update(&mut st, "message", msg);
+    }
+
+    /// A user presses a callback button of a message; returns the callback query id.
+    pub fn press(&self, chat: i64, message_id: i64, user: i64, name: &str, data: &str) -> String {
+        let mut st = self.lock();
+        st.users.insert(user, name.to_owned());
+        let id = format!("cq{}", st.next_update_id);
+        let shown = st.messages.get(&(chat, message_id)).cloned();
+        let mut message = json!({"message_id": message_id, "from": {"id": BOT_ID, "is_bot": true, "first_name": "Callbridge",
+            "username": BOT_USERNAME}, "chat": Self::chat(chat, &st), "date": 1_700_000_000});
+        if let Some(shown) = shown {
+            message["text"] = json!(shown.text);
+            message["reply_markup"] = shown.reply_markup;
+        }
+        let query = json!({"id": id, "from": Self::user(user, name), "message": message,
+            "chat_instance": format!("ci{chat}"), "data": data});
+        self.push_update(&mut st, "callback_query", query);
+        id
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.lock().calls.iter().filter(|c| c.method == method).cloned().collect()
+    }
+
+    /// How many 429s the double sent for flood control (injected ones not counted).
+    pub fn rate_limited(&self) -> usize {
+        self.lock().rate_limited
+    }
+
+    pub fn message(&self, chat: i64, message_id: i64) -> Option<Shown> {
+        self.lock().messages.get(&(chat, message_id)).cloned()
+    }
+
+    /// Every message in `chat`, oldest first.
+    pub fn messages_in(&self, chat: i64) -> Vec<(i64, Shown)> {
+        let st = self.lock();
+        let mut v: Vec<_> = st.messages.iter().filter(|((c, _), _)| *c == chat).map(|((_, m), s)| (*m, s.clone())).collect();
+        v.sort_by_key(|(m, _)| *m);
+        v
+    }
+
+    /// The answer to a callback query, once given.
+    pub fn answer_to(&self, query_id: &str) -> Option<Value> {
+        self.lock().calls.iter().find(|c| c.method == "answerCallbackQuery" && c.body["callback_query_id"] == query_id).map(|c| c.body.clone())
+    }
+}
+
+fn ok(result: Value) -> Response {
+    Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn err(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
+}
+
+async fn handle(AxState(d): AxState<BotApiDouble>, Path((bot, method)): Path<(String, String)>, body: Option<Json<Value>>) -> Response {
+    let body = body.map(|Json(v)| v).unwrap_or(json!({}));
+    // Bot API method names are case-insensitive (teloxide sends `GetMe`).
+    let method = ["getMe", "getUpdates", "sendMessage", "editMessageText", "editMessageReplyMarkup", "answerCallbackQuery",
+        "setMyCommands", "getChatMember", "getChatAdministrators"]
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(&method))
+        .map(str::to_owned)
+        .unwrap_or(method);
+    if bot != format!("bot{BOT_TOKEN}") {
+        return err(401, json!({"ok": false, "error_code": 401, "description": "Unauthorized"}));
+    }
+    if method == "getUpdates" {
+        return get_updates(&d, &body).await;
+    }
+    let response = answer(&d, &method, &body);
+    let status = response.0;
+    d.lock().calls.push(Call { method, body, at: Instant::now(), status });
+    match response.1 {
+        Ok(v) => ok(v),
+        Err(v) => err(status, v),
+    }
+}
+
+async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
+    let offset = body["offset"].as_i64().unwrap_or(0);
+    let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = d.new_update.notified();
+        {
+            let mut st = d.lock();
+            // Updates below the offset are confirmed: Telegram forgets them.
+            while st.updates.front().is_some_and(|u| u["update_id"].as_i64().unwrap() < offset) {
+                st.updates.pop_front();
+            }
+            if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
+                let updates: Vec<Value> = st.updates.iter().cloned().collect();
+                st.calls.push(Call { method: "getUpdates".into(), body: body.clone(), at: Instant::now(), status: 200 });
+                return ok(Value::Array(updates));
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+/// Telegram's flood control for one chat: ≥ 1 s between sends, ≤ 20 a minute.
+fn flood(st: &mut State, chat: i64, enforce: bool) -> Option<(u16, Result<Value, Value>)> {
+    let now = Instant::now();
+    let sends = st.sends.entry(chat).or_default();
+    sends.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+    let too_soon = sends.last().is_some_and(|t| now.duration_since(*t) + JITTER < Duration::from_secs(1));
+    if enforce && (too_soon || sends.len() >= 20) {
+        st.rate_limited += 1;
+        return Some((429, Err(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
+            "parameters": {"retry_after": 1}}))));
+    }
+    sends.push(now);
+    None
+}
+
+fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, Value>) {
+    let mut st = d.lock();
+    if let Some((status, v)) = st.injected.get_mut(method).and_then(|q| q.pop_front()) {
+        return (status, Err(v));
+    }
+    let bot = json!({"id": BOT_ID, "is_bot": true, "first_name": "Callbridge", "username": BOT_USERNAME});
+    match method {
+        "getMe" => (200, Ok(json!({"id": BOT_ID, "is_bot": true, "first_name": "Callbridge", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
+            "can_connect_to_business": false, "has_main_web_app": false}))),
+        "setMyCommands" | "answerCallbackQuery" => (200, Ok(json!(true))),
+        "sendMessage" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            if chat > 0 && !st.started.contains(&chat) {
+                return (403, Err(json!({"ok": false, "error_code": 403,
+                    "description": "Forbidden: bot can't initiate conversation with a user"})));
+            }
+            if let Some(limited) = flood(&mut st, chat, d.enforce_pacing) {
+                return limited;
+            }
+            let id = st.next_message_id;
+            st.next_message_id += 1;
+            let text = body["text"].as_str().unwrap_or_default().to_owned();
+            let markup = body.get("reply_markup").cloned().unwrap_or(Value::Null);
+            st.messages.insert((chat, id), Shown {
+                text: text.clone(), parse_mode: body["parse_mode"].as_str().map(str::to_owned), reply_markup: markup.clone(), edits: 0,
+            });
+            let mut msg = json!({"message_id": id, "from": bot, "chat": BotApiDouble::chat(chat, &st), "date": 1_700_000_000, "text": text});
+            if !markup.is_null() {
+                msg["reply_markup"] = markup;
+            }
+            (200, Ok(msg))
+        }
+        "editMessageText" | "editMessageReplyMarkup" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let id = body["message_id"].as_i64().unwrap_or(0);
+            let Some(shown) = st.messages.get(&(chat, id)).cloned() else {
+                return (400, Err(json!({"ok": false, "error_code": 400, "description": "Bad Request: message to edit not found"})));
+            };
+            let text = body["text"].as_str().map(str::to_owned).unwrap_or(shown.text.clone());
+            let empty = json!({"inline_keyboard": []});
+            let markup = body.get("reply_markup").cloned().unwrap_or(empty.clone());
+            let same_markup = markup == shown.reply_markup || (markup == empty && shown.reply_markup.is_null());
+            if text == shown.text && same_markup {
+                return (400, Err(json!({"ok": false, "error_code": 400, "description": NOT_MODIFIED})));
+            }
+            if let Some(limited) = flood(&mut st, chat, d.enforce_pacing) {
+                return limited;
+            }
+            let parse_mode = body["parse_mode"].as_str().map(str::to_owned);
+            st.messages.insert((chat, id), Shown { text: text.clone(), parse_mode, reply_markup: markup.clone(), edits: shown.edits + 1 });
+            let mut msg = json!({"message_id": id, "from": bot, "chat": BotApiDouble::chat(chat, &st), "date": 1_700_000_000,
+                "edit_date": 1_700_000_001, "text": text});
+            if markup != empty {
+                msg["reply_markup"] = markup;
+            }
+            (200, Ok(msg))
+        }
+        "getChatMember" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let user = body["user_id"].as_i64().unwrap_or(0);
+            let name = st.users.get(&user).cloned().unwrap_or_else(|| "User".into());
+            (200, Ok(member(&st, chat, user, &name)))
+        }
+        "getChatAdministrators" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let admins: Vec<Value> = st.admins.iter().filter(|(c, _)| *c == chat)
+                .map(|(_, u)| member(&st, chat, *u, &st.users.get(u).cloned().unwrap_or_else(|| "Admin".into()))).collect();
+            (200, Ok(Value::Array(admins)))
+        }
+        _ => (404, Err(json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}))),
+    }
+}
+
+fn member(st: &State, chat: i64, user: i64, name: &str) -> Value {
+    let u = BotApiDouble::user(user, name);
+    if st.admins.contains(&(chat, user)) {
+        json!({"user": u, "status": "administrator", "can_be_edited": false, "is_anonymous": false,
+            "can_manage_chat": true, "can_delete_messages": true, "can_manage_video_chats": true,
+            "can_restrict_members": true, "can_promote_members": false, "can_change_info": true,
+            "can_invite_users": true, "can_post_stories": false, "can_edit_stories": false,
+            "can_delete_stories": false, "can_pin_messages": true, "can_manage_topics": false})
+    } else {
+        json!({"user": u, "status": "member"})
+    }
+}

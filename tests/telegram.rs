@@ -1,0 +1,193 @@
+//! The Telegram adapter end to end: the real daemon, its bridge and card updater, teloxide, and
+//! a Bot API double on loopback (tests/support/telegram_double.rs).
+
+mod common;
+#[path = "support/telegram_double.rs"]
+mod telegram_double;
+
+use common::{Db, Harness, TestDb, config, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use telegram_double::{BOT_TOKEN, BotApiDouble};
+
+const GROUP: i64 = -1001234567890;
+const HOST: i64 = 111;
+const HOST_NAME: &str = "Ada <b>&";
+const OTHER: i64 = 222;
+const WAIT: Duration = Duration::from_secs(15);
+
+fn telegram_config(db: &TestDb, double: &BotApiDouble) -> callbridge::config::Config {
+    let mut c = config(db);
+    c.telegram = Some(callbridge::config::TelegramConfig {
+        token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
+        api_url: double.url.clone(),
+        debounce: Duration::from_millis(200),
+        poll_timeout: Duration::from_secs(2),
+        ..Default::default()
+    });
+    c
+}
+
+/// The card (first message with a Join button) in `chat`: (message id, text, markup).
+fn card(double: &BotApiDouble, chat: i64) -> Option<(i64, String, Value)> {
+    double
+        .messages_in(chat)
+        .into_iter()
+        .find(|(_, m)| m.reply_markup.to_string().contains("\"url\"") || m.text.contains("Attendance"))
+        .map(|(id, m)| (id, m.text, m.reply_markup))
+}
+
+async fn card_shows(double: &BotApiDouble, chat: i64, needle: &str) -> bool {
+    eventually(WAIT, || async { card(double, chat).is_some_and(|(_, text, _)| text.contains(needle)) }).await
+}
+
+async fn press(double: &BotApiDouble, message: i64, user: i64, name: &str, data: &str) -> Value {
+    let q = double.press(GROUP, message, user, name, data);
+    assert!(eventually(WAIT, || async { double.answer_to(&q).is_some() }).await, "press {data} was answered");
+    double.answer_to(&q).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end_across_a_restart() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+
+    assert!(eventually(WAIT, || async { !double.calls_of("setMyCommands").is_empty() }).await, "setMyCommands on start");
+    let commands = &double.calls_of("setMyCommands")[0].body["commands"];
+    for c in ["call", "lock", "unlock", "end", "who", "help"] {
+        assert!(commands.as_array().unwrap().iter().any(|x| x["command"] == c && x["description"].as_str().unwrap().len() >= 3), "{c}");
+    }
+
+    // `/call@Bot Standup` in the group posts a card with a Join URL button.
+    double.say(GROUP, HOST, HOST_NAME, "/call@CallbridgeBot <i>Standup</i> & more");
+    assert!(eventually(WAIT, || async { card(&double, GROUP).is_some() }).await, "a card is posted");
+    let (card_id, text, markup) = card(&double, GROUP).unwrap();
+    assert!(text.contains("&lt;i&gt;Standup&lt;/i&gt; &amp; more"), "{text}");
+    assert!(text.contains("Ada &lt;b&gt;&amp;"), "{text}");
+    let join_url = markup["inline_keyboard"][0][0]["url"].as_str().expect("Join URL button").to_owned();
+    assert_eq!(markup["inline_keyboard"][0][0]["text"], "Join");
+    let room_id = join_url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(room_id.len(), 22);
+    // The host got the host link privately.
+    assert!(eventually(WAIT, || async { double.messages_in(HOST).iter().any(|(_, m)| m.text.contains("#host=")) }).await);
+
+    // A browser-side join shows on the card.
+    let (s, _) = h.join(&room_id, "Bob <b>bold</b> & co", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(card_shows(&double, GROUP, "Bob &lt;b&gt;bold&lt;/b&gt; &amp; co").await, "{:?}", card(&double, GROUP));
+
+    // `/who` answers in plain text.
+    double.say(GROUP, OTHER, "Mallory", "/who");
+    assert!(eventually(WAIT, || async {
+        double.messages_in(GROUP).iter().any(|(_, m)| m.parse_mode.is_none() && m.text.contains("Bob <b>bold</b> & co"))
+    })
+    .await);
+
+    // A non-admin's Lock is refused with an alert; the room stays open.
+    let answer = press(&double, card_id, OTHER, "Mallory", "lock").await;
+    assert_eq!(answer["show_alert"], true, "{answer}");
+    assert!(answer["text"].as_str().unwrap().contains("Only"), "{answer}");
+    assert_eq!(h.room(&room_id).await["locked"], false);
+
+    // The host's Lock works: the card shows Locked and a new join gets 423.
+    let answer = press(&double, card_id, HOST, HOST_NAME, "lock").await;
+    assert_ne!(answer["show_alert"], true, "{answer}");
+    assert!(card_shows(&double, GROUP, "Locked").await);
+    assert!(card(&double, GROUP).unwrap().2.to_string().contains("\"unlock\""));
+    let (s, _) = h.join(&room_id, "Eve", None).await;
+    assert_eq!(s, StatusCode::LOCKED);
+
+    // A knock appears on the card; Admit from the card lets Carol in.
+    let r = h.http.post(format!("{}/r/{room_id}/knock", h.base)).json(&json!({"name": "Carol"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let knock: Value = r.json().await.unwrap();
+    let knock_id = knock["knock_id"].as_str().unwrap().to_owned();
+    let admit = format!("admit:{knock_id}");
+    assert!(eventually(WAIT, || async { card(&double, GROUP).is_some_and(|c| c.2.to_string().contains(&admit)) }).await);
+    let answer = press(&double, card_id, HOST, HOST_NAME, &admit).await;
+    assert_ne!(answer["show_alert"], true, "{answer}");
+    let status_url = format!("{}/r/{room_id}/knocks/{knock_id}?token={}", h.base, knock["token"].as_str().unwrap());
+    let status: Value = h.http.get(&status_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["status"], "admitted");
+    assert!(eventually(WAIT, || async { card(&double, GROUP).is_some_and(|c| !c.2.to_string().contains(&admit)) }).await);
+
+    // Restart between two joins: the card still updates. (A restart takes longer than a
+    // second in production; wait that long so the new process starts with the chat's budget.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.stop().await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+    let (s, _) = h.http.post(format!("{}/api/v1/rooms/{room_id}/unlock", h.base)).bearer_auth(common::API_TOKEN).send().await.map(|r| (r.status(), ())).unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.join(&room_id, "Dan", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(card_shows(&double, GROUP, "Dan").await, "{:?}", card(&double, GROUP));
+
+    // `/end` from the host: the card shows the attendance and loses its buttons.
+    double.say(GROUP, HOST, HOST_NAME, "/end");
+    assert!(card_shows(&double, GROUP, "Attendance").await, "{:?}", card(&double, GROUP));
+    let (_, text, markup) = card(&double, GROUP).unwrap();
+    assert!(text.contains("Bob &lt;b&gt;bold&lt;/b&gt; &amp; co — joined"), "{text}");
+    assert!(text.contains("Dan — joined"), "{text}");
+    assert_eq!(markup["inline_keyboard"], json!([]));
+    let (s, _) = h.join(&room_id, "Frank", None).await;
+    assert_eq!(s, StatusCode::GONE);
+
+    // Names stayed inert in every HTML text the bot sent, and flood control never tripped.
+    for call in double.calls().iter().filter(|c| c.body["parse_mode"] == "HTML") {
+        let t = call.body["text"].as_str().unwrap();
+        for raw in ["Bob <b>bold</b>", "Ada <b>&", "<i>Standup"] {
+            assert!(!t.contains(raw), "unescaped {raw:?} in {t}");
+        }
+    }
+    assert_eq!(double.rate_limited(), 0, "the bot tripped flood control");
+    assert!(double.calls().iter().all(|c| c.status != 429));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updater_honours_retry_after_and_not_modified() {
+    let double = BotApiDouble::start().await;
+    double.make_admin(GROUP, OTHER);
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+
+    double.say(GROUP, HOST, "Host", "/call voice");
+    assert!(eventually(WAIT, || async { card(&double, GROUP).is_some() }).await, "a card is posted");
+    let (card_id, text, _) = card(&double, GROUP).unwrap();
+    assert!(text.contains("Voice call"), "{text}");
+    // The host never started the bot: the group is told, without the link.
+    assert!(eventually(WAIT, || async {
+        double.messages_in(GROUP).iter().any(|(_, m)| m.text.contains("could not send you your host link") && !m.text.contains("#host="))
+    })
+    .await);
+    let room_id = card(&double, GROUP).unwrap().2["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    // The next edit is refused with a 429: the updater waits and still shows the final state.
+    double.inject_retry_after("editMessageText", 2);
+    let names: Vec<String> = (0..5).map(|i| format!("Guest {i}")).collect();
+    for n in &names {
+        assert_eq!(h.join(&room_id, n, None).await.0, StatusCode::OK);
+    }
+    assert!(card_shows(&double, GROUP, "Guest 4").await, "{:?}", card(&double, GROUP));
+    let (_, text, _) = card(&double, GROUP).unwrap();
+    assert!(names.iter().all(|n| text.contains(n.as_str())), "{text}");
+    let edits = double.calls_of("editMessageText");
+    let limited = edits.iter().position(|c| c.status == 429).expect("the injected 429 was hit");
+    let next = &edits[limited + 1];
+    assert!(next.at.duration_since(edits[limited].at) >= Duration::from_millis(1900), "retry_after was honoured");
+
+    // "message is not modified" counts as shown; an admin (not the host) may lock.
+    double.inject_not_modified("editMessageText");
+    let answer = press(&double, card_id, OTHER, "Admin", "lock").await;
+    assert_ne!(answer["show_alert"], true, "{answer}");
+    // The injected 400 swallowed the Locked edit; the card converges on the next change.
+    assert_eq!(h.join(&room_id, "Guest 0", None).await.0, StatusCode::LOCKED);
+    double.say(GROUP, OTHER, "Admin", "/unlock");
+    assert!(card_shows(&double, GROUP, "Open").await, "{:?}", card(&double, GROUP));
+    assert_eq!(double.rate_limited(), 0, "the bot tripped flood control");
+    h.stop().await;
+}
