@@ -155,7 +155,9 @@
     const token = tokenOverride || storedToken();
     busy(true);
     try {
-      const { res, body } = await post(`/r/${roomId}/join`, token ? { name, token } : { name });
+      const request = token ? { name, token } : { name };
+      if (hostToken) request.host_token = hostToken; // the host may enter their own locked room
+      const { res, body } = await post(`/r/${roomId}/join`, request);
       if (res.ok) return enter(body);
       refused(body);
     } catch {
@@ -386,7 +388,7 @@
     const canKnock = knockAllowed && !hostToken; // a host unlocks instead
     const messages = { locked: canKnock ? T.state_locked_knock : T.state_locked, full: T.state_full };
     showState(messages[status] || '');
-    show($('join'), status === 'open' || !!storedToken());
+    show($('join'), status === 'open' || !!storedToken() || (status === 'locked' && !!hostToken));
     show($('knock'), status === 'locked' && canKnock);
     show($('retry'), status === 'full');
   }

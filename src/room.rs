@@ -42,6 +42,8 @@ pub struct JoinRequest {
     pub token: Option<String>,
     /// Opaque chat user ref, when the link was personal to a chat user.
     pub user_ref: Option<String>,
+    /// The room's host (checked by the caller): a lock does not keep the host out.
+    pub host: bool,
 }
 
 /// The answer to a join, decided in one transaction.

@@ -64,6 +64,13 @@ async fn every_outcome_has_its_status(db: Db) {
     assert_eq!(again["token"], ada_token);
     // locked beats full for a new joiner (order: locked before full)
     assert_eq!(h.join(&id, "Eve", None).await.1["error"], "locked");
+    // the host passes the lock with the host token (a forged one does not)
+    let as_host = |token: &str| {
+        let body = json!({"name": "Hana", "host_token": token});
+        h.http.post(format!("{}/r/{id}/join", h.base)).json(&body).send()
+    };
+    assert_eq!(as_host("forged").await.unwrap().status(), StatusCode::LOCKED);
+    assert_eq!(as_host(&host).await.unwrap().status(), StatusCode::CONFLICT, "the host still cannot overshoot capacity");
 
     // removed: refused on rejoin, even after unlock
     let bob_pid = bob["participant_id"].as_str().unwrap();

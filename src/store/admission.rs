@@ -155,7 +155,7 @@ async fn decide(conn: &mut AnyConnection, req: &JoinRequest, now: i64, expire_ms
             return Ok(Refused(Refusal::Banned));
         }
     }
-    if locked {
+    if locked && !req.host {
         return Ok(Refused(Refusal::Locked { knock }));
     }
     let occupied: i64 = sqlx::query_scalar(

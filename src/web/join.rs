@@ -21,6 +21,9 @@ pub struct JoinBody {
     /// A previous admission's token, to rejoin (passes a lock; a removed participant's token is refused).
     #[serde(default)]
     pub token: Option<String>,
+    /// The room's host token: the host enters even when the room is locked.
+    #[serde(default)]
+    pub host_token: Option<String>,
 }
 
 /// A granted admission.
@@ -98,7 +101,11 @@ pub async fn join(
 ) -> Result<Json<JoinResponse>, ApiError> {
     rate_limit(&state, &parts)?;
     let Json(body) = body.map_err(json_rejection)?;
-    let req = JoinRequest { room_id: id.clone(), name: body.name, token: body.token, user_ref: None };
+    let host = match &body.host_token {
+        Some(t) => state.rooms.is_host(&id, t).await? == crate::store::HostCheck::Host,
+        None => false,
+    };
+    let req = JoinRequest { room_id: id.clone(), name: body.name, token: body.token, user_ref: None, host };
     match state.rooms.join(req).await? {
         Admission::Admitted(a) => Ok(Json(JoinResponse {
             participant_id: a.participant_id,
