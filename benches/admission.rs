@@ -161,6 +161,7 @@ fn read_addr(child: &mut Child) -> String {
 
 /// The child: a bare axum handler, or the real daemon.
 fn serve(kind: &str) {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         if kind == "bare" {

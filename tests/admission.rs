@@ -22,7 +22,7 @@ macro_rules! on_both {
 
 on_both!(
     every_outcome_has_its_status,
-    capacity_holds_under_500_concurrent_joins,
+    capacity_holds_under_1000_concurrent_joins,
     joins_racing_a_lock_admit_nobody_after_it,
     state_survives_a_restart,
     knock_admit_and_deny,
@@ -102,11 +102,11 @@ async fn every_outcome_has_its_status(db: Db) {
     tdb.drop_db().await;
 }
 
-async fn capacity_holds_under_500_concurrent_joins(db: Db) {
+async fn capacity_holds_under_1000_concurrent_joins(db: Db) {
     let tdb = TestDb::new(db).await;
     let h = Arc::new(Harness::start(config(&tdb)).await);
     let (id, _) = h.create_room(json!({"max_participants": 50})).await;
-    let tasks: Vec<_> = (0..500)
+    let tasks: Vec<_> = (0..1000)
         .map(|i| {
             let (h, id) = (h.clone(), id.clone());
             tokio::spawn(async move { h.join(&id, &format!("guest {i}"), None).await.0 })
@@ -126,37 +126,51 @@ async fn capacity_holds_under_500_concurrent_joins(db: Db) {
     tdb.drop_db().await;
 }
 
+/// A thousand rounds: joins fire every 400 µs while the lock is sent at a varying point among
+/// them; no join sent after the lock call returned is admitted, and the room holds exactly the
+/// admitted ones.
 async fn joins_racing_a_lock_admit_nobody_after_it(db: Db) {
+    const ROUNDS: usize = 1000;
+    const RACERS: u64 = 16;
     let tdb = TestDb::new(db).await;
     let h = Arc::new(Harness::start(config(&tdb)).await);
-    for round in 0..5 {
+    let (mut before, mut after) = (0, 0);
+    for round in 0..ROUNDS {
         let (id, host) = h.create_room(json!({"max_participants": 1000})).await;
-        let locked_at: Arc<std::sync::OnceLock<tokio::time::Instant>> = Arc::default();
-        let mut tasks = Vec::new();
-        for i in 0..120 {
-            let (h, id, locked_at) = (h.clone(), id.clone(), locked_at.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(300 * i)).await;
-                let sent_after_lock = locked_at.get().is_some();
-                let (status, _) = h.join(&id, &format!("racer {i}"), None).await;
-                (sent_after_lock, status)
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        let locked_at: Arc<std::sync::OnceLock<()>> = Arc::default();
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (h, id, locked_at) = (h.clone(), id.clone(), locked_at.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(400 * i)).await;
+                    let sent_after_lock = locked_at.get().is_some();
+                    (sent_after_lock, h.join(&id, &format!("racer {i}"), None).await.0)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(400 * (round as u64 % (RACERS / 2)))).await;
         assert_eq!(h.act(&id, "lock", &host).await.0, StatusCode::OK);
-        locked_at.set(tokio::time::Instant::now()).unwrap();
+        locked_at.set(()).unwrap();
         let mut admitted = 0;
         for t in tasks {
-            let (after, status) = t.await.unwrap();
-            if after {
+            let (sent_after, status) = t.await.unwrap();
+            if sent_after {
+                after += 1;
                 assert_eq!(status, StatusCode::LOCKED, "round {round}: a join sent after the lock returned was admitted");
+            } else {
+                before += 1;
             }
-            if status == StatusCode::OK {
-                admitted += 1;
+            match status {
+                StatusCode::OK => admitted += 1,
+                StatusCode::LOCKED => {}
+                other => panic!("round {round}: unexpected status {other}"),
             }
         }
-        assert_eq!(h.room(&id).await["participants"].as_array().unwrap().len(), admitted);
+        assert_eq!(h.room(&id).await["participants"].as_array().unwrap().len(), admitted, "round {round}");
     }
+    // The race was real: joins landed on both sides of the lock.
+    assert!(before > 0 && after > 0, "{before} joins before, {after} after");
+    eprintln!("{ROUNDS} rounds: {before} joins sent before the lock returned, {after} after (all refused)");
     Arc::into_inner(h).unwrap().stop().await;
     tdb.drop_db().await;
 }

@@ -141,7 +141,7 @@ async fn two_daemons_on_one_postgres_never_overshoot() {
     let h2 = std::sync::Arc::new(Harness::start(config(&tdb)).await);
     let (id, host) = h1.create_room(json!({"max_participants": 50})).await;
     let mut tasks = Vec::new();
-    for i in 0..400 {
+    for i in 0..1000 {
         let h = if i % 2 == 0 { h1.clone() } else { h2.clone() };
         let id = id.clone();
         tasks.push(tokio::spawn(async move { h.join(&id, &format!("g{i}"), None).await.0 }));

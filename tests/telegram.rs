@@ -49,11 +49,20 @@ async fn press(double: &BotApiDouble, message: i64, user: i64, name: &str, data:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_card_lock_knock_end_across_a_restart() {
+async fn call_card_lock_knock_end_across_a_restart_sqlite() {
+    call_card_lock_knock_end_across_a_restart(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end_across_a_restart_postgres() {
+    call_card_lock_knock_end_across_a_restart(Db::Postgres).await
+}
+
+async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
     let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
     let double = BotApiDouble::start().await;
     double.start_bot(HOST);
-    let db = TestDb::new(Db::Sqlite).await;
+    let db = TestDb::new(backend).await;
     let h = Harness::start(telegram_config(&db, &double)).await;
 
     assert!(eventually(WAIT, || async { !double.calls_of("setMyCommands").is_empty() }).await, "setMyCommands on start");
@@ -146,6 +155,7 @@ async fn call_card_lock_knock_end_across_a_restart() {
     assert_eq!(double.rate_limited(), 0, "the bot tripped flood control");
     assert!(double.calls().iter().all(|c| c.status != 429));
     h.stop().await;
+    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

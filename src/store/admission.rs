@@ -3,7 +3,8 @@
 //! Joins go through writer tasks that take every join waiting in their queue (up to
 //! [`MAX_BATCH`]) and decide them one after another inside a single transaction. Each
 //! decision sees the ones before it, so the rules hold exactly; the batch shares one
-//! BEGIN/COMMIT, which is what makes SQLite admit tens of thousands of joins a second.
+//! BEGIN/COMMIT, one room row lock and one occupancy count per room, and one INSERT for its
+//! new participants, which is what makes SQLite admit tens of thousands of joins a second.
 //! Joins are routed to a writer by room id, so one room's joins keep their arrival order.
 //! Within a batch the joins are sorted by room id, so two writers (or two daemons) always
 //! take room row locks in the same order and cannot deadlock.
@@ -93,94 +94,158 @@ async fn decide_batch(store: &Store, batch: &[Job], expire_ms: i64) -> Result<Ve
     let now = store.clock.now_ms();
     let mut tx = store.write.begin().await?;
     let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        answers.push(decide(&mut tx, &job.req, now, expire_ms).await?);
+    for room_jobs in batch.chunk_by(|a, b| a.req.room_id == b.req.room_id) {
+        decide_room(&mut tx, room_jobs, now, expire_ms, &mut answers).await?;
     }
     tx.commit().await?;
     Ok(answers)
 }
 
-/// The admission rule, in the order of the contract: unknown → gone → banned → rejoin →
-/// locked → full → admitted.
-async fn decide(conn: &mut AnyConnection, req: &JoinRequest, now: i64, expire_ms: i64) -> Result<Admission, sqlx::Error> {
+/// A participant admitted in this batch, not yet written.
+struct Fresh {
+    id: String,
+    token_hash: String,
+    name: String,
+    user_ref: Option<String>,
+}
+
+/// Decides one room's joins of a batch in arrival order, by the rule of the contract: unknown →
+/// gone → banned → rejoin → locked → full → admitted. The room row is locked once and its
+/// occupancy counted once; each decision then sees the ones before it through a running
+/// count, and the new participants are written with one multi-row INSERT. That keeps a burst
+/// into one room at a handful of statements per batch instead of several per join.
+async fn decide_room(
+    conn: &mut AnyConnection,
+    jobs: &[Job],
+    now: i64,
+    expire_ms: i64,
+    answers: &mut Vec<Admission>,
+) -> Result<(), sqlx::Error> {
     use Admission::Refused;
+    let room_id = &jobs[0].req.room_id;
     // Takes the room's row lock until commit; every rule below is read under it.
     let room = sqlx::query(
         "UPDATE rooms SET last_active_at = $2, version = version + 1 \
          WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
          RETURNING locked, knock, max_participants",
     )
-    .bind(&req.room_id)
+    .bind(room_id)
     .bind(now)
     .bind(now - expire_ms)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(room) = room else { return Ok(Refused(gone_or_unknown(conn, &req.room_id, now).await?)) };
+    let Some(room) = room else {
+        let refusal = gone_or_unknown(conn, room_id, now).await?;
+        answers.extend(jobs.iter().map(|_| Refused(refusal)));
+        return Ok(());
+    };
     let locked = room.try_get::<i64, _>(0)? != 0;
     let knock = room.try_get::<i64, _>(1)? != 0;
     let max = room.try_get::<i64, _>(2)?;
 
-    if let Some(token) = req.token.as_deref().filter(|t| is_token(t)) {
-        let known = sqlx::query("SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND token_hash = $2")
-            .bind(&req.room_id)
-            .bind(hash_token(token))
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(p) = known {
-            if p.try_get::<Option<i64>, _>(2)?.is_some() {
-                return Ok(Refused(Refusal::Banned));
-            }
-            let participant_id: String = p.try_get(0)?;
-            sqlx::query("UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2")
-                .bind(&req.room_id)
-                .bind(&participant_id)
-                .bind(now)
-                .execute(&mut *conn)
+    // Slots held, counting this batch's admissions; `None` once a rejoin may have changed it.
+    let mut occupied: Option<i64> = None;
+    let mut fresh: Vec<Fresh> = Vec::new();
+    for Job { req, .. } in jobs {
+        if let Some(token) = req.token.as_deref().filter(|t| is_token(t)) {
+            let known = sqlx::query("SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND token_hash = $2")
+                .bind(room_id)
+                .bind(hash_token(token))
+                .fetch_optional(&mut *conn)
                 .await?;
-            return Ok(Admission::Admitted(Admitted {
-                participant_id,
-                token: token.to_owned(),
-                name: p.try_get(1)?,
-                rejoin: true,
-            }));
+            if let Some(p) = known {
+                if p.try_get::<Option<i64>, _>(2)?.is_some() {
+                    answers.push(Refused(Refusal::Banned));
+                    continue;
+                }
+                let participant_id: String = p.try_get(0)?;
+                sqlx::query("UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2")
+                    .bind(room_id)
+                    .bind(&participant_id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                occupied = None;
+                answers.push(Admission::Admitted(Admitted {
+                    participant_id,
+                    token: token.to_owned(),
+                    name: p.try_get(1)?,
+                    rejoin: true,
+                }));
+                continue;
+            }
         }
-    }
-    if let Some(user_ref) = &req.user_ref {
-        let banned = sqlx::query("SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1")
-            .bind(&req.room_id)
-            .bind(user_ref)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if banned.is_some() {
-            return Ok(Refused(Refusal::Banned));
+        if let Some(user_ref) = &req.user_ref {
+            let banned = sqlx::query("SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1")
+                .bind(room_id)
+                .bind(user_ref)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if banned.is_some() {
+                answers.push(Refused(Refusal::Banned));
+                continue;
+            }
         }
+        if locked && !req.host {
+            answers.push(Refused(Refusal::Locked { knock }));
+            continue;
+        }
+        let held = match occupied {
+            Some(n) => n,
+            None => {
+                insert_fresh(conn, room_id, &mut fresh, now).await?;
+                sqlx::query_scalar("SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL")
+                    .bind(room_id)
+                    .fetch_one(&mut *conn)
+                    .await?
+            }
+        };
+        if held >= max {
+            occupied = Some(held);
+            answers.push(Refused(Refusal::Full));
+            continue;
+        }
+        occupied = Some(held + 1);
+        let (participant_id, token) = (new_participant_id(), new_token());
+        fresh.push(Fresh { id: participant_id.clone(), token_hash: hash_token(&token), name: req.name.clone(), user_ref: req.user_ref.clone() });
+        answers.push(Admission::Admitted(Admitted { participant_id, token, name: req.name.clone(), rejoin: false }));
     }
-    if locked && !req.host {
-        return Ok(Refused(Refusal::Locked { knock }));
+    insert_fresh(conn, room_id, &mut fresh, now).await
+}
+
+/// Most rows in one INSERT (4 parameters each plus 2 shared: far below both databases' limits).
+const INSERT_ROWS: usize = 128;
+
+/// Writes (and empties) `fresh` with multi-row INSERTs of power-of-two sizes, so a handful of
+/// prepared statements serve every batch size and stay in the connection's statement cache.
+async fn insert_fresh(conn: &mut AnyConnection, room_id: &str, fresh: &mut Vec<Fresh>, now: i64) -> Result<(), sqlx::Error> {
+    let mut rest: &[Fresh] = fresh;
+    while !rest.is_empty() {
+        let n = INSERT_ROWS.min(1 << rest.len().ilog2());
+        let (rows, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(n))).bind(room_id).bind(now);
+        for f in rows {
+            q = q.bind(&f.id).bind(&f.token_hash).bind(&f.name).bind(&f.user_ref);
+        }
+        q.execute(&mut *conn).await?;
     }
-    let occupied: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL",
-    )
-    .bind(&req.room_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if occupied >= max {
-        return Ok(Refused(Refusal::Full));
+    fresh.clear();
+    Ok(())
+}
+
+/// `INSERT … VALUES` for `rows` participants: `$1` room id, `$2` time, then four per row.
+fn insert_sql(rows: usize) -> String {
+    // SQLite numbers `$N` parameters by first appearance, so they appear in order.
+    let mut sql = String::from("INSERT INTO participants (room_id, joined_at, admitted_at, id, token_hash, name, user_ref) VALUES ");
+    for i in 0..rows {
+        let p = 3 + i * 4;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("($1, $2, $2, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3));
     }
-    let (participant_id, token) = (new_participant_id(), new_token());
-    sqlx::query(
-        "INSERT INTO participants (room_id, id, name, token_hash, user_ref, joined_at, admitted_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
-    )
-    .bind(&req.room_id)
-    .bind(&participant_id)
-    .bind(&req.name)
-    .bind(hash_token(&token))
-    .bind(&req.user_ref)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Admission::Admitted(Admitted { participant_id, token, name: req.name.clone(), rejoin: false }))
+    sql
 }
 
 /// Why a room that did not take the row lock is not joinable; marks a newly expired room.

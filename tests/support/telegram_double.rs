@@ -3,7 +3,8 @@
 //! long-polling `getUpdates` with `offset` (confirmed updates are forgotten), the real error
 //! shapes (429 with `parameters.retry_after`, 400 "message is not modified", 403 for a user
 //! who never started the bot), and Telegram's per-chat flood control: a bot that sends or
-//! edits twice within a second in one chat, or more than 20 times a minute, gets a 429.
+//! edits twice within a second in one chat, or more than 20 times a minute, gets a 429; a
+//! text over 4096 characters gets 400 "message is too long".
 #![allow(dead_code)]
 
 use axum::extract::{Path, State as AxState};
@@ -260,10 +261,31 @@ fn flood(st: &mut State, chat: i64, enforce: bool) -> Option<(u16, Result<Value,
     None
 }
 
+/// Telegram's 4096-character limit on a message, counted once HTML tags and entities are parsed.
+fn too_long(body: &Value) -> Option<(u16, Result<Value, Value>)> {
+    let text = body["text"].as_str()?;
+    let mut visible = String::new();
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => visible.push(c),
+            _ => {}
+        }
+    }
+    let visible = visible.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
+    (visible.encode_utf16().count() > 4096)
+        .then(|| (400, Err(json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}))))
+}
+
 fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, Value>) {
     let mut st = d.lock();
     if let Some((status, v)) = st.injected.get_mut(method).and_then(|q| q.pop_front()) {
         return (status, Err(v));
+    }
+    if let Some(refused) = too_long(body) {
+        return refused;
     }
     let bot = json!({"id": BOT_ID, "is_bot": true, "first_name": "Callbridge", "username": BOT_USERNAME});
     match method {

@@ -19,6 +19,53 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// Telegram refuses a message over 4096 characters (counted after entity parsing, in UTF-16
+/// units); the lists of names stop well before that, so a full room of long names still posts.
+const LIST_BUDGET: usize = 2800;
+
+/// Joins `items` with `sep` until their visible length would pass `budget`, then says how many
+/// were left out.
+fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str, budget: usize) -> String {
+    let total = items.len();
+    let (mut out, mut used, mut shown) = (String::new(), 0, 0);
+    for item in items {
+        let visible = visible_len(&item);
+        if shown > 0 && used + visible + sep.len() > budget {
+            break;
+        }
+        if shown > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&item);
+        used += visible + sep.len();
+        shown += 1;
+    }
+    if shown < total {
+        let _ = write!(out, "{sep}… and {} more", total - shown);
+    }
+    out
+}
+
+/// Length as Telegram counts it: UTF-16 units of the text once tags and entities are parsed.
+fn visible_len(html: &str) -> usize {
+    let (mut n, mut in_tag, mut in_entity) = (0, false, false);
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            '&' => {
+                in_entity = true;
+                n += 1;
+            }
+            ';' if in_entity => in_entity = false,
+            _ if in_entity => {}
+            c => n += c.len_utf16(),
+        }
+    }
+    n
+}
+
 /// The card's text. Every user string goes through [`escape_html`].
 pub fn render_html(card: &Card) -> String {
     let e = escape_html;
@@ -55,24 +102,25 @@ pub fn render_html(card: &Card) -> String {
             let _ = write!(s, "\nNobody joined.");
         } else {
             let _ = writeln!(s, "\n<b>Attendance</b> ({}):", attendance.len());
-            for a in attendance {
-                let _ = writeln!(s, "• {} — joined {} UTC, {}", e(&a.name), e(&a.joined), human_seconds(a.seconds));
-            }
+            let lines = attendance
+                .iter()
+                .map(|a| format!("• {} — joined {} UTC, {}", e(&a.name), e(&a.joined), human_seconds(a.seconds)));
+            let _ = writeln!(s, "{}", within_budget(lines, "\n", LIST_BUDGET));
         }
         return s.trim_end().to_owned();
     }
     if card.present.is_empty() {
         let _ = writeln!(s, "\nNobody is in yet.");
     } else {
-        let names: Vec<String> = card.present.iter().map(|n| e(n)).collect();
-        let _ = writeln!(s, "\n<b>In the call ({}):</b> {}", card.present.len(), names.join(", "));
+        let names = within_budget(card.present.iter().map(|n| e(n)), ", ", LIST_BUDGET);
+        let _ = writeln!(s, "\n<b>In the call ({}):</b> {names}", card.present.len());
     }
     if card.entered > card.present.len() {
         let _ = writeln!(s, "{} joined so far", card.entered);
     }
     if !card.knocks.is_empty() {
-        let names: Vec<String> = card.knocks.iter().map(|k| e(&k.name)).collect();
-        let _ = writeln!(s, "\n✋ <b>Asking to join:</b> {}", names.join(", "));
+        let names = within_budget(card.knocks.iter().map(|k| e(&k.name)), ", ", 600);
+        let _ = writeln!(s, "\n✋ <b>Asking to join:</b> {names}");
     }
     let _ = write!(s, "\n{}", e(&card.link));
     s.trim_end().to_owned()
@@ -143,5 +191,22 @@ mod tests {
         assert!(render_keyboard(&ended).inline_keyboard.is_empty());
         let html = render_html(&ended);
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt; — joined 12:00 UTC, 1m 01s"), "{html}");
+    }
+
+    #[test]
+    fn a_full_room_of_long_names_stays_under_telegrams_limit() {
+        let long = "<&>".repeat(21) + "x";
+        let mut c = card();
+        c.title = Some("t".repeat(200));
+        c.present = (0..500).map(|i| format!("{long}{i}")).collect();
+        c.knocks = (0..100).map(|i| Knock { id: format!("k{i}"), name: long.clone() }).collect();
+        let html = render_html(&c);
+        assert!(visible_len(&html) <= 4096, "{}", visible_len(&html));
+        assert!(html.contains("In the call (500)") && html.contains("more"), "{html}");
+        c.status = CardStatus::Ended;
+        c.attendance = Some((0..500).map(|i| Attendance { name: format!("{long}{i}"), joined: "12:00".into(), seconds: 61 }).collect());
+        let html = render_html(&c);
+        assert!(visible_len(&html) <= 4096 && html.contains("Attendance</b> (500)") && html.contains("… and"), "{html}");
+        assert_eq!(visible_len("a &amp; <b>é</b>😀"), 7);
     }
 }
