@@ -246,6 +246,9 @@ pub struct TelegramConfig {
     /// Long-polling timeout of `getUpdates`.
     #[serde(with = "human_duration")]
     pub poll_timeout: Duration,
+    /// How long any other Bot API call may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
     /// How long a chat member's admin status is cached.
     #[serde(with = "human_duration")]
     pub admin_cache: Duration,
@@ -261,6 +264,7 @@ impl Default for TelegramConfig {
             per_minute: 20,
             debounce: Duration::from_millis(300),
             poll_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             admin_cache: Duration::from_secs(60),
         }
     }
@@ -350,6 +354,9 @@ impl Config {
             if !(1..=60).contains(&t.per_minute) {
                 return Err(invalid("telegram.per_minute", "must be 1..=60".into()));
             }
+            if t.request_timeout < Duration::from_millis(100) || t.request_timeout > Duration::from_secs(120) {
+                return Err(invalid("telegram.request_timeout", "must be 100ms..=120s".into()));
+            }
             if t.poll_timeout > Duration::from_secs(50) {
                 return Err(invalid("telegram.poll_timeout", "must be at most 50s".into()));
             }
@@ -422,8 +429,8 @@ mod tests {
             .join("\n");
         let tc = Config::parse(&t, Path::new("config.example.toml")).unwrap().telegram.expect("[telegram] example");
         let td = TelegramConfig::default();
-        assert_eq!((tc.api_url, tc.min_interval, tc.per_minute, tc.debounce, tc.poll_timeout, tc.admin_cache),
-                   (td.api_url, td.min_interval, td.per_minute, td.debounce, td.poll_timeout, td.admin_cache));
+        assert_eq!((tc.api_url, tc.min_interval, tc.per_minute, tc.debounce, tc.poll_timeout, tc.request_timeout, tc.admin_cache),
+                   (td.api_url, td.min_interval, td.per_minute, td.debounce, td.poll_timeout, td.request_timeout, td.admin_cache));
     }
 
     #[test]

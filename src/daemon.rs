@@ -137,6 +137,7 @@ fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, s
             allowed_chats: t.allowed_chats.clone(),
             pacing: Pacing { min_interval: t.min_interval, per_minute: t.per_minute },
             poll_timeout: t.poll_timeout,
+            request_timeout: t.request_timeout,
             admin_cache: t.admin_cache,
         };
         let adapter = callbridge_telegram::TelegramAdapter::new(settings)?;

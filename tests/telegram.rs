@@ -9,7 +9,7 @@ use common::{Db, Harness, TestDb, config, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use telegram_double::{BOT_TOKEN, BotApiDouble};
+use telegram_double::{BOT_TOKEN, BotApiDouble, Faults};
 
 const GROUP: i64 = -1001234567890;
 const HOST: i64 = 111;
@@ -199,5 +199,62 @@ async fn updater_honours_retry_after_and_not_modified() {
     double.say(GROUP, OTHER, "Admin", "/unlock");
     assert!(card_shows(&double, GROUP, "Open").await, "{:?}", card(&double, GROUP));
     assert_eq!(double.rate_limited(), 0, "the bot tripped flood control");
+    h.stop().await;
+}
+
+/// Every third call of the bot fails (a 429 with `retry_after`, a 5xx, or a stall past the
+/// bot's request timeout, in turn) while a call runs its course; the card still ends showing
+/// the final attendance, `retry_after` is honoured, and the bot keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_converge_under_injected_faults() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    double.set_faults(Faults { every: 3, retry_after: 2, stall: Duration::from_millis(1500) });
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut c = telegram_config(&db, &double);
+    c.telegram.as_mut().unwrap().request_timeout = Duration::from_millis(500);
+    let h = Harness::start(c).await;
+    const LONG: Duration = Duration::from_secs(60);
+
+    double.say(GROUP, HOST, HOST_NAME, "/call Faulty");
+    assert!(eventually(LONG, || async { card(&double, GROUP).is_some() }).await, "a card is posted despite faults");
+    let (_, _, markup) = card(&double, GROUP).unwrap();
+    let room_id = markup["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    for i in 0..6 {
+        assert_eq!(h.join(&room_id, &format!("Guest {i}"), None).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        eventually(LONG, || async { card(&double, GROUP).is_some_and(|(_, t, _)| t.contains("In the call (6)")) }).await,
+        "the card caught up with the joins"
+    );
+    double.say(GROUP, HOST, HOST_NAME, "/lock");
+    assert!(eventually(LONG, || async { card(&double, GROUP).is_some_and(|(_, t, _)| t.contains("Locked")) }).await);
+    double.say(GROUP, HOST, HOST_NAME, "/end");
+    assert!(
+        eventually(LONG, || async {
+            card(&double, GROUP).is_some_and(|(_, t, m)| t.contains("Attendance</b> (6)") && m["inline_keyboard"].as_array().is_none_or(|k| k.is_empty()))
+        })
+        .await,
+        "the card converged to the final attendance: {:?}",
+        card(&double, GROUP)
+    );
+    // Still serving: a later command is answered.
+    double.say(GROUP, OTHER, "Bob", "/who");
+    assert!(eventually(LONG, || async { double.messages_in(GROUP).iter().any(|(_, m)| m.text.starts_with("No open call")) }).await);
+    let r = h.http.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let (throttled, failed, stalled) = (double.faults_injected("429"), double.faults_injected("5xx"), double.faults_injected("stall"));
+    eprintln!("faults injected: {throttled} × 429, {failed} × 5xx, {stalled} stalls; calls {}", double.calls().len());
+    assert!(throttled > 0 && failed > 0 && stalled > 0, "every kind of fault was injected");
+    if double.retry_after_violations() > 0 {
+        let t0 = double.calls()[0].at;
+        for c in double.calls().iter().filter(|c| c.method != "getUpdates") {
+            eprintln!("{:>6} ms {} chat {} → {}", (c.at - t0).as_millis(), c.method, c.body["chat_id"], c.status);
+        }
+    }
+    assert_eq!(double.retry_after_violations(), 0, "the bot called a chat before its retry_after had passed");
     h.stop().await;
 }

@@ -4,7 +4,9 @@
 //! shapes (429 with `parameters.retry_after`, 400 "message is not modified", 403 for a user
 //! who never started the bot), and Telegram's per-chat flood control: a bot that sends or
 //! edits twice within a second in one chat, or more than 20 times a minute, gets a 429; a
-//! text over 4096 characters gets 400 "message is too long".
+//! text over 4096 characters gets 400 "message is too long". A call into a chat before a 429's
+//! `retry_after` has passed is refused again and counted. With a fault plan (`set_faults`) it
+//! also fails a share of calls with 429s, 5xx and stalls.
 #![allow(dead_code)]
 
 use axum::extract::{Path, State as AxState};
@@ -57,6 +59,26 @@ struct State {
     started: HashSet<i64>,
     users: HashMap<i64, String>,
     rate_limited: usize,
+    faults: Option<Faults>,
+    /// Eligible calls seen while faults are on; every `every`-th one fails.
+    fault_tick: usize,
+    /// How many faults of each kind were injected ("429", "5xx", "stall").
+    faults_injected: HashMap<&'static str, usize>,
+    /// (chat, "send" or a method) → until when a 429 told the bot not to repeat it. Sends and
+    /// edits share one budget per chat; other methods are limited on their own.
+    blocked_until: HashMap<(i64, String), Instant>,
+    /// Calls into a chat before its `retry_after` had passed.
+    retry_after_violations: usize,
+}
+
+/// A fault plan: every `every`-th call of the bot (other than long polls, which get only 5xx)
+/// fails, cycling through a 429 with `retry_after`, a 5xx, and a stall: no answer for `stall`,
+/// then 504 without carrying the call out (the bot should have given up by then).
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub every: usize,
+    pub retry_after: u64,
+    pub stall: Duration,
 }
 
 /// The double. Clone it freely.
@@ -107,6 +129,21 @@ impl BotApiDouble {
     pub fn inject_retry_after(&self, method: &str, seconds: u64) {
         self.inject(method, 429, json!({"ok": false, "error_code": 429,
             "description": format!("Too Many Requests: retry after {seconds}"), "parameters": {"retry_after": seconds}}));
+    }
+
+    /// Turns fault injection on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = Some(faults);
+    }
+
+    /// Faults injected so far, by kind ("429", "5xx", "stall").
+    pub fn faults_injected(&self, kind: &str) -> usize {
+        self.lock().faults_injected.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Calls the bot made into a chat before a 429's `retry_after` had passed.
+    pub fn retry_after_violations(&self) -> usize {
+        self.lock().retry_after_violations
     }
 
     pub fn inject_not_modified(&self, method: &str) {
@@ -212,6 +249,18 @@ async fn handle(AxState(d): AxState<BotApiDouble>, Path((bot, method)): Path<(St
     if bot != format!("bot{BOT_TOKEN}") {
         return err(401, json!({"ok": false, "error_code": 401, "description": "Unauthorized"}));
     }
+    match injected_fault(&d, &method, &body) {
+        Some(Fault::Stall(wait)) => {
+            tokio::time::sleep(wait).await;
+            d.lock().calls.push(Call { method, body, at: Instant::now(), status: 504 });
+            return err(504, json!({"ok": false, "error_code": 504, "description": "Gateway Timeout"}));
+        }
+        Some(Fault::Answer(status, v)) => {
+            d.lock().calls.push(Call { method, body, at: Instant::now(), status });
+            return err(status, v);
+        }
+        None => {}
+    }
     if method == "getUpdates" {
         return get_updates(&d, &body).await;
     }
@@ -221,6 +270,57 @@ async fn handle(AxState(d): AxState<BotApiDouble>, Path((bot, method)): Path<(St
     match response.1 {
         Ok(v) => ok(v),
         Err(v) => err(status, v),
+    }
+}
+
+enum Fault {
+    Answer(u16, Value),
+    Stall(Duration),
+}
+
+/// Telegram's answer to a call into a chat still under a 429, or the fault plan's next fault.
+fn injected_fault(d: &BotApiDouble, method: &str, body: &Value) -> Option<Fault> {
+    let mut st = d.lock();
+    let now = Instant::now();
+    let chat = body["chat_id"].as_i64();
+    let scope = if matches!(method, "sendMessage" | "editMessageText" | "editMessageReplyMarkup") { "send" } else { method };
+    if let Some(until) = chat.and_then(|c| st.blocked_until.get(&(c, scope.to_owned()))).copied() {
+        if now + JITTER < until {
+            st.retry_after_violations += 1;
+            let left = (until - now).as_millis().div_ceil(1000) as u64;
+            return Some(Fault::Answer(429, json!({"ok": false, "error_code": 429,
+                "description": format!("Too Many Requests: retry after {left}"), "parameters": {"retry_after": left}})));
+        }
+    }
+    let plan = st.faults?;
+    if method == "getMe" {
+        return None;
+    }
+    st.fault_tick += 1;
+    if st.fault_tick % plan.every != 0 {
+        return None;
+    }
+    let nth = st.fault_tick / plan.every;
+    let kind = if method == "getUpdates" { 1 } else { nth % 3 };
+    match kind {
+        0 => {
+            *st.faults_injected.entry("429").or_default() += 1;
+            if let Some(c) = chat {
+                st.blocked_until.insert((c, scope.to_owned()), now + Duration::from_secs(plan.retry_after));
+            }
+            Some(Fault::Answer(429, json!({"ok": false, "error_code": 429,
+                "description": format!("Too Many Requests: retry after {}", plan.retry_after),
+                "parameters": {"retry_after": plan.retry_after}})))
+        }
+        1 => {
+            *st.faults_injected.entry("5xx").or_default() += 1;
+            let (status, text) = if nth % 2 == 0 { (500, "Internal Server Error") } else { (502, "Bad Gateway") };
+            Some(Fault::Answer(status, json!({"ok": false, "error_code": status, "description": text})))
+        }
+        _ => {
+            *st.faults_injected.entry("stall").or_default() += 1;
+            Some(Fault::Stall(plan.stall))
+        }
     }
 }
 
@@ -254,6 +354,7 @@ fn flood(st: &mut State, chat: i64, enforce: bool) -> Option<(u16, Result<Value,
     let too_soon = sends.last().is_some_and(|t| now.duration_since(*t) + JITTER < Duration::from_secs(1));
     if enforce && (too_soon || sends.len() >= 20) {
         st.rate_limited += 1;
+        st.blocked_until.insert((chat, "send".to_owned()), now + Duration::from_secs(1));
         return Some((429, Err(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
             "parameters": {"retry_after": 1}}))));
     }

@@ -42,6 +42,8 @@ pub struct Settings {
     pub pacing: Pacing,
     /// Long-polling timeout of `getUpdates`.
     pub poll_timeout: Duration,
+    /// Timeout of every other call.
+    pub request_timeout: Duration,
     /// How long an admin check is trusted.
     pub admin_cache: Duration,
 }
@@ -61,7 +63,10 @@ pub enum TelegramError {
 
 /// The Telegram adapter. Share it as `Arc<TelegramAdapter>`.
 pub struct TelegramAdapter {
+    /// Sends, edits and checks, with a short timeout so a stalled call is retried soon.
     bot: Bot,
+    /// `getUpdates` only: its timeout must outlast a long poll.
+    poller: Bot,
     settings: Settings,
     /// The bot's username, known after `getMe`; `/call@ThisBot` is ours.
     username: OnceLock<String>,
@@ -82,13 +87,16 @@ const COMMANDS: &[(&str, &str)] = &[
 impl TelegramAdapter {
     /// Builds the adapter; nothing is sent until [`run`](Self::run).
     pub fn new(settings: Settings) -> Result<Arc<Self>, TelegramError> {
-        // The HTTP timeout must outlast a long poll.
-        let client = teloxide::net::default_reqwest_settings()
-            .timeout(settings.poll_timeout + Duration::from_secs(15))
-            .build()
-            .map_err(|e| TelegramError::Client(e.to_string()))?;
-        let bot = Bot::with_client(settings.token.clone(), client).set_api_url(settings.api_url.clone());
-        Ok(Arc::new(TelegramAdapter { bot, settings, username: OnceLock::new(), admins: Mutex::default() }))
+        let bot_with_timeout = |timeout: Duration| {
+            let client = teloxide::net::default_reqwest_settings()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| TelegramError::Client(e.to_string()))?;
+            Ok::<_, TelegramError>(Bot::with_client(settings.token.clone(), client).set_api_url(settings.api_url.clone()))
+        };
+        let bot = bot_with_timeout(settings.request_timeout)?;
+        let poller = bot_with_timeout(settings.poll_timeout + Duration::from_secs(15))?;
+        Ok(Arc::new(TelegramAdapter { bot, poller, settings, username: OnceLock::new(), admins: Mutex::default() }))
     }
 
     /// Says hello (`getMe`, `setMyCommands`, retried until they work), then long-polls and
@@ -97,10 +105,10 @@ impl TelegramAdapter {
         let mut backoff = Duration::from_millis(500);
         while self.username.get().is_none() {
             let hello = async {
-                let me = self.bot.get_me().await?;
+                let me = self.call(self.bot.get_me()).await?;
                 let commands = COMMANDS.iter().map(|(c, d)| BotCommand::new(*c, *d));
-                self.bot.set_my_commands(commands).await?;
-                Ok::<_, RequestError>(me)
+                self.call(self.bot.set_my_commands(commands)).await?;
+                Ok::<_, SendError>(me)
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -122,15 +130,17 @@ impl TelegramAdapter {
         let mut backoff = Duration::from_millis(500);
         loop {
             let poll = self
-                .bot
+                .poller
                 .get_updates()
                 .offset(offset)
                 .timeout(self.settings.poll_timeout.as_secs() as u32)
                 .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
                 .send();
+            // Bounded as a whole, like every call (see `call`), with room for the long poll.
+            let poll = tokio::time::timeout(self.settings.poll_timeout + self.settings.request_timeout, poll);
             let updates = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = poll => r,
+                r = poll => r.unwrap_or_else(|_| Err(RequestError::Io(std::sync::Arc::new(std::io::ErrorKind::TimedOut.into())))),
             };
             let updates = match updates {
                 Ok(u) => {
@@ -195,12 +205,12 @@ impl TelegramAdapter {
         let message = q.message.as_ref();
         let action = q.data.as_deref().and_then(CardAction::decode);
         let (Some(message), Some(action)) = (message, action) else {
-            let _ = self.bot.answer_callback_query(q.id.clone()).await;
+            let _ = self.call(self.bot.answer_callback_query(q.id.clone())).await;
             return None;
         };
         let chat = message.chat();
         if !self.allowed(chat.id) {
-            let _ = self.bot.answer_callback_query(q.id.clone()).await;
+            let _ = self.call(self.bot.answer_callback_query(q.id.clone())).await;
             return None;
         }
         let is_admin = !chat.is_private() && self.is_admin(chat.id, q.from.id).await;
@@ -213,6 +223,15 @@ impl TelegramAdapter {
         })
     }
 
+    /// Sends one Bot API request, bounded as a whole by `request_timeout`: a stalled server must
+    /// not hold a chat's cards, and teloxide waits 10 s after any 5xx before reporting it.
+    async fn call<T>(&self, request: impl IntoFuture<Output = Result<T, RequestError>>) -> Result<T, SendError> {
+        match tokio::time::timeout(self.settings.request_timeout, request).await {
+            Ok(result) => result.map_err(send_error),
+            Err(_) => Err(SendError::Transient(format!("no answer within {:?}", self.settings.request_timeout))),
+        }
+    }
+
     /// Whether `user` administers `chat` (creator or administrator), cached for `admin_cache`.
     async fn is_admin(&self, chat: ChatId, user: UserId) -> bool {
         let key = (chat.0, user.0);
@@ -221,11 +240,19 @@ impl TelegramAdapter {
         {
             return *admin;
         }
-        let admin = match self.bot.get_chat_member(chat, user).await {
-            Ok(member) => member.kind.is_privileged(),
-            Err(error) => {
-                tracing::warn!(%error, chat = chat.0, "telegram: getChatMember failed; treating as not an admin");
-                return false;
+        // A throttled or failed check is retried a little: refusing a real admin over a
+        // passing error would be wrong, and this runs while the update waits.
+        let mut attempt = 0;
+        let admin = loop {
+            attempt += 1;
+            match self.call(self.bot.get_chat_member(chat, user)).await {
+                Ok(member) => break member.kind.is_privileged(),
+                Err(SendError::RetryAfter(wait)) if attempt < 3 => tokio::time::sleep(wait.min(Duration::from_secs(5))).await,
+                Err(SendError::Transient(_)) if attempt < 3 => tokio::time::sleep(Duration::from_millis(300)).await,
+                Err(error) => {
+                    tracing::warn!(%error, chat = chat.0, "telegram: getChatMember failed; treating as not an admin");
+                    return false;
+                }
             }
         };
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,12 +286,20 @@ fn send_error(error: RequestError) -> SendError {
         RequestError::RetryAfter(s) => SendError::RetryAfter(s.duration()),
         RequestError::Api(ApiError::MessageNotModified) => SendError::NotModified,
         RequestError::Api(ApiError::Unknown(text)) if text.contains("message is not modified") => SendError::NotModified,
+        // Telegram's own 5xx answers come as JSON errors teloxide does not know by name.
+        RequestError::Api(ApiError::Unknown(text)) if is_server_error(&text) => SendError::Transient(text),
         RequestError::Api(e) => SendError::Refused(e.to_string()),
         RequestError::MigrateToChatId(id) => SendError::Refused(format!("the group moved to {}", id.0)),
         e @ (RequestError::Network(_) | RequestError::InvalidJson { .. } | RequestError::Io(_)) => {
             SendError::Transient(e.to_string())
         }
     }
+}
+
+/// Whether an error description is one of the Bot API's server-side failures (HTTP 5xx).
+fn is_server_error(description: &str) -> bool {
+    let d = description.to_ascii_lowercase();
+    ["internal server error", "bad gateway", "service unavailable", "gateway timeout"].iter().any(|s| d.contains(s))
 }
 
 fn no_preview() -> LinkPreviewOptions {
@@ -283,26 +318,28 @@ impl ChatAdapter for TelegramAdapter {
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
         Box::pin(async move {
             let sent = self
-                .bot
-                .send_message(chat_id(chat)?, render_html(card))
-                .parse_mode(ParseMode::Html)
-                .link_preview_options(no_preview())
-                .reply_markup(render_keyboard(card))
-                .await
-                .map_err(send_error)?;
+                .call(
+                    self.bot
+                        .send_message(chat_id(chat)?, render_html(card))
+                        .parse_mode(ParseMode::Html)
+                        .link_preview_options(no_preview())
+                        .reply_markup(render_keyboard(card)),
+                )
+                .await?;
             Ok(MessageRef(sent.id.0.to_string()))
         })
     }
 
     fn edit_card<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, card: &'a Card) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            self.bot
-                .edit_message_text(chat_id(chat)?, message_id(message)?, render_html(card))
-                .parse_mode(ParseMode::Html)
-                .link_preview_options(no_preview())
-                .reply_markup(render_keyboard(card))
-                .await
-                .map_err(send_error)?;
+            self.call(
+                self.bot
+                    .edit_message_text(chat_id(chat)?, message_id(message)?, render_html(card))
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(no_preview())
+                    .reply_markup(render_keyboard(card)),
+            )
+            .await?;
             Ok(())
         })
     }
@@ -310,7 +347,7 @@ impl ChatAdapter for TelegramAdapter {
     fn reply<'a>(&'a self, chat: &'a ChatRef, text: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             // No parse mode: the text is shown as typed, never as markup.
-            self.bot.send_message(chat_id(chat)?, text).link_preview_options(no_preview()).await.map_err(send_error)?;
+            self.call(self.bot.send_message(chat_id(chat)?, text).link_preview_options(no_preview())).await?;
             Ok(())
         })
     }
@@ -336,7 +373,7 @@ impl ChatAdapter for TelegramAdapter {
                 // Telegram shows at most 200 characters.
                 req = req.text(text.chars().take(200).collect::<String>());
             }
-            req.await.map_err(send_error)?;
+            self.call(req).await?;
             Ok(())
         })
     }
