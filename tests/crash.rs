@@ -1,0 +1,235 @@
+//! Crash safety and secrets in logs, with the real `callbridge` binary in a child process.
+//!
+//! A join load runs against the daemon, which is killed with SIGKILL mid-load and started
+//! again on the same database. Every join a client saw acknowledged must still be recorded (and
+//! its token must still rejoin), no room or lock may be lost, and the Telegram card of the room
+//! must resume updating within 10 s of the restart. The daemon runs with every log level on;
+//! afterwards its captured output is searched for every secret it handled: the API token, the
+//! bot token, host tokens and participant tokens.
+
+mod common;
+#[path = "support/telegram_double.rs"]
+mod telegram_double;
+
+use common::{API_TOKEN, Db, TestDb};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use telegram_double::{BOT_TOKEN, BotApiDouble};
+
+const GROUP: i64 = -1009876543210;
+const HOST: i64 = 333;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_load_loses_nothing_sqlite() {
+    sigkill_mid_load_loses_nothing(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_load_loses_nothing_postgres() {
+    sigkill_mid_load_loses_nothing(Db::Postgres).await
+}
+
+struct Node {
+    child: Child,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+impl Node {
+    /// Starts the daemon on `config` and waits until `/healthz` answers.
+    async fn start(config: &Path, log: &Path, base: &str) -> Node {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .arg("--config")
+            .arg(config)
+            // Every level of every crate, so the search for secrets below means something.
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("the callbridge binary starts");
+        let node = Node { child, log: log.to_owned(), config: config.to_owned() };
+        let http = reqwest::Client::new();
+        let up = common::eventually(Duration::from_secs(30), || async {
+            http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+        })
+        .await;
+        assert!(up, "the daemon answers /healthz; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        node
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn sigkill_mid_load_loses_nothing(backend: Db) {
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    let db = TestDb::new(backend).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = db.dir.path().join("callbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+join_rate_per_minute = 0
+[storage]
+url = "{url}"
+data_dir = "{dir}"
+[rooms]
+max_participants = 1000
+ice_servers = []
+[api]
+token = "{API_TOKEN}"
+[telegram]
+token = "{BOT_TOKEN}"
+api_url = "{api_url}"
+debounce = "200ms"
+poll_timeout = "1s"
+"#,
+            url = db.url,
+            dir = db.dir.path().display(),
+            api_url = double.url
+        ),
+    )
+    .unwrap();
+    let log = db.dir.path().join("daemon.log");
+    let http = reqwest::Client::new();
+    let mut node = Node::start(&config, &log, &base).await;
+
+    // A card in a group, and rooms minted through the API, half of them locked.
+    double.say(GROUP, HOST, "Host", "/call Crash test");
+    let card = |d: &BotApiDouble| d.messages_in(GROUP).into_iter().find(|(_, m)| m.reply_markup.to_string().contains("\"url\""));
+    assert!(common::eventually(Duration::from_secs(20), || async { card(&double).is_some() }).await, "the card is posted");
+    let (card_id, shown) = card(&double).unwrap();
+    let card_room = shown.reply_markup["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let mut rooms = Vec::new();
+    for i in 0..10 {
+        let v: Value = http
+            .post(format!("{base}/api/v1/rooms"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"title": format!("Room {i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (id, host_token) = (v["id"].as_str().unwrap().to_owned(), v["host_token"].as_str().unwrap().to_owned());
+        if i % 2 == 0 {
+            let r = http.post(format!("{base}/api/v1/rooms/{id}/lock")).bearer_auth(&host_token).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        rooms.push((id, host_token, i % 2 == 0));
+    }
+
+    // The load: 16 joiners, one request after another, into the card's room and four rooms of
+    // 1000 places (more than the load can fill before the kill), until the daemon is gone.
+    let mut load_rooms = vec![card_room.clone()];
+    for _ in 0..4 {
+        let v: Value = http.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"max_participants": 1000}))
+            .send().await.unwrap().json().await.unwrap();
+        load_rooms.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let load: Vec<_> = (0..16)
+        .map(|w| {
+            let (http, base, room, acked) = (http.clone(), base.clone(), load_rooms[w % load_rooms.len()].clone(), acked.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let Ok(r) = http.post(format!("{base}/r/{room}/join")).json(&json!({"name": format!("w{w} #{n}")})).send().await else {
+                        return None; // the daemon is gone
+                    };
+                    if r.status() != StatusCode::OK {
+                        return Some(r.status());
+                    }
+                    let Ok(v) = r.json::<Value>().await else { return None };
+                    let entry = (room.clone(), v["participant_id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned());
+                    acked.lock().unwrap().push(entry);
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    node.kill();
+    for t in load {
+        assert_eq!(t.await.unwrap(), None, "every joiner was still going when the daemon was killed");
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() > 20, "the load ran before the kill ({} joins acknowledged)", acked.len());
+
+    let restarted = Instant::now();
+    let mut node = Node::start(&node.config.clone(), &node.log.clone(), &base).await;
+
+    // Every acknowledged join is recorded.
+    let mut recorded = HashSet::new();
+    for room in &load_rooms {
+        let v: Value = http.get(format!("{base}/api/v1/rooms/{room}")).bearer_auth(API_TOKEN).send().await.unwrap().json().await.unwrap();
+        recorded.extend(v["participants"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+    }
+    let lost = acked.iter().filter(|(_, id, _)| !recorded.contains(id)).count();
+    assert_eq!(lost, 0, "{lost} of {} acknowledged joins were lost", acked.len());
+    // Their tokens still rejoin.
+    let (first_room, first_id, first_token) = &acked[0];
+    let r: Value = http
+        .post(format!("{base}/r/{first_room}/join"))
+        .json(&json!({"name": "again", "token": first_token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((r["participant_id"].as_str(), r["rejoin"].as_bool()), (Some(first_id.as_str()), Some(true)));
+
+    // No room and no lock is lost.
+    for (id, _, locked) in &rooms {
+        let r = http.post(format!("{base}/r/{id}/join")).json(&json!({"name": "after"})).send().await.unwrap();
+        let want = if *locked { StatusCode::LOCKED } else { StatusCode::OK };
+        assert_eq!(r.status(), want, "room {id} (locked: {locked}) after the crash");
+    }
+
+    // The open card resumes: lock the room and see the card say so.
+    let r = http.post(format!("{base}/api/v1/rooms/{card_room}/lock")).bearer_auth(API_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let resumed = common::eventually(Duration::from_secs(10), || async {
+        double.message(GROUP, card_id).is_some_and(|m| m.text.contains("Locked"))
+    })
+    .await;
+    let after = restarted.elapsed();
+    assert!(resumed && after <= Duration::from_secs(10), "the card resumed within 10 s of the restart ({after:?})");
+    eprintln!(
+        "{backend:?}: {} joins acknowledged before SIGKILL, all {} recorded after restart; card updated {:.1} s after the restart",
+        acked.len(),
+        recorded.len(),
+        after.as_secs_f64()
+    );
+    node.kill();
+
+    // No secret in the logs.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.len() > 10_000, "the daemon logged ({} bytes)", text.len());
+    for secret in [API_TOKEN, BOT_TOKEN, BOT_TOKEN.split(':').nth(1).unwrap()] {
+        assert!(!text.contains(secret), "a configured secret appears in the daemon's log");
+    }
+    let words: HashSet<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() >= 40).collect();
+    let leaked = rooms.iter().map(|(_, t, _)| t).chain(acked.iter().map(|(_, _, t)| t)).filter(|t| words.contains(t.as_str())).count();
+    assert_eq!(leaked, 0, "host or participant tokens appear in the daemon's log");
+    // The host link went to the host privately, never into the log.
+    assert!(double.messages_in(HOST).iter().any(|(_, m)| m.text.contains("#host=")));
+    db.drop_db().await;
+}
