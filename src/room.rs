@@ -90,8 +90,21 @@ impl Refusal {
     }
 }
 
-/// Trims and checks a display name: 1–64 characters, no control characters.
+/// Bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069). A name
+/// carrying them can reorder the text around it on a card or page ("Bob\u{202E}nimda" reads as
+/// "Bobadmin"); right-to-left names need none of them, so they are dropped.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn without_bidi_controls(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.chars().any(is_bidi_control) { raw.chars().filter(|c| !is_bidi_control(*c)).collect() } else { raw.into() }
+}
+
+/// Trims and checks a display name: 1–64 characters, no control characters; bidirectional
+/// overrides are dropped.
 pub fn clean_name(raw: &str) -> Result<String, &'static str> {
+    let raw = without_bidi_controls(raw);
     let name = raw.trim();
     if name.is_empty() {
         return Err("name must not be empty");
@@ -107,7 +120,8 @@ pub fn clean_name(raw: &str) -> Result<String, &'static str> {
 
 /// Trims and checks a title: up to 120 characters, no control characters; empty means none.
 pub fn clean_title(raw: Option<&str>) -> Result<Option<String>, &'static str> {
-    let Some(title) = raw.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let raw = raw.map(without_bidi_controls);
+    let Some(title) = raw.as_deref().map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
     if title.chars().count() > MAX_TITLE_CHARS {
         return Err("title must be at most 120 characters");
     }
@@ -233,5 +247,14 @@ mod tests {
         assert_eq!(clean_title(Some("  ")).unwrap(), None);
         assert_eq!(clean_title(Some(" Standup ")).unwrap(), Some("Standup".into()));
         assert!(clean_title(Some(&"t".repeat(121))).is_err());
+    }
+
+    #[test]
+    fn bidi_overrides_are_dropped_but_rtl_text_stays() {
+        assert_eq!(clean_name("Bob\u{202E}nimda").unwrap(), "Bobnimda");
+        assert_eq!(clean_name("\u{2067}שלום\u{2069}").unwrap(), "שלום");
+        assert_eq!(clean_name("مرحبا").unwrap(), "مرحبا");
+        assert!(clean_name("\u{202E}\u{202D}").is_err());
+        assert_eq!(clean_title(Some("\u{202E}txt.exe")).unwrap(), Some("txt.exe".into()));
     }
 }
