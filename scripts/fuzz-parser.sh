@@ -17,7 +17,7 @@ seconds="${FUZZ_SECONDS:-30}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 version="${CARGO_FUZZ_VERSION:-0.13.2}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/callbridge-fuzz-target}"
-export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 if ! cargo fuzz --version 2>/dev/null | grep -qF "$version"; then
   log "installing cargo-fuzz $version"

@@ -19,13 +19,30 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomBody {
     /// Up to 120 characters.
+    #[schema(schema_with = super::openapi::optional_title_schema)]
     pub title: Option<String>,
     /// `video` (default from `[rooms] default_kind`) or `voice`.
     pub kind: Option<RoomKind>,
     /// The host's display name.
+    #[schema(schema_with = super::openapi::optional_name_schema)]
     pub host_name: Option<String>,
     /// 1–1000; default from `[rooms] max_participants`.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_participants: Option<u32>,
+}
+
+/// A `u32` that may be written `8.0`: JSON Schema, and so the OpenAPI document, counts it as an integer.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u64)
+    });
+    match whole.and_then(|v| u32::try_from(v).ok()) {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(format_args!("{n} is not a whole number from 0 to {}", u32::MAX))),
+    }
 }
 
 /// A minted room.
@@ -44,22 +61,25 @@ pub struct CreatedRoomResponse {
     pub max_participants: u32,
 }
 
-/// Mint a room.
-#[utoipa::path(post, path = "/api/v1/rooms", tag = "api", request_body = CreateRoomBody,
+/// Mint a room. Without a body (and without `Content-Type`), or with `null`, the room takes every default.
+#[utoipa::path(post, path = "/api/v1/rooms", tag = "api", request_body = Option<CreateRoomBody>,
     security(("bearer" = [])),
     responses(
         (status = 201, body = CreatedRoomResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "invalid_json / invalid_request / invalid_name", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, description = "too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: a body needs `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn create_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CreateRoomBody>, JsonRejection>,
+    body: Result<Json<Option<CreateRoomBody>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedRoomResponse>), ApiError> {
     require_api(&state, &headers)?;
-    // An empty body is a room on every default.
+    // No body (or `null`) is a room on every default.
     let body = match body {
-        Ok(Json(b)) => b,
+        Ok(Json(b)) => b.unwrap_or_default(),
         Err(JsonRejection::MissingJsonContentType(_)) if !headers.contains_key(axum::http::header::CONTENT_TYPE) => {
             CreateRoomBody::default()
         }

@@ -5,7 +5,7 @@ use super::error::{ApiError, ErrorBody, json_rejection};
 use crate::room::{Admission, JoinRequest, Refusal};
 use crate::store::KnockOutcome;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
     /// Display name: trimmed, 1–64 characters, no control characters.
+    #[schema(schema_with = super::openapi::name_schema)]
     pub name: String,
     /// A previous admission's token, to rejoin (passes a lock; a removed participant's token is refused).
     #[serde(default)]
@@ -44,6 +45,7 @@ pub struct JoinResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KnockBody {
+    #[schema(schema_with = super::openapi::name_schema)]
     pub name: String,
 }
 
@@ -90,6 +92,7 @@ pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError
         (status = 409, description = "full", body = ErrorBody),
         (status = 410, description = "ended or expired", body = ErrorBody),
         (status = 413, description = "too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 423, description = "locked (`knock` says whether asking to join is possible)", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
     ))]
@@ -129,6 +132,8 @@ pub async fn join(
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "not_locked: join instead", body = ErrorBody),
         (status = 410, description = "ended or expired", body = ErrorBody),
+        (status = 413, description = "too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 423, description = "locked, and this room takes no requests", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
     ))]
@@ -150,12 +155,17 @@ pub async fn knock(
 /// Where a request to join stands.
 #[utoipa::path(get, path = "/r/{id}/knocks/{knock_id}", tag = "rooms",
     params(("id" = String, Path), ("knock_id" = String, Path), ("token" = String, Query, description = "The knock token")),
-    responses((status = 200, body = KnockStatus), (status = 404, description = "not_found", body = ErrorBody)))]
+    responses(
+        (status = 200, body = KnockStatus),
+        (status = 400, description = "invalid_request: no `token`", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+    ))]
 pub async fn knock_status(
     State(state): State<AppState>,
     Path((id, knock_id)): Path<(String, String)>,
-    Query(q): Query<TokenQuery>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<KnockStatus>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     if !crate::ids::is_room_id(&id) || !crate::ids::is_participant_id(&knock_id) {
         return Err(ApiError::refused(Refusal::NotFound));
     }
