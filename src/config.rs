@@ -15,6 +15,9 @@ pub const ENV_SECRETS: &[(&str, &str)] = &[
     ("CALLBRIDGE_API_TOKEN", "[api] token"),
     ("CALLBRIDGE_STORAGE_URL", "[storage] url (may carry a database password)"),
     ("CALLBRIDGE_TELEGRAM_TOKEN", "[telegram] token (turns Telegram on when the section is absent)"),
+    ("CALLBRIDGE_DISCORD_TOKEN", "[discord] token (turns Discord on when the section is absent)"),
+    ("CALLBRIDGE_DISCORD_APPLICATION_ID", "[discord] application_id"),
+    ("CALLBRIDGE_DISCORD_PUBLIC_KEY", "[discord] public_key"),
 ];
 
 /// Errors loading or validating the configuration. Messages name the file, line and key.
@@ -94,6 +97,9 @@ pub struct Config {
     /// The Telegram bot; on when the section is present (and `enabled` is not false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramConfig>,
+    /// The Discord bot; on when the section is present (and `enabled` is not false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +276,99 @@ impl Default for TelegramConfig {
     }
 }
 
+/// How Discord reaches the bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    /// Discord POSTs interactions to `POST /discord/interactions` on this server.
+    Interactions,
+    /// A gateway connection (not available in this version).
+    Gateway,
+}
+
+/// `[discord]`: the bot that answers `/call` in Discord channels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordConfig {
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The bot token. REQUIRED when enabled (or `CALLBRIDGE_DISCORD_TOKEN`).
+    pub token: Option<Secret>,
+    /// The application id. REQUIRED (or `CALLBRIDGE_DISCORD_APPLICATION_ID`).
+    pub application_id: String,
+    /// The application's public key, hex. REQUIRED (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
+    pub public_key: String,
+    /// How Discord reaches the bot.
+    pub mode: DiscordMode,
+    /// Guilds to register the commands in at once; empty registers them globally.
+    pub guild_ids: Vec<String>,
+    /// Roles whose members have host powers, beside Manage Channels.
+    pub admin_role_ids: Vec<String>,
+    /// Discord's API base (a test server in tests).
+    pub api_url: String,
+    /// Least time between two messages or edits of the bot in one channel.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per channel per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
+    /// How long one REST call may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        DiscordConfig {
+            enabled: true,
+            token: None,
+            application_id: String::new(),
+            public_key: String::new(),
+            mode: DiscordMode::Interactions,
+            guild_ids: Vec::new(),
+            admin_role_ids: Vec::new(),
+            api_url: "https://discord.com".into(),
+            min_interval: Duration::from_secs(1),
+            per_minute: 50,
+            debounce: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The pacing keys every chat adapter section has: (value, largest allowed), and its timeout.
+struct AdapterLimits {
+    per_minute: (u32, u32),
+    request_timeout: Duration,
+}
+
+/// Checks what every chat adapter section shares; `Err` names the key.
+fn check_adapter(section: &'static str, token: Option<&Secret>, api_url: &str, limits: AdapterLimits) -> Result<(), (&'static str, String)> {
+    let key = |k: &str| -> &'static str {
+        const KEYS: &[&str] = &[
+            "telegram.token", "telegram.api_url", "telegram.per_minute", "telegram.request_timeout",
+            "discord.token", "discord.api_url", "discord.per_minute", "discord.request_timeout",
+        ];
+        KEYS.iter().copied().find(|full| full.strip_prefix(section).and_then(|r| r.strip_prefix('.')) == Some(k)).unwrap_or(section)
+    };
+    if token.is_none_or(|t| t.expose().trim().is_empty()) {
+        return Err((key("token"), format!("is required (or set CALLBRIDGE_{}_TOKEN)", section.to_uppercase())));
+    }
+    if !url::Url::parse(api_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Err((key("api_url"), "must be an http(s) URL".into()));
+    }
+    let (per_minute, most) = limits.per_minute;
+    if !(1..=most).contains(&per_minute) {
+        return Err((key("per_minute"), format!("must be 1..={most}")));
+    }
+    if limits.request_timeout < Duration::from_millis(100) || limits.request_timeout > Duration::from_secs(120) {
+        return Err((key("request_timeout"), "must be 100ms..=120s".into()));
+    }
+    Ok(())
+}
+
 /// Most people a room may ever hold; a mesh beyond this is not usable.
 pub const MAX_PARTICIPANTS_LIMIT: u32 = 1000;
 
@@ -313,6 +412,20 @@ impl Config {
         if let Some(v) = get("CALLBRIDGE_TELEGRAM_TOKEN").filter(|v| !v.is_empty()) {
             self.telegram.get_or_insert_with(TelegramConfig::default).token = Some(Secret(v));
         }
+        if let Some(v) = get("CALLBRIDGE_DISCORD_TOKEN").filter(|v| !v.is_empty()) {
+            self.discord.get_or_insert_with(DiscordConfig::default).token = Some(Secret(v));
+        }
+        if let Some(v) = get("CALLBRIDGE_DISCORD_APPLICATION_ID").filter(|v| !v.is_empty()) {
+            self.discord.get_or_insert_with(DiscordConfig::default).application_id = v;
+        }
+        if let Some(v) = get("CALLBRIDGE_DISCORD_PUBLIC_KEY").filter(|v| !v.is_empty()) {
+            self.discord.get_or_insert_with(DiscordConfig::default).public_key = v;
+        }
+    }
+
+    /// The Discord section when the adapter is on.
+    pub fn discord_enabled(&self) -> Option<&DiscordConfig> {
+        self.discord.as_ref().filter(|d| d.enabled)
     }
 
     /// The Telegram section when the adapter is on.
@@ -344,25 +457,27 @@ impl Config {
             }
         }
         if let Some(t) = self.telegram_enabled() {
-            if t.token.as_ref().is_none_or(|t| t.expose().trim().is_empty()) {
-                return Err(invalid("telegram.token", "is required (or set CALLBRIDGE_TELEGRAM_TOKEN)".into()));
-            }
-            match url::Url::parse(&t.api_url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => return Err(invalid("telegram.api_url", "must be an http(s) URL".into())),
-            }
-            if !(1..=60).contains(&t.per_minute) {
-                return Err(invalid("telegram.per_minute", "must be 1..=60".into()));
-            }
-            if t.request_timeout < Duration::from_millis(100) || t.request_timeout > Duration::from_secs(120) {
-                return Err(invalid("telegram.request_timeout", "must be 100ms..=120s".into()));
-            }
+            let limits = AdapterLimits { per_minute: (t.per_minute, 60), request_timeout: t.request_timeout };
+            check_adapter("telegram", t.token.as_ref(), &t.api_url, limits).map_err(|(key, m)| invalid(key, m))?;
             if t.poll_timeout > Duration::from_secs(50) {
                 return Err(invalid("telegram.poll_timeout", "must be at most 50s".into()));
             }
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024".into()));
+        }
+        if let Some(d) = self.discord_enabled() {
+            let limits = AdapterLimits { per_minute: (d.per_minute, 120), request_timeout: d.request_timeout };
+            check_adapter("discord", d.token.as_ref(), &d.api_url, limits).map_err(|(key, m)| invalid(key, m))?;
+            if d.application_id.is_empty() || !d.application_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid("discord.application_id", "is required: the application's numeric id".into()));
+            }
+            if d.public_key.len() != 64 || !d.public_key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid("discord.public_key", "is required: the application's 64-character hex public key".into()));
+            }
+            if d.mode == DiscordMode::Gateway {
+                return Err(invalid("discord.mode", "\"gateway\" is not available in this version; use \"interactions\"".into()));
+            }
         }
         Ok(())
     }
@@ -431,6 +546,26 @@ mod tests {
         let td = TelegramConfig::default();
         assert_eq!((tc.api_url, tc.min_interval, tc.per_minute, tc.debounce, tc.poll_timeout, tc.request_timeout, tc.admin_cache),
                    (td.api_url, td.min_interval, td.per_minute, td.debounce, td.poll_timeout, td.request_timeout, td.admin_cache));
+        assert!(c.discord.is_none(), "the example keeps [discord] commented out");
+        let dc = Config::parse(&t, Path::new("config.example.toml")).unwrap().discord.expect("[discord] example");
+        let dd = DiscordConfig::default();
+        assert_eq!((dc.api_url, dc.mode, dc.min_interval, dc.per_minute, dc.debounce, dc.request_timeout, dc.guild_ids),
+                   (dd.api_url, dd.mode, dd.min_interval, dd.per_minute, dd.debounce, dd.request_timeout, dd.guild_ids));
+    }
+
+    #[test]
+    fn discord_needs_token_application_and_key() {
+        let path = Path::new("x.toml");
+        let c = Config::parse("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", path).unwrap();
+        assert!(c.validate(path).unwrap_err().to_string().contains("discord.public_key"));
+        let key = "ab".repeat(32);
+        let mut c = Config::parse(&format!("[discord]\napplication_id = \"12\"\npublic_key = \"{key}\"\n"), path).unwrap();
+        assert!(c.validate(path).unwrap_err().to_string().contains("discord.token"));
+        c.apply_env(|k| (k == "CALLBRIDGE_DISCORD_TOKEN").then(|| "secret-bot-token".into()));
+        c.validate(path).unwrap();
+        assert!(!c.to_redacted_toml().contains("secret-bot-token"));
+        c.discord.as_mut().unwrap().mode = DiscordMode::Gateway;
+        assert!(c.validate(path).unwrap_err().to_string().contains("discord.mode"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ impl Daemon {
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
         store.heartbeat(&node_id).await?;
 
+        #[cfg(feature = "discord")]
+        let discord = start_discord(&config, &rooms, &workers, &stop_workers)?;
         let (sessions_cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
         let state = AppState {
             rooms: rooms.clone(),
@@ -81,6 +83,8 @@ impl Daemon {
             join_limiter,
             cancel: sessions_cancel,
             tracker: sessions,
+            #[cfg(feature = "discord")]
+            discord,
         };
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
@@ -126,6 +130,35 @@ impl Daemon {
     }
 }
 
+/// Starts the Discord adapter and its bridge when `[discord]` is on; the web server's
+/// interactions endpoint feeds them through the returned hook.
+#[cfg(feature = "discord")]
+fn start_discord(
+    config: &Config,
+    rooms: &RoomService,
+    workers: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<crate::web::discord::DiscordHook>> {
+    use callbridge_chat::Pacing;
+    let Some(d) = config.discord_enabled() else { return Ok(None) };
+    let settings = callbridge_discord::Settings {
+        token: d.token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
+        application_id: d.application_id.clone(),
+        public_key: d.public_key.clone(),
+        guild_ids: d.guild_ids.clone(),
+        admin_role_ids: d.admin_role_ids.clone(),
+        api_url: url::Url::parse(&d.api_url).context("discord.api_url")?,
+        request_timeout: d.request_timeout,
+        pacing: Pacing { min_interval: d.min_interval, per_minute: d.per_minute },
+    };
+    let adapter = callbridge_discord::DiscordAdapter::new(settings)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    crate::bridge::start(rooms.clone(), adapter.clone(), rx, crate::bridge::BridgeSettings { debounce: d.debounce }, workers, stop.clone());
+    workers.spawn(adapter.clone().run(stop.clone()));
+    tracing::info!(api_url = %d.api_url, "discord adapter started (interactions endpoint: POST /discord/interactions)");
+    Ok(Some(crate::web::discord::DiscordHook { adapter, inbox: tx }))
+}
+
 /// Starts each enabled chat adapter and its bridge on the workers; they stop with them.
 fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
     #[cfg(feature = "telegram")]
@@ -152,6 +185,10 @@ fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, s
         );
         workers.spawn(adapter.run(tx, stop.clone()));
         tracing::info!(api_url = %t.api_url, "telegram adapter started");
+    }
+    #[cfg(not(feature = "discord"))]
+    if config.discord_enabled().is_some() {
+        anyhow::bail!("[discord] is configured but this build has no `discord` feature");
     }
     #[cfg(not(feature = "telegram"))]
     if config.telegram_enabled().is_some() {

@@ -8,6 +8,8 @@
 pub mod api;
 pub mod auth;
 pub mod client_addr;
+#[cfg(feature = "discord")]
+pub mod discord;
 pub mod error;
 pub mod i18n;
 pub mod join;
@@ -44,12 +46,18 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Owns every socket session and timer, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Where Discord's interactions go, when Discord is on.
+    #[cfg(feature = "discord")]
+    pub discord: Option<discord::DiscordHook>,
 }
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let max_body = state.rooms.config().server.max_body_bytes;
-    Router::new()
+    let router = Router::new();
+    #[cfg(feature = "discord")]
+    let router = router.route("/discord/interactions", post(discord::interactions));
+    router
         .route("/healthz", get(healthz))
         .route("/r/{id}/join", post(join::join))
         .route("/r/{id}/knock", post(join::knock))

@@ -1,0 +1,191 @@
+//! `Card` → a Discord message: one embed and button rows.
+//!
+//! Embeds render Markdown, so every user string is escaped ([`escape_markdown`]); mentions
+//! never ping because every message the bot sends carries empty `allowed_mentions`.
+
+use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+/// Discord's limit on an embed description is 4096 characters; lists stop well before.
+const LIST_BUDGET: usize = 3000;
+/// At most five action rows per message: one for Join/Lock/End, four for knocks.
+const MAX_KNOCK_ROWS: usize = 4;
+
+/// No `@everyone`, role or user pings from anything the bot sends.
+pub fn no_mentions() -> Value {
+    json!({"parse": []})
+}
+
+/// Escapes Discord Markdown in a user string, and breaks mention syntax. Links stay links: a
+/// masked link needs `[…]`, which is escaped, and a bare URL is harmless.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // A zero-width space after `@` keeps `@everyone` and `@here` from reading as mentions.
+            '@' => out.push_str("@\u{200B}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str) -> String {
+    let total = items.len();
+    let (mut out, mut shown) = (String::new(), 0);
+    for item in items {
+        if shown > 0 && out.chars().count() + sep.len() + item.chars().count() > LIST_BUDGET {
+            break;
+        }
+        if shown > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&item);
+        shown += 1;
+    }
+    if shown < total {
+        let _ = write!(out, "{sep}… and {} more", total - shown);
+    }
+    out
+}
+
+/// The card as a message body (`embeds`, `components`, `allowed_mentions`) for create or edit.
+pub fn render(card: &Card) -> Value {
+    let e = escape_markdown;
+    let (kind, icon) = match card.kind {
+        Kind::Video => ("Video call", "🎥"),
+        Kind::Voice => ("Voice call", "🎙"),
+    };
+    let (status, color) = match card.status {
+        CardStatus::Open => ("🟢 Open", 0x2ecc71),
+        CardStatus::Locked => ("🔒 Locked — no new joiners", 0xe67e22),
+        CardStatus::Full => ("⛔ Full", 0xe74c3c),
+        CardStatus::Ended => ("⚫ Ended", 0x7f8c8d),
+        CardStatus::Expired => ("⚫ Expired", 0x7f8c8d),
+    };
+    let mut d = String::new();
+    match card.host_name.as_deref() {
+        Some(h) => {
+            let _ = writeln!(d, "{kind} hosted by **{}**", e(h));
+        }
+        None => {
+            let _ = writeln!(d, "{kind}");
+        }
+    }
+    let _ = writeln!(d, "{status}");
+    if let Some(attendance) = &card.attendance {
+        if attendance.is_empty() {
+            d.push_str("\nNobody joined.");
+        } else {
+            let lines = attendance.iter().map(|a| format!("• {} — joined {} UTC, {}", e(&a.name), e(&a.joined), human_seconds(a.seconds)));
+            let _ = write!(d, "\n**Attendance** ({}):\n{}", attendance.len(), within_budget(lines, "\n"));
+        }
+    } else {
+        if card.present.is_empty() {
+            d.push_str("\nNobody is in yet.\n");
+        } else {
+            let names = within_budget(card.present.iter().map(|n| e(n)), ", ");
+            let _ = writeln!(d, "\n**In the call ({}):** {names}", card.present.len());
+        }
+        if card.entered > card.present.len() {
+            let _ = writeln!(d, "{} joined so far", card.entered);
+        }
+        if !card.knocks.is_empty() {
+            let names = within_budget(card.knocks.iter().map(|k| e(&k.name)), ", ");
+            let _ = writeln!(d, "\n✋ **Asking to join:** {names}");
+        }
+    }
+    let title: String = card.title.as_deref().map(e).unwrap_or_else(|| kind.to_owned()).chars().take(240).collect();
+    let mut embed = json!({
+        "title": format!("{icon} {title}"),
+        "description": d.trim_end(),
+        "color": color,
+    });
+    if !card.status.is_over() {
+        embed["url"] = json!(card.link);
+    }
+    json!({"embeds": [embed], "components": components(card), "allowed_mentions": no_mentions()})
+}
+
+fn button(label: &str, style: u8, action: &CardAction) -> Value {
+    let label: String = label.chars().take(80).collect();
+    json!({"type": 2, "style": style, "label": label, "custom_id": action.encode()})
+}
+
+/// Join (a link button), Lock/Unlock and End, then Admit/Deny per knock. None once it ended.
+fn components(card: &Card) -> Value {
+    if card.status.is_over() {
+        return json!([]);
+    }
+    let lock = match card.status {
+        CardStatus::Locked => button("🔓 Unlock", 2, &CardAction::Unlock),
+        _ => button("🔒 Lock", 2, &CardAction::Lock),
+    };
+    let mut rows = vec![json!({"type": 1, "components": [
+        {"type": 2, "style": 5, "label": "Join", "url": card.link},
+        lock,
+        button("End", 4, &CardAction::End),
+    ]})];
+    for knock in card.knocks.iter().take(MAX_KNOCK_ROWS) {
+        let name: String = knock.name.chars().take(40).collect();
+        rows.push(json!({"type": 1, "components": [
+            button(&format!("✅ Admit {name}"), 3, &CardAction::Admit(knock.id.clone())),
+            button(&format!("✖ Deny {name}"), 4, &CardAction::Deny(knock.id.clone())),
+        ]}));
+    }
+    Value::Array(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_chat::{Attendance, Knock};
+
+    fn card() -> Card {
+        Card {
+            room_id: "r".into(),
+            title: Some("**Stand** <@&1> up".into()),
+            host_name: Some("@everyone [x](http://evil)".into()),
+            kind: Kind::Video,
+            status: CardStatus::Open,
+            present: vec!["Bob_`code`".into()],
+            entered: 2,
+            link: "http://127.0.0.1:8080/r/abc".into(),
+            knocks: vec![Knock { id: "k1".into(), name: "~~Eve~~".into() }],
+            attendance: None,
+        }
+    }
+
+    #[test]
+    fn user_strings_are_inert() {
+        let v = render(&card());
+        let d = v["embeds"][0]["description"].as_str().unwrap();
+        assert!(d.contains("@\u{200B}everyone \\[x\\](http://evil)"), "{d}");
+        assert!(d.contains("Bob\\_\\`code\\`"), "{d}");
+        assert!(d.contains("\\~\\~Eve\\~\\~"), "{d}");
+        assert_eq!(v["allowed_mentions"], json!({"parse": []}));
+        assert_eq!(v["embeds"][0]["url"], "http://127.0.0.1:8080/r/abc");
+    }
+
+    #[test]
+    fn buttons_follow_status_and_fit_discord_limits() {
+        let mut c = card();
+        c.knocks = (0..9).map(|i| Knock { id: format!("k{i}"), name: "n".repeat(100) }).collect();
+        let v = render(&c);
+        let rows = v["components"].as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[0]["components"][0]["style"], 5);
+        assert!(rows.iter().flat_map(|r| r["components"].as_array().unwrap()).all(|b| b["label"].as_str().unwrap().chars().count() <= 80));
+        c.status = CardStatus::Ended;
+        c.attendance = Some((0..300).map(|i| Attendance { name: format!("{}{i}", "a".repeat(60)), joined: "12:00".into(), seconds: 61 }).collect());
+        let v = render(&c);
+        assert_eq!(v["components"], json!([]));
+        let d = v["embeds"][0]["description"].as_str().unwrap();
+        assert!(d.chars().count() <= 4096 && d.contains("Attendance** (300)") && d.contains("… and"), "{}", d.len());
+    }
+}

@@ -1,0 +1,169 @@
+//! Interactions: the Ed25519 check Discord requires, the slash commands we register, and
+//! interaction payloads → neutral [`ChatEvent`]s.
+
+use super::DiscordAdapter;
+use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MessageRef, UserRef};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A signed request older (or newer) than this is refused: a captured request cannot be
+/// replayed later.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// Permission bits that give host powers: Administrator and Manage Channels.
+const ADMINISTRATOR: u64 = 1 << 3;
+const MANAGE_CHANNELS: u64 = 1 << 4;
+
+pub(crate) fn public_key(hex_key: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim()).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// The slash commands, as `PUT /applications/{id}/commands` takes them.
+pub fn command_definitions() -> Value {
+    let plain = |name: &str, description: &str| json!({"type": 1, "name": name, "description": description});
+    json!([
+        {"type": 1, "name": "call", "description": "Start a call and post its join card", "options": [
+            {"type": 3, "name": "kind", "description": "Video or voice", "required": false,
+             "choices": [{"name": "video", "value": "video"}, {"name": "voice", "value": "voice"}]},
+            {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120}
+        ]},
+        plain("lock", "Stop new people joining the call (host or admins)"),
+        plain("unlock", "Let new people join the call again"),
+        plain("end", "End the call for everyone (host or admins)"),
+        plain("who", "Who is in the call"),
+        plain("help", "What this bot does"),
+    ])
+}
+
+#[derive(Deserialize)]
+struct Interaction {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(default)]
+    token: String,
+    guild_id: Option<String>,
+    channel_id: Option<String>,
+    member: Option<Member>,
+    user: Option<User>,
+    data: Option<Data>,
+    message: Option<MessageId>,
+}
+
+#[derive(Deserialize)]
+struct Member {
+    user: User,
+    nick: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    /// The member's permissions in the channel, a decimal string of bits.
+    permissions: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: String,
+    username: String,
+    global_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    name: Option<String>,
+    #[serde(default)]
+    options: Vec<CommandOption>,
+    custom_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CommandOption {
+    name: String,
+    value: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct MessageId {
+    id: String,
+}
+
+impl DiscordAdapter {
+    /// Whether a request really comes from Discord: an Ed25519 signature by the application's
+    /// key over timestamp + body, with the timestamp within [`MAX_CLOCK_SKEW_SECS`] of `now`.
+    pub fn verify(&self, signature_hex: Option<&str>, timestamp: Option<&str>, body: &[u8], now_unix: u64) -> bool {
+        let (Some(signature_hex), Some(timestamp)) = (signature_hex, timestamp) else { return false };
+        let Some(sent) = timestamp.parse::<u64>().ok() else { return false };
+        if sent.abs_diff(now_unix) > MAX_CLOCK_SKEW_SECS {
+            return false;
+        }
+        let Some(bytes) = hex::decode(signature_hex).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()) else { return false };
+        let message = [timestamp.as_bytes(), body].concat();
+        self.key.verify(&message, &Signature::from_bytes(&bytes)).is_ok()
+    }
+
+    /// Turns a verified interaction into Discord's immediate answer and, for commands and
+    /// button presses, the event for the bridge.
+    pub fn interaction(&self, body: &[u8]) -> Result<(Value, Option<ChatEvent>), String> {
+        let i: Interaction = serde_json::from_slice(body).map_err(|e| format!("not an interaction: {e}"))?;
+        match i.kind {
+            1 => Ok((json!({"type": 1}), None)),
+            2 => {
+                let data = i.data.as_ref().ok_or("a command without data")?;
+                let (chat, actor) = self.origin(&i)?;
+                let option = |name: &str| {
+                    data.options.iter().find(|o| o.name == name).and_then(|o| o.value.as_ref()).and_then(Value::as_str).map(str::to_owned)
+                };
+                let command = match data.name.as_deref().unwrap_or("") {
+                    "call" => Command::Call {
+                        kind: option("kind").as_deref().and_then(Kind::parse),
+                        title: option("title").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+                    },
+                    "lock" => Command::Lock,
+                    "unlock" => Command::Unlock,
+                    "end" => Command::End,
+                    "who" => Command::Who,
+                    "help" => Command::Help,
+                    other => return Err(format!("unknown command {other:?}")),
+                };
+                self.remember(&chat.0, &actor.user.0, &i.token);
+                let event = ChatEvent::Command { chat, actor, command, private: i.guild_id.is_none() };
+                // "Thinking…", seen by the caller alone; the bridge's answer fills it in.
+                Ok((json!({"type": 5, "data": {"flags": 64}}), Some(event)))
+            }
+            3 => {
+                let custom_id = i.data.as_ref().and_then(|d| d.custom_id.as_deref()).ok_or("a button press without custom_id")?;
+                let action = CardAction::decode(custom_id).ok_or("not one of our buttons")?;
+                let message = i.message.as_ref().ok_or("a button press without its message")?.id.clone();
+                let (chat, actor) = self.origin(&i)?;
+                let event = ChatEvent::Action { chat, message: MessageRef(message), actor, action, ack: ActionAck(i.token.clone()) };
+                // Acknowledged now; the card's edit shows the outcome.
+                Ok((json!({"type": 6}), Some(event)))
+            }
+            other => Err(format!("unsupported interaction type {other}")),
+        }
+    }
+
+    /// The channel and the person behind an interaction, with their host powers in the guild.
+    fn origin(&self, i: &Interaction) -> Result<(ChatRef, Actor), String> {
+        let chat = ChatRef(i.channel_id.clone().ok_or("an interaction without a channel")?);
+        let actor = match (&i.member, &i.user) {
+            (Some(m), _) => {
+                let bits = m.permissions.as_deref().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+                let by_role = m.roles.iter().any(|r| self.settings.admin_role_ids.contains(r));
+                Actor {
+                    user: UserRef(m.user.id.clone()),
+                    display_name: m.nick.clone().or_else(|| m.user.global_name.clone()).unwrap_or_else(|| m.user.username.clone()),
+                    is_admin: bits & (ADMINISTRATOR | MANAGE_CHANNELS) != 0 || by_role,
+                }
+            }
+            // A direct message with the bot: nobody else to administer it.
+            (None, Some(u)) => Actor {
+                user: UserRef(u.id.clone()),
+                display_name: u.global_name.clone().unwrap_or_else(|| u.username.clone()),
+                is_admin: false,
+            },
+            (None, None) => return Err("an interaction without a user".into()),
+        };
+        Ok((chat, actor))
+    }
+}

@@ -1,0 +1,88 @@
+//! Discord's REST API with the bot token, within its rate limits.
+//!
+//! Each route (method and path) is a bucket: when an answer says `X-RateLimit-Remaining: 0`,
+//! the next call on that route waits `X-RateLimit-Reset-After` first. A 429 becomes
+//! [`SendError::RetryAfter`] with Discord's `retry_after`, so the core's pacer holds the whole
+//! channel; 5xx and timeouts are transient; other refusals are final.
+
+use callbridge_chat::SendError;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Rest {
+    http: reqwest::Client,
+    base: String,
+    authorization: String,
+    timeout: Duration,
+    /// route → no call before this. A std Mutex, never held across `.await`.
+    buckets: Mutex<HashMap<String, Instant>>,
+}
+
+impl Rest {
+    pub fn new(settings: &super::Settings) -> reqwest::Result<Rest> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("DiscordBot (https://github.com/callbridge/callbridge, ", env!("CARGO_PKG_VERSION"), ")"))
+            .build()?;
+        Ok(Rest {
+            http,
+            base: format!("{}/api/v10", settings.api_url.as_str().trim_end_matches('/')),
+            authorization: format!("Bot {}", settings.token),
+            timeout: settings.request_timeout,
+            buckets: Mutex::default(),
+        })
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One call; `Value::Null` for 204.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SendError> {
+        let route = format!("{method} {path}");
+        let wait_until = self.bucket().get(&route).copied();
+        if let Some(at) = wait_until.filter(|at| *at > Instant::now()) {
+            tokio::time::sleep_until(at).await;
+        }
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("Authorization", &self.authorization);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = tokio::time::timeout(self.timeout, async {
+            let response = request.send().await?;
+            let headers = response.headers().clone();
+            let status = response.status();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        })
+        .await;
+        let (status, headers, bytes) = match answer {
+            Err(_) => return Err(SendError::Transient(format!("no answer within {:?}", self.timeout))),
+            // Paths carry interaction tokens: never let them into an error (or a log).
+            Ok(Err(e)) => return Err(SendError::Transient(e.without_url().to_string())),
+            Ok(Ok(a)) => a,
+        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let seconds = |v: Option<String>| v.and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0);
+        if header("x-ratelimit-remaining").as_deref() == Some("0") {
+            if let Some(after) = seconds(header("x-ratelimit-reset-after")) {
+                self.bucket().insert(route.clone(), Instant::now() + Duration::from_secs_f64(after.min(3600.0)));
+            }
+        }
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                let after = seconds(json["retry_after"].as_f64().map(|s| s.to_string())).or_else(|| seconds(header("retry-after"))).unwrap_or(1.0);
+                let wait = Duration::from_secs_f64(after.min(3600.0));
+                self.bucket().insert(route, Instant::now() + wait);
+                Err(SendError::RetryAfter(wait))
+            }
+            s if s.is_server_error() => Err(SendError::Transient(format!("Discord answered {s}"))),
+            s if s.is_success() => Ok(json),
+            s => Err(SendError::Refused(format!("Discord answered {s}: {}", json["message"].as_str().unwrap_or("")))),
+        }
+    }
+}

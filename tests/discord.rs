@@ -1,0 +1,218 @@
+//! The Discord adapter end to end: the real daemon with its interactions endpoint, bridge and
+//! card updater, against a Discord double on loopback (tests/support/discord_double.rs).
+//! Interactions are signed with a fixed Ed25519 key, as Discord signs them.
+
+mod common;
+#[path = "support/discord_double.rs"]
+mod discord_double;
+
+use common::{Db, Harness, TestDb, config, eventually};
+use discord_double::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const HOST: &str = "6000000000000000006";
+const MEMBER: &str = "6000000000000000007";
+const MODERATOR: &str = "6000000000000000008";
+const MANAGE_CHANNELS: &str = "16";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn discord_config(db: &TestDb, double: &DiscordDouble) -> callbridge::config::Config {
+    let mut c = config(db);
+    c.discord = Some(callbridge::config::DiscordConfig {
+        token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
+        application_id: APP_ID.into(),
+        public_key: public_key_hex(),
+        guild_ids: vec![GUILD.into()],
+        api_url: double.url.clone(),
+        debounce: Duration::from_millis(200),
+        ..Default::default()
+    });
+    c.rooms.max_participants = 60;
+    c
+}
+
+/// POSTs an interaction to the daemon, signed (or not) like Discord.
+async fn send(h: &Harness, body: &Value, signature: Option<(String, String)>) -> (StatusCode, Value) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let (sig, ts) = signature.unwrap_or_else(|| sign(&raw, now_unix()));
+    let r = h.http.post(format!("{}/discord/interactions", h.base))
+        .header("content-type", "application/json")
+        .header("x-signature-ed25519", sig)
+        .header("x-signature-timestamp", ts)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn card_text(double: &DiscordDouble) -> String {
+    double.card(CHANNEL).map(|(_, m)| m.body["embeds"][0].to_string()).unwrap_or_default()
+}
+
+async fn card_shows(double: &DiscordDouble, needle: &str) -> bool {
+    eventually(WAIT, || async { card_text(double).contains(needle) }).await
+}
+
+fn room_of(double: &DiscordDouble) -> String {
+    let (_, card) = double.card(CHANNEL).unwrap();
+    card.body["components"][0]["components"][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(discord_config(&db, &double)).await;
+
+    // Commands are registered in the configured guild, with their options.
+    assert!(eventually(WAIT, || async { double.commands().contains_key(GUILD) }).await, "commands registered");
+    let commands = &double.commands()[GUILD];
+    for name in ["call", "lock", "unlock", "end", "who", "help"] {
+        assert!(commands.as_array().unwrap().iter().any(|c| c["name"] == name), "{name}");
+    }
+    assert_eq!(double.unauthorized(), 0, "the bot authenticates with its token");
+
+    // Only Discord's signature gets in.
+    let ping = json!({"type": 1, "id": "1", "application_id": APP_ID, "token": "t", "version": 1});
+    assert_eq!(send(&h, &ping, None).await, (StatusCode::OK, json!({"type": 1})));
+    let raw = serde_json::to_vec(&ping).unwrap();
+    let (good, ts) = sign(&raw, now_unix());
+    let mut forged = good.clone().into_bytes();
+    forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
+    assert_eq!(send(&h, &ping, Some((String::from_utf8(forged).unwrap(), ts.clone()))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&h, &ping, Some(sign(&raw, now_unix() - 3600))).await.0, StatusCode::UNAUTHORIZED, "a stale timestamp");
+    assert_eq!(send(&h, &json!({"type": 1, "id": "2"}), Some((good, ts))).await.0, StatusCode::UNAUTHORIZED, "signature of another body");
+    let r = h.http.post(format!("{}/discord/interactions", h.base)).json(&ping).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no signature");
+
+    // `/call` answers "thinking…" to the caller alone, then posts the card in the channel and
+    // hands the host their link ephemerally.
+    let call = command("100", "call", json!([{"name": "kind", "type": 3, "value": "voice"}, {"name": "title", "type": 3, "value": "Standup **now** @everyone"}]), HOST, "Ada <@&1>", "0");
+    assert_eq!(send(&h, &call, None).await, (StatusCode::OK, json!({"type": 5, "data": {"flags": 64}})));
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "a card is posted");
+    let (card_id, card) = double.card(CHANNEL).unwrap();
+    let embed = &card.body["embeds"][0];
+    assert!(embed["title"].as_str().unwrap().contains("Standup \\*\\*now\\*\\* @\u{200B}everyone"), "{embed}");
+    assert!(embed["description"].as_str().unwrap().contains("Voice call hosted by **Ada <@\u{200B}&1\\>**"), "{embed}");
+    let join = &card.body["components"][0]["components"][0];
+    assert_eq!((join["style"].as_u64(), join["label"].as_str()), (Some(5), Some("Join")));
+    let room = room_of(&double);
+    assert_eq!(room.len(), 22);
+    assert!(eventually(WAIT, || async { double.original("itoken-100").is_some_and(|o| o["content"].as_str().unwrap().contains("#host=")) }).await,
+        "the host link, ephemerally");
+
+    // A browser-side join shows on the card.
+    assert_eq!(h.join(&room, "Bob @everyone", None).await.0, StatusCode::OK);
+    assert!(card_shows(&double, "In the call (1):** Bob @\u{200B}everyone").await, "{}", card_text(&double));
+
+    // A plain member's Lock is refused to them alone; a moderator's works.
+    assert_eq!(send(&h, &press("200", "lock", &card_id, MEMBER, "Mallory", "0", &[]), None).await, (StatusCode::OK, json!({"type": 6})));
+    assert!(eventually(WAIT, || async { !double.followups("itoken-200").is_empty() }).await, "the refusal");
+    let refusal = &double.followups("itoken-200")[0];
+    assert_eq!(refusal["flags"], 64);
+    assert!(!card_text(&double).contains("Locked"));
+    send(&h, &press("201", "lock", &card_id, MODERATOR, "Mod", MANAGE_CHANNELS, &[]), None).await;
+    assert!(card_shows(&double, "Locked").await);
+    assert!(double.followups("itoken-201").is_empty(), "success needs no message: the card shows it");
+    assert_eq!(h.join(&room, "Late", None).await.0, StatusCode::LOCKED);
+
+    // Knock, then Admit from the card.
+    let r = h.http.post(format!("{}/r/{room}/knock", h.base)).json(&json!({"name": "Cy"})).send().await.unwrap();
+    let knock: Value = r.json().await.unwrap();
+    assert!(card_shows(&double, "Asking to join").await);
+    let (_, card) = double.card(CHANNEL).unwrap();
+    let admit = card.body["components"][1]["components"][0]["custom_id"].as_str().unwrap().to_owned();
+    assert!(card.body["components"][1]["components"][0]["label"].as_str().unwrap().contains("Admit Cy"));
+    send(&h, &press("202", &admit, &card_id, HOST, "Ada", "0", &[]), None).await;
+    let status_url = format!("{}/r/{room}/knocks/{}?token={}", h.base, knock["knock_id"].as_str().unwrap(), knock["token"].as_str().unwrap());
+    assert!(eventually(WAIT, || async {
+        let v: Value = h.http.get(&status_url).send().await.unwrap().json().await.unwrap();
+        v["status"] == "admitted"
+    }).await);
+
+    // `/who` answers the caller; `/end` by the host; the card shows the attendance.
+    send(&h, &command("300", "who", json!([]), MEMBER, "Mallory", "0"), None).await;
+    assert!(eventually(WAIT, || async { double.original("itoken-300").is_some_and(|o| o["content"].as_str().unwrap().contains("In the call")) }).await);
+    send(&h, &command("301", "end", json!([]), HOST, "Ada", "0"), None).await;
+    assert!(card_shows(&double, "Attendance").await, "{}", card_text(&double));
+    assert_eq!(double.card(CHANNEL).unwrap().1.body["components"], json!([]));
+    assert_eq!(h.join(&room, "After", None).await.0, StatusCode::GONE);
+
+    assert_eq!(double.mention_violations(), 0, "every message carries empty allowed_mentions");
+    assert_eq!(double.rate_limited(), 0);
+    h.stop().await;
+}
+
+/// 50 joins within a second: the card shows all 50 within 6 s of the burst, and the updater
+/// never trips Discord's per-channel limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_50_joins_shows_within_6s_without_429() {
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = std::sync::Arc::new(Harness::start(discord_config(&db, &double)).await);
+    send(&h, &command("100", "call", json!([]), HOST, "Ada", "0"), None).await;
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await);
+    let room = room_of(&double);
+    let start = Instant::now();
+    let joins: Vec<_> = (0..50u64)
+        .map(|i| {
+            let (h, room) = (h.clone(), room.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until((start + Duration::from_millis(i * 20)).into()).await;
+                h.join(&room, &format!("Guest {i}"), None).await.0
+            })
+        })
+        .collect();
+    for j in joins {
+        assert_eq!(j.await.unwrap(), StatusCode::OK);
+    }
+    let burst_end = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(6), || async { card_text(&double).contains("In the call (50)") }).await,
+        "the card showed all 50 within 6 s of the burst"
+    );
+    let shown = burst_end.elapsed();
+    let edits = double.card(CHANNEL).unwrap().1.edits;
+    eprintln!("50 joins: card complete {:.2} s after the burst ({:.2} s after the first join), {edits} edits, {} × 429",
+        shown.as_secs_f64(), start.elapsed().as_secs_f64(), double.rate_limited());
+    assert_eq!(double.rate_limited(), 0, "the updater kept Discord's per-channel limit");
+    std::sync::Arc::into_inner(h).unwrap().stop().await;
+}
+
+/// Every second message call fails (a 429 with `retry_after`, a 502, or a stall past the bot's
+/// request timeout, in turn); the card still converges to the final attendance, and no call
+/// reaches a channel before its `retry_after` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_converge_under_injected_faults() {
+    let double = DiscordDouble::start().await;
+    double.set_faults(Faults { every: 2, retry_after: 1.5, stall: Duration::from_millis(1500) });
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut c = discord_config(&db, &double);
+    c.discord.as_mut().unwrap().request_timeout = Duration::from_millis(500);
+    let h = Harness::start(c).await;
+    const LONG: Duration = Duration::from_secs(60);
+    send(&h, &command("100", "call", json!([]), HOST, "Ada", "0"), None).await;
+    assert!(eventually(LONG, || async { double.card(CHANNEL).is_some() }).await, "a card is posted despite faults");
+    let room = room_of(&double);
+    for i in 0..6 {
+        assert_eq!(h.join(&room, &format!("Guest {i}"), None).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(eventually(LONG, || async { card_text(&double).contains("In the call (6)") }).await, "{}", card_text(&double));
+    send(&h, &command("101", "lock", json!([]), HOST, "Ada", "0"), None).await;
+    assert!(eventually(LONG, || async { card_text(&double).contains("Locked") }).await);
+    send(&h, &command("102", "end", json!([]), HOST, "Ada", "0"), None).await;
+    assert!(eventually(LONG, || async { card_text(&double).contains("Attendance** (6)") }).await, "{}", card_text(&double));
+    let r = h.http.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (throttled, failed, stalled) = (double.faults_injected("429"), double.faults_injected("5xx"), double.faults_injected("stall"));
+    eprintln!("discord faults injected: {throttled} × 429, {failed} × 5xx, {stalled} stalls");
+    assert!(throttled > 0 && failed > 0 && stalled > 0, "every kind of fault was injected");
+    assert_eq!(double.retry_after_violations(), 0, "a call reached a channel before its retry_after");
+    h.stop().await;
+}

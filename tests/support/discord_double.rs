@@ -1,0 +1,357 @@
+//! A Discord double on loopback, following Discord's documented payloads closely enough for
+//! the adapter: bulk command registration, channel messages (create, edit) with embeds and
+//! components, the interaction webhook (edit the original response, follow-ups), bot-token
+//! auth, and Discord's per-channel rate limit for messages (5 per 5 s) with `X-RateLimit-*`
+//! headers and 429 `{"retry_after": …}` when it is broken. With a fault plan (`set_faults`) it
+//! also fails a share of message calls with 429s, 5xx and stalls. It also signs interactions with a
+//! fixed Ed25519 key, as Discord does when it POSTs them to the bot.
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post, put};
+use axum::{Json, Router};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BOT_TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDAx.test.discord-bot-token";
+pub const APP_ID: &str = "1000000000000000001";
+pub const GUILD: &str = "5000000000000000005";
+const SIGNING_SEED: [u8; 32] = [7; 32];
+/// Discord's limit on messages in one channel: 5 per 5 s.
+const CHANNEL_LIMIT: usize = 5;
+const CHANNEL_WINDOW: Duration = Duration::from_secs(5);
+
+/// A message as the channel shows it now.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub channel: String,
+    pub body: Value,
+    pub edits: usize,
+}
+
+#[derive(Default)]
+struct State {
+    messages: HashMap<String, Posted>,
+    next_id: u64,
+    commands: HashMap<String, Value>,
+    originals: HashMap<String, Value>,
+    followups: HashMap<String, Vec<Value>>,
+    channel_calls: HashMap<String, VecDeque<Instant>>,
+    rate_limited: usize,
+    mention_violations: usize,
+    unauthorized: usize,
+    faults: Option<Faults>,
+    fault_tick: usize,
+    faults_injected: HashMap<&'static str, usize>,
+    /// channel → no call before this (an injected 429's `retry_after`).
+    blocked_until: HashMap<String, Instant>,
+    retry_after_violations: usize,
+}
+
+/// A fault plan: every `every`-th message call fails, in turn with a 429 (`retry_after`), a
+/// 502, or a stall: no answer for `stall`, then 504 without carrying the call out.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub every: usize,
+    pub retry_after: f64,
+    pub stall: Duration,
+}
+
+#[derive(Clone)]
+pub struct DiscordDouble {
+    state: Arc<Mutex<State>>,
+    pub url: String,
+}
+
+/// The application's public key (hex), as the Developer Portal shows it.
+pub fn public_key_hex() -> String {
+    hex::encode(SigningKey::from_bytes(&SIGNING_SEED).verifying_key().to_bytes())
+}
+
+/// Discord's signature headers for `body` sent at `timestamp` (Unix seconds).
+pub fn sign(body: &[u8], timestamp: u64) -> (String, String) {
+    let ts = timestamp.to_string();
+    let signature = SigningKey::from_bytes(&SIGNING_SEED).sign(&[ts.as_bytes(), body].concat());
+    (hex::encode(signature.to_bytes()), ts)
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn user(id: &str, name: &str) -> Value {
+    json!({"id": id, "username": name.to_lowercase().replace(' ', "_"), "global_name": name, "discriminator": "0", "avatar": null})
+}
+
+fn base(kind: u8, id: &str, user_id: &str, name: &str, permissions: &str, roles: &[&str]) -> Value {
+    json!({"type": kind, "id": id, "application_id": APP_ID, "token": format!("itoken-{id}"), "version": 1,
+        "locale": "en-US", "guild_id": GUILD, "channel_id": CHANNEL, "entitlements": [], "app_permissions": "2251799813685247",
+        "member": {"user": user(user_id, name), "nick": null, "roles": roles, "joined_at": "2024-01-01T00:00:00+00:00",
+            "deaf": false, "mute": false, "flags": 0, "permissions": permissions}})
+}
+
+pub const CHANNEL: &str = "3000000000000000003";
+
+/// A slash command interaction (type 2) as Discord sends it.
+pub fn command(id: &str, name: &str, options: Value, user_id: &str, user_name: &str, permissions: &str) -> Value {
+    let mut i = base(2, id, user_id, user_name, permissions, &[]);
+    i["data"] = json!({"id": "1100", "name": name, "type": 1, "options": options});
+    i
+}
+
+/// A button press (type 3) on `message_id`.
+pub fn press(id: &str, custom_id: &str, message_id: &str, user_id: &str, user_name: &str, permissions: &str, roles: &[&str]) -> Value {
+    let mut i = base(3, id, user_id, user_name, permissions, roles);
+    i["data"] = json!({"custom_id": custom_id, "component_type": 2});
+    i["message"] = json!({"id": message_id, "channel_id": CHANNEL, "content": "", "author": user(APP_ID, "Callbridge"),
+        "timestamp": "2024-01-01T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false, "mention_everyone": false,
+        "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0, "flags": 0, "components": []});
+    i
+}
+
+impl DiscordDouble {
+    pub async fn start() -> DiscordDouble {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let double = DiscordDouble { state: Arc::default(), url: format!("http://{}", listener.local_addr().unwrap()) };
+        let app = Router::new()
+            .route("/api/v10/applications/{app}/commands", put(register))
+            .route("/api/v10/applications/{app}/guilds/{guild}/commands", put(register_guild))
+            .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .route("/api/v10/channels/{channel}/messages/{message}", patch(edit_message))
+            .route("/api/v10/webhooks/{app}/{token}/messages/@original", patch(edit_original))
+            .route("/api/v10/webhooks/{app}/{token}", post(followup))
+            .with_state(double.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        double
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn commands(&self) -> HashMap<String, Value> {
+        self.lock().commands.clone()
+    }
+    /// Messages in a channel, oldest first: (id, message).
+    pub fn messages_in(&self, channel: &str) -> Vec<(String, Posted)> {
+        let st = self.lock();
+        let mut v: Vec<_> = st.messages.iter().filter(|(_, m)| m.channel == channel).map(|(id, m)| (id.clone(), m.clone())).collect();
+        v.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(0));
+        v
+    }
+    /// The card: the message with a Join link button (or, once ended, an attendance embed).
+    pub fn card(&self, channel: &str) -> Option<(String, Posted)> {
+        self.messages_in(channel).into_iter().find(|(_, m)| m.body["embeds"].is_array())
+    }
+    pub fn original(&self, token: &str) -> Option<Value> {
+        self.lock().originals.get(token).cloned()
+    }
+    pub fn followups(&self, token: &str) -> Vec<Value> {
+        self.lock().followups.get(token).cloned().unwrap_or_default()
+    }
+    /// 429s the double sent because the bot broke the channel limit.
+    pub fn rate_limited(&self) -> usize {
+        self.lock().rate_limited
+    }
+    /// Messages sent without empty `allowed_mentions`.
+    pub fn mention_violations(&self) -> usize {
+        self.lock().mention_violations
+    }
+    pub fn unauthorized(&self) -> usize {
+        self.lock().unauthorized
+    }
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = Some(faults);
+    }
+    pub fn faults_injected(&self, kind: &str) -> usize {
+        self.lock().faults_injected.get(kind).copied().unwrap_or(0)
+    }
+    /// Calls into a channel before an injected 429's `retry_after` had passed.
+    pub fn retry_after_violations(&self) -> usize {
+        self.lock().retry_after_violations
+    }
+}
+
+fn message_json(id: &str, channel: &str, body: &Value) -> Value {
+    json!({"id": id, "channel_id": channel, "author": user(APP_ID, "Callbridge"), "content": body["content"].as_str().unwrap_or(""),
+        "timestamp": "2024-01-01T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false, "mention_everyone": false,
+        "mentions": [], "mention_roles": [], "attachments": [], "embeds": body.get("embeds").cloned().unwrap_or(json!([])),
+        "pinned": false, "type": 0, "flags": body["flags"].as_u64().unwrap_or(0), "components": body.get("components").cloned().unwrap_or(json!([]))})
+}
+
+fn authorized(d: &DiscordDouble, headers: &HeaderMap) -> bool {
+    let ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bot {BOT_TOKEN}"));
+    if !ok {
+        d.lock().unauthorized += 1;
+    }
+    ok
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({"message": "401: Unauthorized", "code": 0}))).into_response()
+}
+
+fn check_mentions(st: &mut State, body: &Value) {
+    if body["allowed_mentions"] != json!({"parse": []}) {
+        st.mention_violations += 1;
+    }
+}
+
+/// Discord's per-channel message limit, with its headers; `Err` is the 429.
+fn channel_budget(st: &mut State, channel: &str) -> Result<HeaderMap, Response> {
+    let now = Instant::now();
+    let calls = st.channel_calls.entry(channel.to_owned()).or_default();
+    while calls.front().is_some_and(|t| now.duration_since(*t) >= CHANNEL_WINDOW) {
+        calls.pop_front();
+    }
+    let reset_after = |calls: &VecDeque<Instant>| calls.front().map_or(0.0, |t| (CHANNEL_WINDOW - now.duration_since(*t)).as_secs_f64());
+    if calls.len() >= CHANNEL_LIMIT {
+        st.rate_limited += 1;
+        let retry = reset_after(calls);
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", format!("{retry:.3}").parse().unwrap());
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset-after", format!("{retry:.3}").parse().unwrap());
+        return Err((StatusCode::TOO_MANY_REQUESTS, h, Json(json!({"message": "You are being rate limited.", "retry_after": retry, "global": false})))
+            .into_response());
+    }
+    calls.push_back(now);
+    let mut h = HeaderMap::new();
+    h.insert("x-ratelimit-limit", CHANNEL_LIMIT.to_string().parse().unwrap());
+    h.insert("x-ratelimit-remaining", (CHANNEL_LIMIT - calls.len()).to_string().parse().unwrap());
+    h.insert("x-ratelimit-reset-after", format!("{:.3}", reset_after(calls)).parse().unwrap());
+    h.insert("x-ratelimit-bucket", format!("channel-{channel}").parse().unwrap());
+    Ok(h)
+}
+
+/// The fault plan's verdict on a message call into `channel`: `Some` is the answer to give
+/// instead (after the stall, if any).
+async fn injected(d: &DiscordDouble, channel: &str) -> Option<Response> {
+    let (answer, stall) = {
+        let mut st = d.lock();
+        let now = Instant::now();
+        if st.blocked_until.get(channel).is_some_and(|until| now + Duration::from_millis(50) < *until) {
+            st.retry_after_violations += 1;
+        }
+        let plan = st.faults?;
+        st.fault_tick += 1;
+        if st.fault_tick % plan.every != 0 {
+            return None;
+        }
+        match (st.fault_tick / plan.every - 1) % 3 {
+            0 => {
+                *st.faults_injected.entry("429").or_default() += 1;
+                st.blocked_until.insert(channel.to_owned(), now + Duration::from_secs_f64(plan.retry_after));
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", format!("{:.3}", plan.retry_after).parse().unwrap());
+                let body = json!({"message": "You are being rate limited.", "retry_after": plan.retry_after, "global": false});
+                ((StatusCode::TOO_MANY_REQUESTS, h, Json(body)).into_response(), None)
+            }
+            1 => {
+                *st.faults_injected.entry("5xx").or_default() += 1;
+                ((StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response(), None)
+            }
+            _ => {
+                *st.faults_injected.entry("stall").or_default() += 1;
+                ((StatusCode::GATEWAY_TIMEOUT, Json(json!({"message": "timeout", "code": 0}))).into_response(), Some(plan.stall))
+            }
+        }
+    };
+    if let Some(stall) = stall {
+        tokio::time::sleep(stall).await;
+    }
+    Some(answer)
+}
+
+fn registered(d: &DiscordDouble, scope: String, body: &Value) -> Response {
+    let commands: Vec<Value> = body.as_array().cloned().unwrap_or_default().into_iter().enumerate().map(|(i, mut c)| {
+        c["id"] = json!(format!("11{i:02}"));
+        c["application_id"] = json!(APP_ID);
+        c["version"] = json!("1");
+        c["default_member_permissions"] = json!(null);
+        c
+    }).collect();
+    d.lock().commands.insert(scope, Value::Array(commands.clone()));
+    Json(Value::Array(commands)).into_response()
+}
+
+async fn register(AxState(d): AxState<DiscordDouble>, Path(app): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorized(&d, &headers) || app != APP_ID {
+        return unauthorized();
+    }
+    registered(&d, "global".into(), &body)
+}
+
+async fn register_guild(AxState(d): AxState<DiscordDouble>, Path((app, guild)): Path<(String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorized(&d, &headers) || app != APP_ID {
+        return unauthorized();
+    }
+    registered(&d, guild, &body)
+}
+
+async fn create_message(AxState(d): AxState<DiscordDouble>, Path(channel): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&d, &headers) {
+        return unauthorized();
+    }
+    if let Some(fault) = injected(&d, &channel).await {
+        return fault;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut st = d.lock();
+    let h = match channel_budget(&mut st, &channel) {
+        Ok(h) => h,
+        Err(limited) => return limited,
+    };
+    check_mentions(&mut st, &body);
+    st.next_id += 1;
+    let id = format!("{}", 2_000_000_000_000_000_000u64 + st.next_id);
+    st.messages.insert(id.clone(), Posted { channel: channel.clone(), body: body.clone(), edits: 0 });
+    (h, Json(message_json(&id, &channel, &body))).into_response()
+}
+
+async fn edit_message(AxState(d): AxState<DiscordDouble>, Path((channel, message)): Path<(String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorized(&d, &headers) {
+        return unauthorized();
+    }
+    if let Some(fault) = injected(&d, &channel).await {
+        return fault;
+    }
+    let mut st = d.lock();
+    let h = match channel_budget(&mut st, &channel) {
+        Ok(h) => h,
+        Err(limited) => return limited,
+    };
+    check_mentions(&mut st, &body);
+    let Some(m) = st.messages.get_mut(&message).filter(|m| m.channel == channel) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response();
+    };
+    m.body = body.clone();
+    m.edits += 1;
+    (h, Json(message_json(&message, &channel, &body))).into_response()
+}
+
+async fn edit_original(AxState(d): AxState<DiscordDouble>, Path((app, token)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+    if app != APP_ID {
+        return unauthorized();
+    }
+    let mut st = d.lock();
+    check_mentions(&mut st, &body);
+    st.originals.insert(token.clone(), body.clone());
+    Json(message_json("9000", CHANNEL, &body)).into_response()
+}
+
+async fn followup(AxState(d): AxState<DiscordDouble>, Path((app, token)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+    if app != APP_ID {
+        return unauthorized();
+    }
+    let mut st = d.lock();
+    check_mentions(&mut st, &body);
+    st.followups.entry(token).or_default().push(body.clone());
+    Json(message_json("9001", CHANNEL, &body)).into_response()
+}
