@@ -2,7 +2,8 @@
  * join.js — the join page (/r/{id}): lobby, knocking, host controls.
  *
  *   1. Setup     UI strings (#i18n JSON), room data (data-* on #lobby), storage helpers.
- *   2. Host link #host=… moves from the URL fragment into sessionStorage cb:host:{id}.
+ *   2. Host link #host=… moves from the URL fragment into sessionStorage cb:host:{id}; a
+ *                personal link's #as=… into cb:as:{id} (it fixes the name to the chat's).
  *   3. Preview   camera/mic preview and toggles; the choice goes to sessionStorage cb:media:{id}.
  *   4. Join      POST /r/{id}/join (with any stored token), then on to /r/{id}/room.
  *   5. Knock     POST /r/{id}/knock, poll GET /r/{id}/knocks/{kid} every 2 s.
@@ -43,18 +44,29 @@
 
   // ---- 2. Host link ---------------------------------------------------------------------
   const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.has('host')) {
-    session.set(key('host'), fragment.get('host'));
-    fragment.delete('host');
+  for (const [param, slot] of [['host', 'host'], ['as', 'as']]) {
+    if (!fragment.has(param)) continue;
+    session.set(key(slot), fragment.get(param));
+    fragment.delete(param);
     const rest = fragment.toString();
     history.replaceState(history.state, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
   }
   const hostToken = session.get(key('host'));
+  // A personal link: the token carries the chat name (hex) the gate will use.
+  let identity = session.get(key('as'));
+  const identityName = (() => {
+    const hexName = identity && identity.split('.')[2];
+    if (!hexName || !/^([0-9a-f]{2})+$/.test(hexName)) return null;
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(hexName.match(/../g).map((h) => parseInt(h, 16))));
+    } catch { return null; }
+  })();
 
   const nameInput = $('name');
   if (!nameInput) return; // ended / expired: the page is only a message
 
-  nameInput.value = local.get('cb:name') || (hostToken && lobby.dataset.hostName) || '';
+  nameInput.value = identityName || local.get('cb:name') || (hostToken && lobby.dataset.hostName) || '';
+  if (identityName) nameInput.readOnly = true;
 
   // ---- 3. Preview -----------------------------------------------------------------------
   const prefs = Object.assign({ audio: true, video: kind === 'video' }, parseJSON(session.get(key('media'))));
@@ -157,6 +169,7 @@
     try {
       const request = token ? { name, token } : { name };
       if (hostToken) request.host_token = hostToken; // the host may enter their own locked room
+      if (identity) request.identity = identity;
       const { res, body } = await post(`/r/${roomId}/join`, request);
       if (res.ok) return enter(body);
       refused(body);
@@ -182,6 +195,11 @@
   function refused(body) {
     switch (body.error) {
       case 'invalid_name': return formError(T.invalid_name);
+      case 'invalid_identity': // a stale or broken personal link: join under a typed name instead
+        identity = null;
+        session.del(key('as'));
+        nameInput.readOnly = false;
+        return formError(body.message || T.state_error);
       case 'rate_limited': return formError(T.state_rate_limited);
       case 'locked':
         knockAllowed = body.knock === true;

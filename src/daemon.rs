@@ -4,6 +4,7 @@
 //! closes and stop timers; stop the background workers (admission writers, housekeeping,
 //! dispatcher); close the database pools. Each wait is bounded.
 
+use crate::identity::IdentityKey;
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
 use crate::events::{EventBus, RoomEventKind};
@@ -65,7 +66,9 @@ impl Daemon {
         let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
         let events = EventBus::default();
         let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, &workers, stop_workers.clone());
-        let rooms = RoomService::new(store.clone(), events.clone(), admissions, config.clone());
+        let identity_key = store.secret("identity_key", IdentityKey::generate_hex).await?;
+        let identity = IdentityKey::from_hex(&identity_key).context("the stored identity key is not 32 bytes of hex")?;
+        let rooms = RoomService::new(store.clone(), events.clone(), admissions, config.clone(), identity);
         let live = Live::default();
         let join_limiter = NonZeroU32::new(config.server.join_rate_per_minute)
             .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));

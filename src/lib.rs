@@ -6,6 +6,7 @@
 //!
 //! * [`config`] — the TOML file, typed; secrets from the environment.
 //! * [`ids`] — room ids and tokens from a CSPRNG; hashing and constant-time comparison.
+//! * [`identity`] — personal links: a chat vouches for a joiner's name, sealed with HMAC.
 //! * [`room`] — the domain vocabulary: requests, admissions, refusals, views.
 //! * [`store`] — SQLite or PostgreSQL; every rule that must hold under concurrency runs in a
 //!   transaction there (admission, lock, end, remove, knocks, presence).
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod live;
 pub mod room;

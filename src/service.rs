@@ -1,6 +1,7 @@
 //! `RoomService`: the one door to rooms. Web handlers, the CLI's API calls and chat commands
 //! all come through here; it runs the store's rules and publishes an event for each change.
 
+use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
 use crate::config::{Config, RoomKind};
 use crate::events::{EventBus, RoomEventKind};
 use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomView, clean_name, clean_title};
@@ -37,12 +38,13 @@ pub struct RoomService {
     admissions: AdmissionWriter,
     config: Arc<Config>,
     base_url: Arc<str>,
+    identity: IdentityKey,
 }
 
 impl RoomService {
-    pub fn new(store: Store, events: EventBus, admissions: AdmissionWriter, config: Arc<Config>) -> Self {
+    pub fn new(store: Store, events: EventBus, admissions: AdmissionWriter, config: Arc<Config>, identity: IdentityKey) -> Self {
         let base_url = config.public_url().into();
-        RoomService { store, events, admissions, config, base_url }
+        RoomService { store, events, admissions, config, base_url, identity }
     }
 
     pub fn config(&self) -> &Config {
@@ -63,6 +65,19 @@ impl RoomService {
     /// to a server, so it stays out of access logs and `Referer` headers.
     pub fn host_url(&self, room_id: &str, host_token: &str) -> String {
         format!("{}/r/{room_id}#host={host_token}", self.base_url)
+    }
+
+    /// A link that joins `name` (vouched for by a chat, as `user_ref`) into a room, whatever
+    /// name the joiner types; it works for [`PERSONAL_LINK_TTL_MS`]. The token rides in the
+    /// fragment, like the host token.
+    pub fn personal_url(&self, room_id: &str, user_ref: &str, name: &str) -> String {
+        let expires = self.store.clock().now_ms() + PERSONAL_LINK_TTL_MS;
+        format!("{}/r/{room_id}#as={}", self.base_url, self.identity.sign(room_id, user_ref, name, expires))
+    }
+
+    /// Who a personal link's token says the joiner is.
+    pub fn identity(&self, room_id: &str, token: &str) -> Result<Identity, ServiceError> {
+        self.identity.verify(room_id, token, self.store.clock().now_ms()).map_err(ServiceError::Invalid)
     }
 
     /// Mints a room.

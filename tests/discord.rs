@@ -109,6 +109,35 @@ async fn call_card_lock_knock_end() {
     // A browser-side join shows on the card.
     assert_eq!(h.join(&room, "Bob @everyone", None).await.0, StatusCode::OK);
     assert!(card_shows(&double, "In the call (1):** Bob @\u{200B}everyone").await, "{}", card_text(&double));
+    let (_, card) = double.card(CHANNEL).unwrap();
+
+    // "Join as me": a personal link, to the presser alone, that joins under their Discord name
+    // whatever they type; forged, misdirected or expired links are refused.
+    let me = &card.body["components"][0]["components"][1];
+    assert_eq!((me["label"].as_str(), me["custom_id"].as_str()), (Some("Join as me"), Some("me")));
+    send(&h, &press("150", "me", &card_id, MEMBER, "Mallory *the* Member", "0", &[]), None).await;
+    assert!(eventually(WAIT, || async { !double.followups("itoken-150").is_empty() }).await, "the personal link");
+    let personal = double.followups("itoken-150")[0].clone();
+    assert_eq!(personal["flags"], 64, "ephemeral");
+    let text = personal["content"].as_str().unwrap();
+    let token = text.split("#as=").nth(1).expect("a personal link").split_whitespace().next().unwrap().to_owned();
+    let join_as = |name: &str, identity: &str| {
+        let (h, room, body) = (&h, &room, json!({"name": name, "identity": identity}));
+        async move {
+            let r = h.http.post(format!("{}/r/{room}/join", h.base)).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = join_as("Someone Else", &token).await;
+    assert_eq!((s, v["name"].as_str()), (StatusCode::OK, Some("Mallory *the* Member")));
+    let forged = token.replacen(&hex::encode("Mallory *the* Member"), &hex::encode("The Host"), 1);
+    let (s, v) = join_as("x", &forged).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_identity")));
+    let (other_room, _) = h.create_room(json!({})).await;
+    let r = h.http.post(format!("{}/r/{other_room}/join", h.base)).json(&json!({"name": "x", "identity": token})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a personal link is for one room");
+    let description = || double.card(CHANNEL).map(|(_, m)| m.body["embeds"][0]["description"].as_str().unwrap_or("").to_owned()).unwrap_or_default();
+    assert!(eventually(WAIT, || async { description().contains(r"Mallory \*the\* Member") }).await, "{}", description());
 
     // A plain member's Lock is refused to them alone; a moderator's works.
     assert_eq!(send(&h, &press("200", "lock", &card_id, MEMBER, "Mallory", "0", &[]), None).await, (StatusCode::OK, json!({"type": 6})));

@@ -104,6 +104,7 @@ impl Bridge {
             ChatEvent::Action { chat, message, actor, action, ack } => {
                 let room = cards::room_of_message(&self.rooms.store, platform, &chat, &message).await;
                 let outcome = match room {
+                    Ok(Some(room_id)) if action == CardAction::JoinAsMe => self.personal_link(platform, &room_id, &actor).await,
                     Ok(Some(room_id)) => self.host_action(&room_id, &actor, action).await,
                     Ok(None) => Err("This card is no longer active.".to_owned()),
                     Err(error) => {
@@ -242,6 +243,19 @@ impl Bridge {
     }
 
     /// A host power, checked: the room's host or a chat admin.
+    /// A link that joins the presser under their chat name. It goes to them alone (as an
+    /// alert: something they must see), never to the chat.
+    async fn personal_link(&self, platform: &str, room_id: &str, actor: &Actor) -> Outcome {
+        let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        if view.ended {
+            return Err("This call has ended.".into());
+        }
+        let name: String = actor.display_name.chars().filter(|c| !c.is_control()).take(crate::room::MAX_NAME_CHARS).collect();
+        let name = if name.trim().is_empty() { "Guest".to_owned() } else { name.trim().to_owned() };
+        let link = self.rooms.personal_url(room_id, &format!("{platform}:{}", actor.user), &name);
+        Err(format!("Your personal link: it joins you as {name}. Don't share it.\n{link}"))
+    }
+
     async fn host_action(&self, room_id: &str, actor: &Actor, action: CardAction) -> Outcome {
         let admit = matches!(action, CardAction::Admit(_));
         let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
@@ -254,6 +268,7 @@ impl Bridge {
                 CardAction::End => "end",
                 CardAction::Admit(_) => "admit people to",
                 CardAction::Deny(_) => "turn people away from",
+                CardAction::JoinAsMe => "join",
             };
             return Err(format!("Only {host} (the host) or a chat admin can {what} this call."));
         }
@@ -281,6 +296,7 @@ impl Bridge {
                     other => Err(knock_refusal(&other)),
                 }
             }
+            CardAction::JoinAsMe => unreachable!("handled before host powers are checked"),
         }
     }
 

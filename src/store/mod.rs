@@ -107,6 +107,16 @@ impl Store {
         Ok(())
     }
 
+    /// The deployment-wide secret `name`, made with `generate` by whichever node asks first.
+    pub async fn secret(&self, name: &str, generate: impl FnOnce() -> String) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(generate())
+            .execute(&self.write)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.write).await?)
+    }
+
     /// Closes both pools, waiting for running queries.
     pub async fn close(&self) {
         self.write.close().await;

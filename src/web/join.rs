@@ -25,6 +25,9 @@ pub struct JoinBody {
     /// The room's host token: the host enters even when the room is locked.
     #[serde(default)]
     pub host_token: Option<String>,
+    /// A personal link's token (`#as=…`): joins under the chat name it carries, whatever `name` says.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 /// A granted admission.
@@ -86,7 +89,7 @@ pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError
     request_body = JoinBody,
     responses(
         (status = 200, description = "Admitted", body = JoinResponse),
-        (status = 400, description = "invalid_name / invalid_json", body = ErrorBody),
+        (status = 400, description = "invalid_name / invalid_json / invalid_identity (a personal link that is forged, for another room, or expired)", body = ErrorBody),
         (status = 403, description = "banned: removed by the host", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "full", body = ErrorBody),
@@ -108,7 +111,14 @@ pub async fn join(
         Some(t) => state.rooms.is_host(&id, t).await? == crate::store::HostCheck::Host,
         None => false,
     };
-    let req = JoinRequest { room_id: id.clone(), name: body.name, token: body.token, user_ref: None, host };
+    let (name, user_ref) = match body.identity.as_deref() {
+        Some(token) => {
+            let who = state.rooms.identity(&id, token).map_err(|e| ApiError::bad_request("invalid_identity", e.to_string()))?;
+            (who.name, Some(who.user_ref))
+        }
+        None => (body.name, None),
+    };
+    let req = JoinRequest { room_id: id.clone(), name, token: body.token, user_ref, host };
     match state.rooms.join(req).await? {
         Admission::Admitted(a) => Ok(Json(JoinResponse {
             participant_id: a.participant_id,

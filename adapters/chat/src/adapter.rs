@@ -77,7 +77,8 @@ pub trait ChatAdapter: Send + Sync + 'static {
         None
     }
 
-    /// Answers a button press: `text` is shown to the presser only; `alert` asks for a
-    /// dialog rather than a passing notice.
+    /// Answers a button press: `text` is shown to the presser only; `alert` asks for something
+    /// the presser must see (a dialog on Telegram, a private message on Discord) rather than a
+    /// passing notice. Refusals and personal links are alerts.
     fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>>;
 }

@@ -76,6 +76,8 @@ pub enum CardAction {
     Admit(String),
     /// Deny the knock with this id.
     Deny(String),
+    /// Ask for a personal link that joins the presser under their chat name (no host powers).
+    JoinAsMe,
 }
 
 impl CardAction {
@@ -87,6 +89,7 @@ impl CardAction {
             CardAction::End => "end".into(),
             CardAction::Admit(id) => format!("admit:{id}"),
             CardAction::Deny(id) => format!("deny:{id}"),
+            CardAction::JoinAsMe => "me".into(),
         }
     }
 
@@ -98,6 +101,7 @@ impl CardAction {
                 "lock" => Some(CardAction::Lock),
                 "unlock" => Some(CardAction::Unlock),
                 "end" => Some(CardAction::End),
+                "me" => Some(CardAction::JoinAsMe),
                 _ => None,
             },
             Some(("admit", id)) if valid_id(id) => Some(CardAction::Admit(id.into())),

@@ -117,7 +117,8 @@ fn button(label: &str, style: u8, action: &CardAction) -> Value {
     json!({"type": 2, "style": style, "label": label, "custom_id": action.encode()})
 }
 
-/// Join (a link button), Lock/Unlock and End, then Admit/Deny per knock. None once it ended.
+/// Join (a link button), Join as me (a personal link under the presser's Discord name),
+/// Lock/Unlock and End, then Admit/Deny per knock. None once it ended.
 fn components(card: &Card) -> Value {
     if card.status.is_over() {
         return json!([]);
@@ -128,6 +129,7 @@ fn components(card: &Card) -> Value {
     };
     let mut rows = vec![json!({"type": 1, "components": [
         {"type": 2, "style": 5, "label": "Join", "url": card.link},
+        button("Join as me", 1, &CardAction::JoinAsMe),
         lock,
         button("End", 4, &CardAction::End),
     ]})];
