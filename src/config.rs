@@ -282,7 +282,7 @@ impl Default for TelegramConfig {
 pub enum DiscordMode {
     /// Discord POSTs interactions to `POST /discord/interactions` on this server.
     Interactions,
-    /// A gateway connection (not available in this version).
+    /// The bot holds a websocket to Discord's gateway; no public URL needed.
     Gateway,
 }
 
@@ -296,7 +296,7 @@ pub struct DiscordConfig {
     pub token: Option<Secret>,
     /// The application id. REQUIRED (or `CALLBRIDGE_DISCORD_APPLICATION_ID`).
     pub application_id: String,
-    /// The application's public key, hex. REQUIRED (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
+    /// The application's public key, hex. REQUIRED in interactions mode (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
     pub public_key: String,
     /// How Discord reaches the bot.
     pub mode: DiscordMode,
@@ -326,7 +326,7 @@ impl Default for DiscordConfig {
             token: None,
             application_id: String::new(),
             public_key: String::new(),
-            mode: DiscordMode::Interactions,
+            mode: DiscordMode::Gateway,
             guild_ids: Vec::new(),
             admin_role_ids: Vec::new(),
             api_url: "https://discord.com".into(),
@@ -472,14 +472,28 @@ impl Config {
             if d.application_id.is_empty() || !d.application_id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid("discord.application_id", "is required: the application's numeric id".into()));
             }
-            if d.public_key.len() != 64 || !d.public_key.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid("discord.public_key", "is required: the application's 64-character hex public key".into()));
-            }
-            if d.mode == DiscordMode::Gateway {
-                return Err(invalid("discord.mode", "\"gateway\" is not available in this version; use \"interactions\"".into()));
+            let needs_key = d.mode == DiscordMode::Interactions || !d.public_key.is_empty();
+            if needs_key && (d.public_key.len() != 64 || !d.public_key.bytes().all(|b| b.is_ascii_hexdigit())) {
+                return Err(invalid("discord.public_key", "must be the application's 64-character hex public key (required in interactions mode)".into()));
             }
         }
         Ok(())
+    }
+
+    /// Every configured secret, to keep out of logs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut all: Vec<String> = [&self.api.token]
+            .into_iter()
+            .chain(self.telegram.iter().map(|t| &t.token))
+            .chain(self.discord.iter().map(|d| &d.token))
+            .flatten()
+            .map(|s| s.expose().to_owned())
+            .collect();
+        // A database URL's password on its own, too.
+        if let Some(password) = self.storage.url.as_ref().and_then(|u| url::Url::parse(u.expose()).ok()).and_then(|u| u.password().map(str::to_owned)) {
+            all.push(password);
+        }
+        all
     }
 
     /// The storage URL in effect.
@@ -556,16 +570,16 @@ mod tests {
     #[test]
     fn discord_needs_token_application_and_key() {
         let path = Path::new("x.toml");
-        let c = Config::parse("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", path).unwrap();
+        let c = Config::parse("[discord]\nmode = \"interactions\"\ntoken = \"t\"\napplication_id = \"12\"\n", path).unwrap();
         assert!(c.validate(path).unwrap_err().to_string().contains("discord.public_key"));
+        let gateway = Config::parse("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", path).unwrap();
+        gateway.validate(path).expect("the gateway needs no public key");
         let key = "ab".repeat(32);
         let mut c = Config::parse(&format!("[discord]\napplication_id = \"12\"\npublic_key = \"{key}\"\n"), path).unwrap();
         assert!(c.validate(path).unwrap_err().to_string().contains("discord.token"));
         c.apply_env(|k| (k == "CALLBRIDGE_DISCORD_TOKEN").then(|| "secret-bot-token".into()));
         c.validate(path).unwrap();
         assert!(!c.to_redacted_toml().contains("secret-bot-token"));
-        c.discord.as_mut().unwrap().mode = DiscordMode::Gateway;
-        assert!(c.validate(path).unwrap_err().to_string().contains("discord.mode"));
     }
 
     #[test]

@@ -133,8 +133,9 @@ impl Daemon {
     }
 }
 
-/// Starts the Discord adapter and its bridge when `[discord]` is on; the web server's
-/// interactions endpoint feeds them through the returned hook.
+/// Starts the Discord adapter and its bridge when `[discord]` is on: in gateway mode with its
+/// websocket, in interactions mode behind the web server's endpoint, fed through the returned
+/// hook.
 #[cfg(feature = "discord")]
 fn start_discord(
     config: &Config,
@@ -147,7 +148,7 @@ fn start_discord(
     let settings = callbridge_discord::Settings {
         token: d.token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
         application_id: d.application_id.clone(),
-        public_key: d.public_key.clone(),
+        public_key: Some(d.public_key.clone()).filter(|k| !k.is_empty()),
         guild_ids: d.guild_ids.clone(),
         admin_role_ids: d.admin_role_ids.clone(),
         api_url: url::Url::parse(&d.api_url).context("discord.api_url")?,
@@ -158,8 +159,17 @@ fn start_discord(
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     crate::bridge::start(rooms.clone(), adapter.clone(), rx, crate::bridge::BridgeSettings { debounce: d.debounce }, workers, stop.clone());
     workers.spawn(adapter.clone().run(stop.clone()));
-    tracing::info!(api_url = %d.api_url, "discord adapter started (interactions endpoint: POST /discord/interactions)");
-    Ok(Some(crate::web::discord::DiscordHook { adapter, inbox: tx }))
+    match d.mode {
+        crate::config::DiscordMode::Gateway => {
+            workers.spawn(callbridge_discord::gateway::run(adapter, tx, stop.clone()));
+            tracing::info!(api_url = %d.api_url, "discord adapter started (gateway)");
+            Ok(None)
+        }
+        crate::config::DiscordMode::Interactions => {
+            tracing::info!(api_url = %d.api_url, "discord adapter started (interactions endpoint: POST /discord/interactions)");
+            Ok(Some(crate::web::discord::DiscordHook { adapter, inbox: tx }))
+        }
+    }
 }
 
 /// Starts each enabled chat adapter and its bridge on the workers; they stop with them.

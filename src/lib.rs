@@ -15,7 +15,8 @@
 //! * [`bridge`] — chat commands → `RoomService` → join cards; the `CardUpdater` keeps them current.
 //! * [`live`] — connected room pages on this node: signaling relay and live updates.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
-//! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line.
+//! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
+//!   [`logging`] — logs with every configured secret masked.
 
 pub mod bridge;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod live;
+pub mod logging;
 pub mod room;
 pub mod service;
 pub mod store;

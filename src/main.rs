@@ -8,12 +8,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -21,6 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    callbridge::logging::init(config.secrets());
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
         println!("# {} is valid; effective configuration (secrets redacted):", cli.config.as_deref().map_or("<defaults>".into(), |p| p.display().to_string()));

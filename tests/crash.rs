@@ -8,6 +8,8 @@
 //! bot token, host tokens and participant tokens.
 
 mod common;
+#[path = "support/discord_double.rs"]
+mod discord_double;
 #[path = "support/telegram_double.rs"]
 mod telegram_double;
 
@@ -74,6 +76,7 @@ fn free_port() -> u16 {
 }
 
 async fn sigkill_mid_load_loses_nothing(backend: Db) {
+    let discord = discord_double::DiscordDouble::start().await;
     let double = BotApiDouble::start().await;
     double.start_bot(HOST);
     let db = TestDb::new(backend).await;
@@ -99,16 +102,29 @@ token = "{BOT_TOKEN}"
 api_url = "{api_url}"
 debounce = "200ms"
 poll_timeout = "1s"
+[discord]
+token = "{discord_token}"
+application_id = "{discord_app}"
+api_url = "{discord_url}"
+guild_ids = ["{discord_guild}"]
 "#,
             url = db.url,
             dir = db.dir.path().display(),
-            api_url = double.url
+            api_url = double.url,
+            discord_token = discord_double::BOT_TOKEN,
+            discord_app = discord_double::APP_ID,
+            discord_url = discord.url,
+            discord_guild = discord_double::GUILD,
         ),
     )
     .unwrap();
     let log = db.dir.path().join("daemon.log");
     let http = reqwest::Client::new();
     let mut node = Node::start(&config, &log, &base).await;
+
+    // The Discord bot identified on the gateway (its token crossed a websocket frame that
+    // libraries log at trace).
+    assert!(common::eventually(Duration::from_secs(20), || async { discord.identified() >= 1 }).await, "discord gateway up");
 
     // A card in a group, and rooms minted through the API, half of them locked.
     double.say(GROUP, HOST, "Host", "/call Crash test");
@@ -223,7 +239,7 @@ poll_timeout = "1s"
     // No secret in the logs.
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.len() > 10_000, "the daemon logged ({} bytes)", text.len());
-    for secret in [API_TOKEN, BOT_TOKEN, BOT_TOKEN.split(':').nth(1).unwrap()] {
+    for secret in [API_TOKEN, BOT_TOKEN, BOT_TOKEN.split(':').nth(1).unwrap(), discord_double::BOT_TOKEN] {
         assert!(!text.contains(secret), "a configured secret appears in the daemon's log");
     }
     let words: HashSet<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() >= 40).collect();

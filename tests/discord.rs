@@ -10,6 +10,7 @@ use common::{Db, Harness, TestDb, config, eventually};
 use discord_double::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use callbridge::config::DiscordMode;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "6000000000000000006";
@@ -18,9 +19,10 @@ const MODERATOR: &str = "6000000000000000008";
 const MANAGE_CHANNELS: &str = "16";
 const WAIT: Duration = Duration::from_secs(15);
 
-fn discord_config(db: &TestDb, double: &DiscordDouble) -> callbridge::config::Config {
+fn discord_config(db: &TestDb, double: &DiscordDouble, mode: DiscordMode) -> callbridge::config::Config {
     let mut c = config(db);
     c.discord = Some(callbridge::config::DiscordConfig {
+        mode,
         token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
         application_id: APP_ID.into(),
         public_key: public_key_hex(),
@@ -33,8 +35,22 @@ fn discord_config(db: &TestDb, double: &DiscordDouble) -> callbridge::config::Co
     c
 }
 
-/// POSTs an interaction to the daemon, signed (or not) like Discord.
-async fn send(h: &Harness, body: &Value, signature: Option<(String, String)>) -> (StatusCode, Value) {
+/// Delivers an interaction as Discord would in `mode`, and returns the bot's immediate answer
+/// (in gateway mode, what it POSTed to the interaction's callback).
+async fn send(h: &Harness, double: &DiscordDouble, mode: DiscordMode, body: &Value) -> (StatusCode, Value) {
+    match mode {
+        DiscordMode::Interactions => post_signed(h, body, None).await,
+        DiscordMode::Gateway => {
+            assert!(eventually(WAIT, || async { double.dispatch(body) }).await, "a gateway session is up");
+            let id = body["id"].as_str().unwrap();
+            assert!(eventually(WAIT, || async { double.callback(id).is_some() }).await, "interaction {id} answered");
+            (StatusCode::OK, double.callback(id).unwrap())
+        }
+    }
+}
+
+/// POSTs an interaction to the daemon's endpoint, signed (or not) like Discord.
+async fn post_signed(h: &Harness, body: &Value, signature: Option<(String, String)>) -> (StatusCode, Value) {
     let raw = serde_json::to_vec(body).unwrap();
     let (sig, ts) = signature.unwrap_or_else(|| sign(&raw, now_unix()));
     let r = h.http.post(format!("{}/discord/interactions", h.base))
@@ -47,6 +63,21 @@ async fn send(h: &Harness, body: &Value, signature: Option<(String, String)>) ->
         .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Only Discord's signature gets in: forged, stale, misdirected or missing signatures get 401.
+async fn signature_checks(h: &Harness) {
+    let ping = json!({"type": 1, "id": "1", "application_id": APP_ID, "token": "t", "version": 1});
+    assert_eq!(post_signed(h, &ping, None).await, (StatusCode::OK, json!({"type": 1})));
+    let raw = serde_json::to_vec(&ping).unwrap();
+    let (good, ts) = sign(&raw, now_unix());
+    let mut forged = good.clone().into_bytes();
+    forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
+    assert_eq!(post_signed(h, &ping, Some((String::from_utf8(forged).unwrap(), ts.clone()))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(post_signed(h, &ping, Some(sign(&raw, now_unix() - 3600))).await.0, StatusCode::UNAUTHORIZED, "a stale timestamp");
+    assert_eq!(post_signed(h, &json!({"type": 1, "id": "2"}), Some((good, ts))).await.0, StatusCode::UNAUTHORIZED, "signature of another body");
+    let r = h.http.post(format!("{}/discord/interactions", h.base)).json(&ping).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no signature");
 }
 
 fn card_text(double: &DiscordDouble) -> String {
@@ -63,11 +94,20 @@ fn room_of(double: &DiscordDouble) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_card_lock_knock_end() {
+async fn call_card_lock_knock_end_over_the_gateway() {
+    call_card_lock_knock_end(DiscordMode::Gateway).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end_over_the_interactions_endpoint() {
+    call_card_lock_knock_end(DiscordMode::Interactions).await
+}
+
+async fn call_card_lock_knock_end(mode: DiscordMode) {
     let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
     let double = DiscordDouble::start().await;
     let db = TestDb::new(Db::Sqlite).await;
-    let h = Harness::start(discord_config(&db, &double)).await;
+    let h = Harness::start(discord_config(&db, &double, mode)).await;
 
     // Commands are registered in the configured guild, with their options.
     assert!(eventually(WAIT, || async { double.commands().contains_key(GUILD) }).await, "commands registered");
@@ -76,24 +116,18 @@ async fn call_card_lock_knock_end() {
         assert!(commands.as_array().unwrap().iter().any(|c| c["name"] == name), "{name}");
     }
     assert_eq!(double.unauthorized(), 0, "the bot authenticates with its token");
-
-    // Only Discord's signature gets in.
-    let ping = json!({"type": 1, "id": "1", "application_id": APP_ID, "token": "t", "version": 1});
-    assert_eq!(send(&h, &ping, None).await, (StatusCode::OK, json!({"type": 1})));
-    let raw = serde_json::to_vec(&ping).unwrap();
-    let (good, ts) = sign(&raw, now_unix());
-    let mut forged = good.clone().into_bytes();
-    forged[10] = if forged[10] == b'0' { b'1' } else { b'0' };
-    assert_eq!(send(&h, &ping, Some((String::from_utf8(forged).unwrap(), ts.clone()))).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&h, &ping, Some(sign(&raw, now_unix() - 3600))).await.0, StatusCode::UNAUTHORIZED, "a stale timestamp");
-    assert_eq!(send(&h, &json!({"type": 1, "id": "2"}), Some((good, ts))).await.0, StatusCode::UNAUTHORIZED, "signature of another body");
-    let r = h.http.post(format!("{}/discord/interactions", h.base)).json(&ping).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no signature");
+    if mode == DiscordMode::Gateway {
+        assert!(eventually(WAIT, || async { double.identified() == 1 }).await, "the bot identified on the gateway");
+        let r = h.http.post(format!("{}/discord/interactions", h.base)).json(&json!({"type": 1})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "no endpoint in gateway mode");
+    } else {
+        signature_checks(&h).await;
+    }
 
     // `/call` answers "thinking…" to the caller alone, then posts the card in the channel and
     // hands the host their link ephemerally.
     let call = command("100", "call", json!([{"name": "kind", "type": 3, "value": "voice"}, {"name": "title", "type": 3, "value": "Standup **now** @everyone"}]), HOST, "Ada <@&1>", "0");
-    assert_eq!(send(&h, &call, None).await, (StatusCode::OK, json!({"type": 5, "data": {"flags": 64}})));
+    assert_eq!(send(&h, &double, mode, &call).await, (StatusCode::OK, json!({"type": 5, "data": {"flags": 64}})));
     assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "a card is posted");
     let (card_id, card) = double.card(CHANNEL).unwrap();
     let embed = &card.body["embeds"][0];
@@ -115,7 +149,7 @@ async fn call_card_lock_knock_end() {
     // whatever they type; forged, misdirected or expired links are refused.
     let me = &card.body["components"][0]["components"][1];
     assert_eq!((me["label"].as_str(), me["custom_id"].as_str()), (Some("Join as me"), Some("me")));
-    send(&h, &press("150", "me", &card_id, MEMBER, "Mallory *the* Member", "0", &[]), None).await;
+    send(&h, &double, mode, &press("150", "me", &card_id, MEMBER, "Mallory *the* Member", "0", &[])).await;
     assert!(eventually(WAIT, || async { !double.followups("itoken-150").is_empty() }).await, "the personal link");
     let personal = double.followups("itoken-150")[0].clone();
     assert_eq!(personal["flags"], 64, "ephemeral");
@@ -140,12 +174,12 @@ async fn call_card_lock_knock_end() {
     assert!(eventually(WAIT, || async { description().contains(r"Mallory \*the\* Member") }).await, "{}", description());
 
     // A plain member's Lock is refused to them alone; a moderator's works.
-    assert_eq!(send(&h, &press("200", "lock", &card_id, MEMBER, "Mallory", "0", &[]), None).await, (StatusCode::OK, json!({"type": 6})));
+    assert_eq!(send(&h, &double, mode, &press("200", "lock", &card_id, MEMBER, "Mallory", "0", &[])).await, (StatusCode::OK, json!({"type": 6})));
     assert!(eventually(WAIT, || async { !double.followups("itoken-200").is_empty() }).await, "the refusal");
     let refusal = &double.followups("itoken-200")[0];
     assert_eq!(refusal["flags"], 64);
     assert!(!card_text(&double).contains("Locked"));
-    send(&h, &press("201", "lock", &card_id, MODERATOR, "Mod", MANAGE_CHANNELS, &[]), None).await;
+    send(&h, &double, mode, &press("201", "lock", &card_id, MODERATOR, "Mod", MANAGE_CHANNELS, &[])).await;
     assert!(card_shows(&double, "Locked").await);
     assert!(double.followups("itoken-201").is_empty(), "success needs no message: the card shows it");
     assert_eq!(h.join(&room, "Late", None).await.0, StatusCode::LOCKED);
@@ -157,7 +191,7 @@ async fn call_card_lock_knock_end() {
     let (_, card) = double.card(CHANNEL).unwrap();
     let admit = card.body["components"][1]["components"][0]["custom_id"].as_str().unwrap().to_owned();
     assert!(card.body["components"][1]["components"][0]["label"].as_str().unwrap().contains("Admit Cy"));
-    send(&h, &press("202", &admit, &card_id, HOST, "Ada", "0", &[]), None).await;
+    send(&h, &double, mode, &press("202", &admit, &card_id, HOST, "Ada", "0", &[])).await;
     let status_url = format!("{}/r/{room}/knocks/{}?token={}", h.base, knock["knock_id"].as_str().unwrap(), knock["token"].as_str().unwrap());
     assert!(eventually(WAIT, || async {
         let v: Value = h.http.get(&status_url).send().await.unwrap().json().await.unwrap();
@@ -165,9 +199,9 @@ async fn call_card_lock_knock_end() {
     }).await);
 
     // `/who` answers the caller; `/end` by the host; the card shows the attendance.
-    send(&h, &command("300", "who", json!([]), MEMBER, "Mallory", "0"), None).await;
+    send(&h, &double, mode, &command("300", "who", json!([]), MEMBER, "Mallory", "0")).await;
     assert!(eventually(WAIT, || async { double.original("itoken-300").is_some_and(|o| o["content"].as_str().unwrap().contains("In the call")) }).await);
-    send(&h, &command("301", "end", json!([]), HOST, "Ada", "0"), None).await;
+    send(&h, &double, mode, &command("301", "end", json!([]), HOST, "Ada", "0")).await;
     assert!(card_shows(&double, "Attendance").await, "{}", card_text(&double));
     assert_eq!(double.card(CHANNEL).unwrap().1.body["components"], json!([]));
     assert_eq!(h.join(&room, "After", None).await.0, StatusCode::GONE);
@@ -183,8 +217,9 @@ async fn call_card_lock_knock_end() {
 async fn a_burst_of_50_joins_shows_within_6s_without_429() {
     let double = DiscordDouble::start().await;
     let db = TestDb::new(Db::Sqlite).await;
-    let h = std::sync::Arc::new(Harness::start(discord_config(&db, &double)).await);
-    send(&h, &command("100", "call", json!([]), HOST, "Ada", "0"), None).await;
+    let mode = DiscordMode::Gateway;
+    let h = std::sync::Arc::new(Harness::start(discord_config(&db, &double, mode)).await);
+    send(&h, &double, mode, &command("100", "call", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await);
     let room = room_of(&double);
     let start = Instant::now();
@@ -221,11 +256,12 @@ async fn cards_converge_under_injected_faults() {
     let double = DiscordDouble::start().await;
     double.set_faults(Faults { every: 2, retry_after: 1.5, stall: Duration::from_millis(1500) });
     let db = TestDb::new(Db::Sqlite).await;
-    let mut c = discord_config(&db, &double);
+    let mode = DiscordMode::Gateway;
+    let mut c = discord_config(&db, &double, mode);
     c.discord.as_mut().unwrap().request_timeout = Duration::from_millis(500);
     let h = Harness::start(c).await;
     const LONG: Duration = Duration::from_secs(60);
-    send(&h, &command("100", "call", json!([]), HOST, "Ada", "0"), None).await;
+    send(&h, &double, mode, &command("100", "call", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(LONG, || async { double.card(CHANNEL).is_some() }).await, "a card is posted despite faults");
     let room = room_of(&double);
     for i in 0..6 {
@@ -233,9 +269,9 @@ async fn cards_converge_under_injected_faults() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(eventually(LONG, || async { card_text(&double).contains("In the call (6)") }).await, "{}", card_text(&double));
-    send(&h, &command("101", "lock", json!([]), HOST, "Ada", "0"), None).await;
+    send(&h, &double, mode, &command("101", "lock", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(LONG, || async { card_text(&double).contains("Locked") }).await);
-    send(&h, &command("102", "end", json!([]), HOST, "Ada", "0"), None).await;
+    send(&h, &double, mode, &command("102", "end", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(LONG, || async { card_text(&double).contains("Attendance** (6)") }).await, "{}", card_text(&double));
     let r = h.http.get(format!("{}/healthz", h.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

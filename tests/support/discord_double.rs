@@ -1,5 +1,7 @@
 //! A Discord double on loopback, following Discord's documented payloads closely enough for
-//! the adapter: bulk command registration, channel messages (create, edit) with embeds and
+//! the adapter and serenity's gateway client: the gateway (`GET /gateway`, then a websocket:
+//! HELLO, IDENTIFY → READY, heartbeats, INTERACTION_CREATE dispatches), interaction callbacks,
+//! bulk command registration, channel messages (create, edit) with embeds and
 //! components, the interaction webhook (edit the original response, follow-ups), bot-token
 //! auth, and Discord's per-channel rate limit for messages (5 per 5 s) with `X-RateLimit-*`
 //! headers and 429 `{"retry_after": …}` when it is broken. With a fault plan (`set_faults`) it
@@ -8,10 +10,11 @@
 #![allow(dead_code)]
 
 use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
@@ -52,6 +55,11 @@ struct State {
     /// channel → no call before this (an injected 429's `retry_after`).
     blocked_until: HashMap<String, Instant>,
     retry_after_violations: usize,
+    /// Interaction id → the answer the bot POSTed to its callback (gateway mode).
+    callbacks: HashMap<String, Value>,
+    /// The live gateway sessions' outboxes.
+    sessions: Vec<tokio::sync::mpsc::UnboundedSender<Value>>,
+    identified: usize,
 }
 
 /// A fault plan: every `every`-th message call fails, in turn with a 429 (`retry_after`), a
@@ -91,7 +99,8 @@ fn user(id: &str, name: &str) -> Value {
 
 fn base(kind: u8, id: &str, user_id: &str, name: &str, permissions: &str, roles: &[&str]) -> Value {
     json!({"type": kind, "id": id, "application_id": APP_ID, "token": format!("itoken-{id}"), "version": 1,
-        "locale": "en-US", "guild_id": GUILD, "channel_id": CHANNEL, "entitlements": [], "app_permissions": "2251799813685247",
+        "locale": "en-US", "guild_id": GUILD, "channel_id": CHANNEL, "entitlements": [], "attachment_size_limit": 10485760,
+        "app_permissions": "2251799813685247",
         "member": {"user": user(user_id, name), "nick": null, "roles": roles, "joined_at": "2024-01-01T00:00:00+00:00",
             "deaf": false, "mute": false, "flags": 0, "permissions": permissions}})
 }
@@ -126,6 +135,10 @@ impl DiscordDouble {
             .route("/api/v10/channels/{channel}/messages/{message}", patch(edit_message))
             .route("/api/v10/webhooks/{app}/{token}/messages/@original", patch(edit_original))
             .route("/api/v10/webhooks/{app}/{token}", post(followup))
+            .route("/api/v10/interactions/{id}/{token}/callback", post(callback))
+            .route("/api/v10/gateway", get(gateway_url))
+            .route("/api/v10/gateway/bot", get(gateway_url))
+            .route("/gateway", get(gateway))
             .with_state(double.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         double
@@ -165,6 +178,20 @@ impl DiscordDouble {
     }
     pub fn unauthorized(&self) -> usize {
         self.lock().unauthorized
+    }
+    /// Gateway sessions that identified with the bot token.
+    pub fn identified(&self) -> usize {
+        self.lock().identified
+    }
+    /// Sends an INTERACTION_CREATE dispatch to every gateway session; false when none is up.
+    pub fn dispatch(&self, interaction: &Value) -> bool {
+        let mut st = self.lock();
+        st.sessions.retain(|s| !s.is_closed());
+        st.sessions.iter().all(|s| s.send(interaction.clone()).is_ok()) && !st.sessions.is_empty()
+    }
+    /// The answer the bot gave an interaction through its callback.
+    pub fn callback(&self, interaction_id: &str) -> Option<Value> {
+        self.lock().callbacks.get(interaction_id).cloned()
     }
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = Some(faults);
@@ -354,4 +381,74 @@ async fn followup(AxState(d): AxState<DiscordDouble>, Path((app, token)): Path<(
     check_mentions(&mut st, &body);
     st.followups.entry(token).or_default().push(body.clone());
     Json(message_json("9001", CHANNEL, &body)).into_response()
+}
+
+async fn callback(AxState(d): AxState<DiscordDouble>, Path((id, _token)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+    d.lock().callbacks.insert(id, body);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn gateway_url(AxState(d): AxState<DiscordDouble>) -> Response {
+    let url = format!("{}/gateway", d.url.replacen("http://", "ws://", 1));
+    Json(json!({"url": url, "shards": 1, "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}))
+        .into_response()
+}
+
+async fn gateway(AxState(d): AxState<DiscordDouble>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| gateway_session(d, socket))
+}
+
+/// One gateway session: HELLO, then IDENTIFY (with the bot token) → READY, heartbeats → ACK,
+/// and dispatches pushed by the test. Frames are plain JSON text (compression is optional).
+async fn gateway_session(d: DiscordDouble, mut ws: WebSocket) {
+    let (tx, mut outbox) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let mut seq = 0u64;
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}});
+    if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = ws.recv() => {
+                // Keep reading after a Close: the websocket layer answers it.
+                let Some(Ok(frame)) = frame else { return };
+                let Message::Text(text) = frame else { continue };
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let reply = match v["op"].as_u64() {
+                    Some(2) if v["d"]["token"] == format!("Bot {BOT_TOKEN}") => {
+                        seq += 1;
+                        let url = format!("{}/gateway", d.url.replacen("http://", "ws://", 1));
+                        {
+                            let mut st = d.lock();
+                            st.identified += 1;
+                            st.sessions.push(tx.clone());
+                        }
+                        json!({"op": 0, "s": seq, "t": "READY", "d": {"v": 10, "session_id": format!("session-{seq}"),
+                            "user": {"id": APP_ID, "username": "callbridge", "discriminator": "0", "avatar": null, "bot": true},
+                            "guilds": [], "resume_gateway_url": url, "shard": [0, 1], "application": {"id": APP_ID, "flags": 0}}})
+                    }
+                    // Authentication failed: Discord closes with 4004.
+                    Some(2) => {
+                        d.lock().unauthorized += 1;
+                        let _ = ws.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 4004, reason: "Authentication failed.".into() }))).await;
+                        return;
+                    }
+                    Some(1) => json!({"op": 11}),
+                    // No resuming here: start a new session.
+                    Some(6) => json!({"op": 9, "d": false}),
+                    _ => continue,
+                };
+                if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            Some(interaction) = outbox.recv() => {
+                seq += 1;
+                let dispatch = json!({"op": 0, "s": seq, "t": "INTERACTION_CREATE", "d": interaction});
+                if ws.send(Message::Text(dispatch.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }

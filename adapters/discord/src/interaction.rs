@@ -91,14 +91,14 @@ impl DiscordAdapter {
     /// Whether a request really comes from Discord: an Ed25519 signature by the application's
     /// key over timestamp + body, with the timestamp within [`MAX_CLOCK_SKEW_SECS`] of `now`.
     pub fn verify(&self, signature_hex: Option<&str>, timestamp: Option<&str>, body: &[u8], now_unix: u64) -> bool {
-        let (Some(signature_hex), Some(timestamp)) = (signature_hex, timestamp) else { return false };
+        let (Some(key), Some(signature_hex), Some(timestamp)) = (&self.key, signature_hex, timestamp) else { return false };
         let Some(sent) = timestamp.parse::<u64>().ok() else { return false };
         if sent.abs_diff(now_unix) > MAX_CLOCK_SKEW_SECS {
             return false;
         }
         let Some(bytes) = hex::decode(signature_hex).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()) else { return false };
         let message = [timestamp.as_bytes(), body].concat();
-        self.key.verify(&message, &Signature::from_bytes(&bytes)).is_ok()
+        key.verify(&message, &Signature::from_bytes(&bytes)).is_ok()
     }
 
     /// Turns a verified interaction into Discord's immediate answer and, for commands and

@@ -1,10 +1,15 @@
 //! # The Discord adapter
 //!
-//! Slash commands and button presses reach callbridge as interactions: Discord POSTs them to
-//! the bridge's own web server (`POST /discord/interactions`), signed with Ed25519; the core's
-//! web layer hands the raw request to [`DiscordAdapter::verify`] and
-//! [`DiscordAdapter::interaction`], answers Discord with the returned JSON, and passes the
-//! [`ChatEvent`] to the bridge. Everything the bot sends goes over Discord's REST API with the
+//! Slash commands and button presses reach callbridge as interactions, in one of two modes:
+//!
+//! * **gateway** ([`gateway`], the default): the bot holds a websocket to Discord (serenity) and
+//!   answers each interaction with a REST callback;
+//! * **interactions endpoint**: Discord POSTs them to the bridge's own web server
+//!   (`POST /discord/interactions`), signed with Ed25519; the core's web layer hands the raw
+//!   request to [`DiscordAdapter::verify`] and [`DiscordAdapter::interaction`] and answers
+//!   with the returned JSON.
+//!
+//! Either way the [`ChatEvent`] goes to the bridge. Everything the bot sends goes over Discord's REST API with the
 //! bot token ([`rest`]), reading `X-RateLimit-*` and honouring 429 `retry_after`.
 //!
 //! A slash command is answered at once with a deferred, ephemeral ("only you can see this")
@@ -13,10 +18,12 @@
 //! 15-minute token has expired.
 //!
 //! * [`card`] — `Card` → embed and buttons.
+//! * [`gateway`] — gateway mode.
 //! * [`interaction`] — signature checks and interaction payloads → `ChatEvent`s.
 //! * [`rest`] — the REST client and its rate-limit buckets.
 
 pub mod card;
+pub mod gateway;
 pub mod interaction;
 pub mod rest;
 
@@ -36,8 +43,9 @@ pub struct Settings {
     pub token: String,
     /// The application id (Developer Portal → General Information).
     pub application_id: String,
-    /// The application's public key, hex (Developer Portal → General Information).
-    pub public_key: String,
+    /// The application's public key, hex (Developer Portal → General Information); needed by
+    /// the interactions endpoint only.
+    pub public_key: Option<String>,
     /// Guilds to register the commands in (instantly); empty registers them globally.
     pub guild_ids: Vec<String>,
     /// Roles whose members have host powers in every room of their guild.
@@ -82,7 +90,8 @@ const INTERACTION_TTL: Duration = Duration::from_secs(14 * 60);
 /// The Discord adapter. Share it as `Arc<DiscordAdapter>`.
 pub struct DiscordAdapter {
     settings: Settings,
-    key: ed25519_dalek::VerifyingKey,
+    /// Checks interactions-endpoint requests; `None` in gateway mode.
+    key: Option<ed25519_dalek::VerifyingKey>,
     rest: rest::Rest,
     /// chat → the latest deferred slash command there. A std Mutex, never held across `.await`.
     pending: Mutex<HashMap<String, Pending>>,
@@ -90,7 +99,10 @@ pub struct DiscordAdapter {
 
 impl DiscordAdapter {
     pub fn new(settings: Settings) -> Result<std::sync::Arc<Self>, DiscordError> {
-        let key = interaction::public_key(&settings.public_key).ok_or(DiscordError::PublicKey)?;
+        let key = match settings.public_key.as_deref() {
+            Some(hex_key) => Some(interaction::public_key(hex_key).ok_or(DiscordError::PublicKey)?),
+            None => None,
+        };
         let rest = rest::Rest::new(&settings).map_err(|e| DiscordError::Client(e.to_string()))?;
         Ok(std::sync::Arc::new(DiscordAdapter { settings, key, rest, pending: Mutex::default() }))
     }
@@ -143,6 +155,11 @@ impl DiscordAdapter {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let chat = pending.iter().find(|(c, p)| matches(c, p) && p.at.elapsed() < INTERACTION_TTL).map(|(c, _)| c.clone())?;
         pending.remove(&chat).map(|p| p.token)
+    }
+
+    /// Gives Discord the immediate answer to an interaction that came over the gateway.
+    pub async fn respond(&self, interaction_id: &str, token: &str, answer: serde_json::Value) -> Result<(), SendError> {
+        self.rest.call(Method::POST, &format!("/interactions/{interaction_id}/{token}/callback"), Some(answer)).await.map(|_| ())
     }
 
     /// Fills in a deferred ephemeral response.

@@ -1,0 +1,60 @@
+//! Logs: `tracing` to stderr, filtered by `RUST_LOG`, with every configured secret masked.
+//!
+//! Our own code never logs a secret, but libraries log what they send at `debug`/`trace` (a
+//! websocket frame that identifies the bot carries its token). So each formatted line passes
+//! through [`Redact`], which replaces the configured secrets with `<redacted>`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+/// The default filter when `RUST_LOG` is unset.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn,serenity=warn";
+
+/// Installs the global subscriber; `secrets` are masked in every line.
+pub fn init(secrets: Vec<String>) {
+    let secrets: Arc<[String]> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into()))
+        .with_writer(move || Redact { out: std::io::stderr(), secrets: secrets.clone() })
+        .init();
+}
+
+/// A writer that masks secrets in what passes through it. The fmt layer writes each event
+/// with one `write_all`, so a secret is never split across calls.
+pub struct Redact<W: Write> {
+    pub out: W,
+    pub secrets: Arc<[String]>,
+}
+
+impl<W: Write> Write for Redact<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            let mut masked = text.into_owned();
+            for s in self.secrets.iter() {
+                masked = masked.replace(s.as_str(), "<redacted>");
+            }
+            self.out.write_all(masked.as_bytes())?;
+        } else {
+            self.out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut out = Vec::new();
+        let mut w = Redact { out: &mut out, secrets: vec!["sekrit-token-1".to_owned()].into() };
+        w.write_all(b"IDENTIFY {\"token\":\"Bot sekrit-token-1\"} and sekrit-token-1\n").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "IDENTIFY {\"token\":\"Bot <redacted>\"} and <redacted>\n");
+    }
+}
