@@ -91,6 +91,7 @@ impl Daemon {
         };
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
+        workers.spawn(checkpoints(store.clone(), stop_workers.clone()));
         start_adapters(&config, &rooms, &workers, &stop_workers)?;
 
         let stop_server = CancellationToken::new();
@@ -243,6 +244,24 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
             if let Some(limiter) = &state.join_limiter {
                 limiter.retain_recent();
             }
+        }
+    }
+}
+
+/// Keeps SQLite's WAL short from outside the writer's path (see `Store::checkpoint`).
+async fn checkpoints(store: Store, cancel: CancellationToken) {
+    if store.backend() != crate::store::Backend::Sqlite {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = store.checkpoint().await {
+            tracing::debug!(%error, "checkpoint skipped");
         }
     }
 }

@@ -17,6 +17,7 @@ const HOST: &str = "6000000000000000006";
 const MEMBER: &str = "6000000000000000007";
 const MODERATOR: &str = "6000000000000000008";
 const MANAGE_CHANNELS: &str = "16";
+const CALL_ADMIN_ROLE: &str = "7000000000000000007";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn discord_config(db: &TestDb, double: &DiscordDouble, mode: DiscordMode) -> callbridge::config::Config {
@@ -27,6 +28,7 @@ fn discord_config(db: &TestDb, double: &DiscordDouble, mode: DiscordMode) -> cal
         application_id: APP_ID.into(),
         public_key: public_key_hex(),
         guild_ids: vec![GUILD.into()],
+        admin_role_ids: vec![CALL_ADMIN_ROLE.into()],
         api_url: double.url.clone(),
         debounce: Duration::from_millis(200),
         ..Default::default()
@@ -166,10 +168,10 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     assert_eq!((s, v["name"].as_str()), (StatusCode::OK, Some("Mallory *the* Member")));
     let forged = token.replacen(&hex::encode("Mallory *the* Member"), &hex::encode("The Host"), 1);
     let (s, v) = join_as("x", &forged).await;
-    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_identity")));
+    assert_eq!((s, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("invalid_identity")));
     let (other_room, _) = h.create_room(json!({})).await;
     let r = h.http.post(format!("{}/r/{other_room}/join", h.base)).json(&json!({"name": "x", "identity": token})).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a personal link is for one room");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a personal link is for one room");
     let description = || double.card(CHANNEL).map(|(_, m)| m.body["embeds"][0]["description"].as_str().unwrap_or("").to_owned()).unwrap_or_default();
     assert!(eventually(WAIT, || async { description().contains(r"Mallory \*the\* Member") }).await, "{}", description());
 
@@ -182,6 +184,11 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     send(&h, &double, mode, &press("201", "lock", &card_id, MODERATOR, "Mod", MANAGE_CHANNELS, &[])).await;
     assert!(card_shows(&double, "Locked").await);
     assert!(double.followups("itoken-201").is_empty(), "success needs no message: the card shows it");
+    // A member holding one of `admin_role_ids` (and no permission bits) has host powers too.
+    send(&h, &double, mode, &press("203", "unlock", &card_id, MEMBER, "Mallory", "0", &[CALL_ADMIN_ROLE])).await;
+    assert!(eventually(WAIT, || async { !card_text(&double).contains("Locked") }).await, "unlocked by the role");
+    send(&h, &double, mode, &press("204", "lock", &card_id, MEMBER, "Mallory", "0", &[CALL_ADMIN_ROLE])).await;
+    assert!(card_shows(&double, "Locked").await);
     assert_eq!(h.join(&room, "Late", None).await.0, StatusCode::LOCKED);
 
     // Knock, then Admit from the card.

@@ -72,8 +72,10 @@ impl Store {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
                 }
                 let write = sqlite_pool(&url, 1).await?;
-                // WAL persists in the file; set it once, from the writer.
-                write.execute("PRAGMA journal_mode = WAL").await?;
+                // WAL persists in the file; set it once, from the writer. Checkpoints run beside
+                // the writer (`checkpoint`), not inside a join's commit; the writer's own
+                // automatic checkpoint is only a backstop should that task fall behind.
+                write.execute("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 16000;").await?;
                 let read = sqlite_pool(&url, max_connections.max(2)).await?;
                 Store { write, read, backend, clock }
             }
@@ -115,6 +117,15 @@ impl Store {
             .execute(&self.write)
             .await?;
         Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.write).await?)
+    }
+
+    /// Copies the WAL into the database file from a reader connection (SQLite; a no-op on
+    /// PostgreSQL), so that the admission writer's commits never pay for a checkpoint.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.read).await?;
+        }
+        Ok(())
     }
 
     /// Closes both pools, waiting for running queries.

@@ -89,8 +89,8 @@ pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError
     request_body = JoinBody,
     responses(
         (status = 200, description = "Admitted", body = JoinResponse),
-        (status = 400, description = "invalid_name / invalid_json / invalid_identity (a personal link that is forged, for another room, or expired)", body = ErrorBody),
-        (status = 403, description = "banned: removed by the host", body = ErrorBody),
+        (status = 400, description = "invalid_name / invalid_json", body = ErrorBody),
+        (status = 403, description = "banned: removed by the host; invalid_identity: a personal link that is forged, for another room, or expired", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "full", body = ErrorBody),
         (status = 410, description = "ended or expired", body = ErrorBody),
@@ -113,7 +113,8 @@ pub async fn join(
     };
     let (name, user_ref) = match body.identity.as_deref() {
         Some(token) => {
-            let who = state.rooms.identity(&id, token).map_err(|e| ApiError::bad_request("invalid_identity", e.to_string()))?;
+            // A seal that does not hold is a refused credential, like a wrong token: 403.
+            let who = state.rooms.identity(&id, token).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "invalid_identity", e.to_string()))?;
             (who.name, Some(who.user_ref))
         }
         None => (body.name, None),
