@@ -288,3 +288,23 @@ async fn cards_converge_under_injected_faults() {
     assert_eq!(double.retry_after_violations(), 0, "a call reached a channel before its retry_after");
     h.stop().await;
 }
+
+/// Two people type `/call` in one channel at once: each gets their own host link, in their own
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_at_once_each_answer_their_caller() {
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let mode = DiscordMode::Interactions;
+    let h = Harness::start(discord_config(&db, &double, mode)).await;
+    let (first, second) = (command("700", "call", json!([]), HOST, "Ada", "0"), command("701", "call", json!([]), MEMBER, "Bob", "0"));
+    let (a, b) = tokio::join!(send(&h, &double, mode, &first), send(&h, &double, mode, &second));
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    let link = |token: &str| double.original(token).and_then(|o| o["content"].as_str().map(str::to_owned));
+    assert!(eventually(WAIT, || async { link("itoken-700").is_some() && link("itoken-701").is_some() }).await);
+    let (la, lb) = (link("itoken-700").unwrap(), link("itoken-701").unwrap());
+    assert!(la.contains("#host=") && lb.contains("#host="), "{la} / {lb}");
+    assert_ne!(la, lb, "each caller got their own room's host link");
+    assert_eq!(double.messages_in(CHANNEL).len(), 2, "two cards");
+    h.stop().await;
+}

@@ -30,7 +30,7 @@ pub mod rest;
 use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageRef, Pacing, SendError, UserRef};
 use reqwest::Method;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -79,6 +79,7 @@ pub enum DiscordError {
 
 /// A slash command answered with "thinking…", waiting for the bridge's words.
 struct Pending {
+    chat: String,
     user: String,
     token: String,
     at: Instant,
@@ -93,8 +94,10 @@ pub struct DiscordAdapter {
     /// Checks interactions-endpoint requests; `None` in gateway mode.
     key: Option<ed25519_dalek::VerifyingKey>,
     rest: rest::Rest,
-    /// chat → the latest deferred slash command there. A std Mutex, never held across `.await`.
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Deferred slash commands, oldest first: the bridge handles events in order, so its next
+    /// reply in a chat (or private word to a user) belongs to the oldest one there. A std
+    /// Mutex, never held across `.await`.
+    pending: Mutex<VecDeque<Pending>>,
 }
 
 impl DiscordAdapter {
@@ -147,14 +150,14 @@ impl DiscordAdapter {
 
     fn remember(&self, chat: &str, user: &str, token: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.at.elapsed() < INTERACTION_TTL);
-        pending.insert(chat.to_owned(), Pending { user: user.to_owned(), token: token.to_owned(), at: Instant::now() });
+        pending.retain(|p| p.at.elapsed() < INTERACTION_TTL);
+        pending.push_back(Pending { chat: chat.to_owned(), user: user.to_owned(), token: token.to_owned(), at: Instant::now() });
     }
 
-    fn take_pending(&self, matches: impl Fn(&String, &Pending) -> bool) -> Option<String> {
+    fn take_pending(&self, matches: impl Fn(&Pending) -> bool) -> Option<String> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let chat = pending.iter().find(|(c, p)| matches(c, p) && p.at.elapsed() < INTERACTION_TTL).map(|(c, _)| c.clone())?;
-        pending.remove(&chat).map(|p| p.token)
+        let at = pending.iter().position(|p| matches(p) && p.at.elapsed() < INTERACTION_TTL)?;
+        pending.remove(at).map(|p| p.token)
     }
 
     /// Gives Discord the immediate answer to an interaction that came over the gateway.
@@ -203,7 +206,7 @@ impl ChatAdapter for DiscordAdapter {
         Box::pin(async move {
             // Shown as typed: Markdown escaped, no pings.
             let text = card::escape_markdown(text);
-            if let Some(token) = self.take_pending(|c, _| c == &chat.0) {
+            if let Some(token) = self.take_pending(|p| p.chat == chat.0) {
                 return self.answer_deferred(&token, &text).await;
             }
             let body = json!({"content": clip(&text), "allowed_mentions": card::no_mentions()});
@@ -214,7 +217,7 @@ impl ChatAdapter for DiscordAdapter {
     fn send_private<'a>(&'a self, user: &'a UserRef, text: &'a str) -> BoxFuture<'a, Result<ChatRef, SendError>> {
         Box::pin(async move {
             // "Privately" is the ephemeral answer to the user's own slash command.
-            let token = self.take_pending(|_, p| p.user == user.0).ok_or(SendError::Unsupported)?;
+            let token = self.take_pending(|p| p.user == user.0).ok_or(SendError::Unsupported)?;
             self.answer_deferred(&token, text).await?;
             Ok(ChatRef(format!("ephemeral:{}", user.0)))
         })

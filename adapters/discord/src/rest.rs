@@ -40,6 +40,15 @@ impl Rest {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Holds `route` until `until`, forgetting routes whose wait is over (webhook routes carry
+    /// one-off interaction tokens).
+    fn hold(&self, route: String, until: Instant) {
+        let mut buckets = self.bucket();
+        let now = Instant::now();
+        buckets.retain(|_, at| *at > now);
+        buckets.insert(route, until);
+    }
+
     /// One call; `Value::Null` for 204.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SendError> {
         let route = format!("{method} {path}");
@@ -69,7 +78,7 @@ impl Rest {
         let seconds = |v: Option<String>| v.and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0);
         if header("x-ratelimit-remaining").as_deref() == Some("0") {
             if let Some(after) = seconds(header("x-ratelimit-reset-after")) {
-                self.bucket().insert(route.clone(), Instant::now() + Duration::from_secs_f64(after.min(3600.0)));
+                self.hold(route.clone(), Instant::now() + Duration::from_secs_f64(after.min(3600.0)));
             }
         }
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -77,7 +86,7 @@ impl Rest {
             StatusCode::TOO_MANY_REQUESTS => {
                 let after = seconds(json["retry_after"].as_f64().map(|s| s.to_string())).or_else(|| seconds(header("retry-after"))).unwrap_or(1.0);
                 let wait = Duration::from_secs_f64(after.min(3600.0));
-                self.bucket().insert(route, Instant::now() + wait);
+                self.hold(route, Instant::now() + wait);
                 Err(SendError::RetryAfter(wait))
             }
             s if s.is_server_error() => Err(SendError::Transient(format!("Discord answered {s}"))),
