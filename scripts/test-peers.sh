@@ -46,6 +46,11 @@ if ! command -v chromium >/dev/null; then
   log "installing Debian's chromium"
   apt_install chromium fonts-dejavu-core
 fi
+# The browser tests read the daemon's SQLite file (to seal a personal link as a chat would).
+if ! command -v sqlite3 >/dev/null; then
+  log "installing sqlite3"
+  apt_install sqlite3
+fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   log "installing node and npm"
   apt_install nodejs npm

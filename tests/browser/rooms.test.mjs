@@ -1,11 +1,13 @@
 // Room pages in a real Chromium with fake camera and microphone: two participants decode each
 // other's media, voice rooms carry audio only, and the host's lock, knock/admit, remove and end
-// reach every page. Screenshots land in $CALLBRIDGE_ARTIFACTS (default test-artifacts/).
+// reach every page; a personal link fixes the joiner's name. Screenshots land in
+// $CALLBRIDGE_ARTIFACTS (default test-artifacts/).
 //
 // Run by scripts/test after the Rust tests, against the daemon binary in $CALLBRIDGE_BIN.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, writeFileSync, mkdirSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +18,7 @@ const BIN = process.env.CALLBRIDGE_BIN;
 const ARTIFACTS = process.env.CALLBRIDGE_ARTIFACTS ?? 'test-artifacts';
 const API_TOKEN = 'browser-test-api-token-0123456789';
 const HOSTILE = '<img src=x onerror=alert(1)>';
-let daemon, base, browser, logPath;
+let daemon, base, browser, logPath, dbPath;
 const alerts = [];
 
 const freePort = () => new Promise((resolve, reject) => {
@@ -39,6 +41,7 @@ before(async () => {
   assert.ok(BIN, 'CALLBRIDGE_BIN must name the daemon binary');
   mkdirSync(ARTIFACTS, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-browser-'));
+  dbPath = join(dir, 'callbridge.db');
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   writeFileSync(join(dir, 'config.toml'), [
@@ -187,4 +190,46 @@ test('the daemon log carries no token', async () => {
   assert.ok(log.length > 0);
   assert.ok(!log.includes(API_TOKEN), 'API token in the log');
   assert.ok(!/token=[A-Za-z0-9]{20,}/.test(log), 'a participant token in the log');
+});
+
+/** A personal link's token, sealed as a chat would have it sealed (src/identity.rs). */
+function personalToken(roomId, userRef, name, expiresMs) {
+  // The key every node shares lives in the database.
+  const key = execFileSync('sqlite3', [dbPath, "SELECT value FROM secrets WHERE name = 'identity_key'"]).toString().trim();
+  const mac = createHmac('sha256', Buffer.from(key, 'hex'));
+  for (const part of ['callbridge-identity-v1', roomId, String(expiresMs), userRef, name]) {
+    mac.update(part);
+    mac.update(Buffer.from([0]));
+  }
+  const hex = (s) => Buffer.from(s, 'utf8').toString('hex');
+  return `${expiresMs}.${hex(userRef)}.${hex(name)}.${mac.digest('hex')}`;
+}
+
+test('a personal link fixes the name, hides its token, and joins under the vouched name', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Personal' })).body;
+  const name = 'Ada Lovelace <b>';
+  const p = await page();
+  await p.goto(`${room.url}#as=${personalToken(room.id, 'discord:42', name, Date.now() + 3600_000)}`);
+  const input = p.locator('#name');
+  assert.equal(await input.inputValue(), name);
+  assert.equal(await input.evaluate((el) => el.readOnly), true, 'the name is the chat\'s, not typed');
+  assert.ok(!p.url().includes('#as='), 'the token leaves the address bar');
+  await p.click('#join');
+  await p.waitForURL(/\/room$/);
+  await until('in the room', () => p.evaluate(() => window.callbridge?.state === 'in-room'));
+  const view = (await api('GET', `/api/v1/rooms/${room.id}`)).body;
+  assert.deepEqual(view.participants.map((x) => x.name), [name]);
+
+  // A forged link: the page says so, frees the name field, and a typed name still gets in.
+  const forged = personalToken(room.id, 'discord:42', name, Date.now() + 3600_000).replace(/.$/, (c) => (c === '0' ? '1' : '0'));
+  const q = await page();
+  await q.goto(`${room.url}#as=${forged}`);
+  await q.click('#join');
+  await until('the refusal shown', async () => (await q.locator('#form-error').textContent()).includes('not valid'));
+  assert.equal(await q.locator('#name').evaluate((el) => el.readOnly), false);
+  await q.fill('#name', 'Typed Name');
+  await q.click('#join');
+  await q.waitForURL(/\/room$/);
+  await p.context().close();
+  await q.context().close();
 });
