@@ -89,6 +89,21 @@ async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
     assert_eq!(s, StatusCode::OK);
     assert!(card_shows(&double, GROUP, "Bob &lt;b&gt;bold&lt;/b&gt; &amp; co").await, "{:?}", card(&double, GROUP));
 
+    // "Join as me": the personal link goes to the presser's private chat with the bot, and it
+    // joins under their Telegram name; someone who never started the bot is told how.
+    let (_, _, markup) = card(&double, GROUP).unwrap();
+    assert_eq!(markup["inline_keyboard"][0][1]["callback_data"], "me");
+    let told = press(&double, card_id, OTHER, "Mallory", "me").await;
+    assert_eq!(told["show_alert"], true);
+    assert!(told["text"].as_str().unwrap().contains("private chat"), "{told}");
+    let sent = press(&double, card_id, HOST, HOST_NAME, "me").await;
+    assert!(sent["text"].as_str().unwrap().contains("sent you"), "{sent}");
+    let dm = double.messages_in(HOST).into_iter().map(|(_, m)| m.text).find(|t| t.contains("#as=")).expect("the personal link, privately");
+    assert!(!double.messages_in(GROUP).iter().any(|(_, m)| m.text.contains("#as=")), "never in the group");
+    let identity = dm.split("#as=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let r = h.http.post(format!("{}/r/{room_id}/join", h.base)).json(&json!({"name": "typed", "identity": identity})).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], HOST_NAME);
+
     // `/who` answers in plain text.
     double.say(GROUP, OTHER, "Mallory", "/who");
     assert!(eventually(WAIT, || async {

@@ -242,9 +242,9 @@ impl Bridge {
         }
     }
 
-    /// A host power, checked: the room's host or a chat admin.
-    /// A link that joins the presser under their chat name. It goes to them alone (as an
-    /// alert: something they must see), never to the chat.
+    /// A link that joins the presser under their chat name. It goes to them alone, never to
+    /// the chat: in a private chat where the platform has one (Telegram), else as an answer
+    /// only they see (an alert: Discord's ephemeral message).
     async fn personal_link(&self, platform: &str, room_id: &str, actor: &Actor) -> Outcome {
         let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
         if view.ended {
@@ -253,9 +253,19 @@ impl Bridge {
         let name: String = actor.display_name.chars().filter(|c| !c.is_control()).take(crate::room::MAX_NAME_CHARS).collect();
         let name = if name.trim().is_empty() { "Guest".to_owned() } else { name.trim().to_owned() };
         let link = self.rooms.personal_url(room_id, &format!("{platform}:{}", actor.user), &name);
-        Err(format!("Your personal link: it joins you as {name}. Don't share it.\n{link}"))
+        let text = format!("Your personal link: it joins you as {name}. Don't share it.\n{link}");
+        let Some(dm) = self.adapter.private_chat(&actor.user) else { return Err(text) };
+        self.pacer.wait_turn(&dm).await;
+        match self.adapter.send_private(&actor.user, &text).await {
+            Ok(_) => Ok("I sent you your personal link in our private chat.".into()),
+            Err(error) => {
+                tracing::info!(%error, "cannot send a personal link privately");
+                Err("Open a private chat with me and press Start, then press Join as me again.".into())
+            }
+        }
     }
 
+    /// A host power, checked: the room's host or a chat admin.
     async fn host_action(&self, room_id: &str, actor: &Actor, action: CardAction) -> Outcome {
         let admit = matches!(action, CardAction::Admit(_));
         let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;

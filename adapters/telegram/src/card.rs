@@ -126,15 +126,18 @@ pub fn render_html(card: &Card) -> String {
     s.trim_end().to_owned()
 }
 
-/// The card's buttons: Join (a URL button), Lock/Unlock and End, Admit/Deny per knock. An
-/// ended card has none.
+/// The card's buttons: Join (a URL button) and Join as me (a personal link, sent privately),
+/// Lock/Unlock and End, Admit/Deny per knock. An ended card has none.
 pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
     if card.status.is_over() {
         return InlineKeyboardMarkup::default();
     }
     let mut rows = Vec::new();
     if let Ok(url) = url::Url::parse(&card.link) {
-        rows.push(vec![InlineKeyboardButton::url("Join", url)]);
+        rows.push(vec![
+            InlineKeyboardButton::url("Join", url),
+            InlineKeyboardButton::callback("🙋 Join as me", CardAction::JoinAsMe.encode()),
+        ]);
     }
     let lock = match card.status {
         CardStatus::Locked => InlineKeyboardButton::callback("🔓 Unlock", CardAction::Unlock.encode()),
