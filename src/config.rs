@@ -469,6 +469,13 @@ impl Config {
         if let Some(d) = self.discord_enabled() {
             let limits = AdapterLimits { per_minute: (d.per_minute, 120), request_timeout: d.request_timeout };
             check_adapter("discord", d.token.as_ref(), &d.api_url, limits).map_err(|(key, m)| invalid(key, m))?;
+            let snowflake = |id: &String| !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
+            if !d.guild_ids.iter().all(snowflake) {
+                return Err(invalid("discord.guild_ids", "must be numeric guild ids".into()));
+            }
+            if !d.admin_role_ids.iter().all(snowflake) {
+                return Err(invalid("discord.admin_role_ids", "must be numeric role ids".into()));
+            }
             if d.application_id.is_empty() || !d.application_id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid("discord.application_id", "is required: the application's numeric id".into()));
             }

@@ -11,10 +11,17 @@ use std::sync::Arc;
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn,serenity=warn";
 
 /// Installs the global subscriber; `secrets` are masked in every line.
-pub fn init(secrets: Vec<String>) {
+pub fn init(mut secrets: Vec<String>) {
+    // Longest first, so a secret that contains another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let secrets: Arc<[String]> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
+    // Websocket frames are logged as raw bytes, which no mask can match: never log them.
+    for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into()))
+        .with_env_filter(filter)
         .with_writer(move || Redact { out: std::io::stderr(), secrets: secrets.clone() })
         .init();
 }

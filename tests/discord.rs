@@ -210,6 +210,8 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     assert!(eventually(WAIT, || async { double.original("itoken-300").is_some_and(|o| o["content"].as_str().unwrap().contains("In the call")) }).await);
     send(&h, &double, mode, &command("301", "end", json!([]), HOST, "Ada", "0")).await;
     assert!(card_shows(&double, "Attendance").await, "{}", card_text(&double));
+    // Every slash command gets its answer, even one whose result the card already shows.
+    assert!(eventually(WAIT, || async { double.original("itoken-301").is_some() }).await, "the /end caller is answered");
     assert_eq!(double.card(CHANNEL).unwrap().1.body["components"], json!([]));
     assert_eq!(h.join(&room, "After", None).await.0, StatusCode::GONE);
 

@@ -88,17 +88,26 @@ impl Bridge {
     async fn handle(&self, event: ChatEvent) {
         let platform = self.adapter.platform();
         match event {
-            ChatEvent::Command { chat, actor, command, private } => {
+            ChatEvent::Command { chat, actor, command, private, answer } => {
                 let span = tracing::info_span!("command", platform, chat = %chat);
                 let _ = &span;
                 tracing::debug!(parent: &span, ?command, "command");
                 let reply = match command {
-                    Command::Call { kind, title } => self.call(&chat, &actor, kind, title, private).await,
+                    // With an answer handle, the host link is the command's (private) answer.
+                    Command::Call { kind, title } => self.call(&chat, &actor, kind, title, private || answer.is_some()).await,
                     Command::Help => Some(HELP.to_owned()),
                     other => self.room_command(&chat, &actor, other).await,
                 };
-                if let Some(text) = reply {
-                    self.reply(&chat, &text).await;
+                match (answer, reply) {
+                    // A command awaiting its answer always gets one: the card shows the rest.
+                    (Some(ack), reply) => {
+                        let text = reply.unwrap_or_else(|| "Done: the card shows it.".to_owned());
+                        if let Err(error) = self.adapter.answer_command(&ack, &text).await {
+                            tracing::warn!(%error, "cannot answer a command");
+                        }
+                    }
+                    (None, Some(text)) => self.reply(&chat, &text).await,
+                    (None, None) => {}
                 }
             }
             ChatEvent::Action { chat, message, actor, action, ack } => {

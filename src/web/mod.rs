@@ -56,7 +56,8 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.rooms.config().server.max_body_bytes;
     let router = Router::new();
     #[cfg(feature = "discord")]
-    let router = router.route("/discord/interactions", post(discord::interactions));
+    // A button press carries its whole message (embed and buttons): more than a join body.
+    let router = router.route("/discord/interactions", post(discord::interactions).layer(DefaultBodyLimit::max(256 * 1024)));
     router
         .route("/healthz", get(healthz))
         .route("/r/{id}/join", post(join::join))

@@ -34,7 +34,8 @@ pub enum SendError {
     Unsupported,
 }
 
-/// What the adapter needs to answer a button press (e.g. a Telegram callback query id).
+/// What the adapter needs to answer a button press or a command (a Telegram callback query
+/// id, a Discord interaction token).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActionAck(pub String);
 
@@ -75,6 +76,12 @@ pub trait ChatAdapter: Send + Sync + 'static {
     fn private_chat(&self, user: &UserRef) -> Option<ChatRef> {
         let _ = user;
         None
+    }
+
+    /// Answers a command that carried an `answer` handle, to its sender alone.
+    fn answer_command<'a>(&'a self, ack: &'a ActionAck, text: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
+        let _ = (ack, text);
+        Box::pin(async { Err(SendError::Unsupported) })
     }
 
     /// Answers a button press: `text` is shown to the presser only; `alert` asks for something

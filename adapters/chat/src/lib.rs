@@ -66,6 +66,9 @@ pub enum ChatEvent {
         command: Command,
         /// Whether the chat is a private (one-to-one) chat with the bot.
         private: bool,
+        /// Where the platform wants the answer to this command, seen by its sender alone
+        /// (Discord's deferred interaction response); `None` answers in the chat.
+        answer: Option<ActionAck>,
     },
     /// A press on a button of a posted card.
     Action {

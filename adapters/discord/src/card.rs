@@ -100,6 +100,10 @@ pub fn render(card: &Card) -> Value {
             let _ = writeln!(d, "\n✋ **Asking to join:** {names}");
         }
     }
+    // The lists keep their own budgets; this keeps the whole under Discord's 4096.
+    if d.chars().count() > 4000 {
+        d = d.chars().take(3990).collect::<String>() + "…";
+    }
     let title: String = card.title.as_deref().map(e).unwrap_or_else(|| kind.to_owned()).chars().take(240).collect();
     let mut embed = json!({
         "title": format!("{icon} {title}"),
@@ -189,5 +193,11 @@ mod tests {
         assert_eq!(v["components"], json!([]));
         let d = v["embeds"][0]["description"].as_str().unwrap();
         assert!(d.chars().count() <= 4096 && d.contains("Attendance** (300)") && d.contains("… and"), "{}", d.len());
+        let mut crowded = card();
+        crowded.present = (0..300).map(|i| format!("{}{i}", "p".repeat(60))).collect();
+        crowded.knocks = (0..300).map(|i| Knock { id: format!("k{i}"), name: "k".repeat(64) }).collect();
+        crowded.host_name = Some("h".repeat(64));
+        let d = render(&crowded)["embeds"][0]["description"].as_str().unwrap().to_owned();
+        assert!(d.chars().count() <= 4096, "{}", d.chars().count());
     }
 }

@@ -125,8 +125,8 @@ impl DiscordAdapter {
                     "help" => Command::Help,
                     other => return Err(format!("unknown command {other:?}")),
                 };
-                self.remember(&chat.0, &actor.user.0, &i.token);
-                let event = ChatEvent::Command { chat, actor, command, private: i.guild_id.is_none() };
+                let answer = Some(ActionAck(i.token.clone()));
+                let event = ChatEvent::Command { chat, actor, command, private: i.guild_id.is_none(), answer };
                 // "Thinking…", seen by the caller alone; the bridge's answer fills it in.
                 Ok((json!({"type": 5, "data": {"flags": 64}}), Some(event)))
             }

@@ -13,7 +13,8 @@
 //! bot token ([`rest`]), reading `X-RateLimit-*` and honouring 429 `retry_after`.
 //!
 //! A slash command is answered at once with a deferred, ephemeral ("only you can see this")
-//! response; the bridge's reply, or the host link, then fills it in. The join card itself is
+//! response; the event carries its token, and the bridge's answer (or the host link) fills it
+//! in. The join card itself is
 //! a channel message, so it can be edited with the bot token long after the interaction's
 //! 15-minute token has expired.
 //!
@@ -27,13 +28,10 @@ pub mod gateway;
 pub mod interaction;
 pub mod rest;
 
-use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageRef, Pacing, SendError, UserRef};
+use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageRef, Pacing, SendError};
 use reqwest::Method;
 use serde_json::json;
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What the adapter needs to run.
@@ -77,27 +75,12 @@ pub enum DiscordError {
     Client(String),
 }
 
-/// A slash command answered with "thinking…", waiting for the bridge's words.
-struct Pending {
-    chat: String,
-    user: String,
-    token: String,
-    at: Instant,
-}
-
-/// Interaction tokens last 15 minutes; a little less leaves room for the call itself.
-const INTERACTION_TTL: Duration = Duration::from_secs(14 * 60);
-
 /// The Discord adapter. Share it as `Arc<DiscordAdapter>`.
 pub struct DiscordAdapter {
     settings: Settings,
     /// Checks interactions-endpoint requests; `None` in gateway mode.
     key: Option<ed25519_dalek::VerifyingKey>,
     rest: rest::Rest,
-    /// Deferred slash commands, oldest first: the bridge handles events in order, so its next
-    /// reply in a chat (or private word to a user) belongs to the oldest one there. A std
-    /// Mutex, never held across `.await`.
-    pending: Mutex<VecDeque<Pending>>,
 }
 
 impl DiscordAdapter {
@@ -107,7 +90,7 @@ impl DiscordAdapter {
             None => None,
         };
         let rest = rest::Rest::new(&settings).map_err(|e| DiscordError::Client(e.to_string()))?;
-        Ok(std::sync::Arc::new(DiscordAdapter { settings, key, rest, pending: Mutex::default() }))
+        Ok(std::sync::Arc::new(DiscordAdapter { settings, key, rest }))
     }
 
     /// Registers the slash commands (retried until they are in), then idles until `cancel`.
@@ -148,28 +131,24 @@ impl DiscordAdapter {
         Ok(())
     }
 
-    fn remember(&self, chat: &str, user: &str, token: &str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|p| p.at.elapsed() < INTERACTION_TTL);
-        pending.push_back(Pending { chat: chat.to_owned(), user: user.to_owned(), token: token.to_owned(), at: Instant::now() });
-    }
-
-    fn take_pending(&self, matches: impl Fn(&Pending) -> bool) -> Option<String> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let at = pending.iter().position(|p| matches(p) && p.at.elapsed() < INTERACTION_TTL)?;
-        pending.remove(at).map(|p| p.token)
-    }
-
     /// Gives Discord the immediate answer to an interaction that came over the gateway.
     pub async fn respond(&self, interaction_id: &str, token: &str, answer: serde_json::Value) -> Result<(), SendError> {
         self.rest.call(Method::POST, &format!("/interactions/{interaction_id}/{token}/callback"), Some(answer)).await.map(|_| ())
     }
 
-    /// Fills in a deferred ephemeral response.
-    async fn answer_deferred(&self, token: &str, text: &str) -> Result<(), SendError> {
-        let app = &self.settings.application_id;
-        let body = json!({"content": clip(text), "allowed_mentions": card::no_mentions()});
-        self.rest.call(Method::PATCH, &format!("/webhooks/{app}/{token}/messages/@original"), Some(body)).await.map(|_| ())
+    /// A call on an interaction's webhook. In endpoint mode the bridge can get there before
+    /// Discord has taken the endpoint's own answer, so "unknown webhook" is retried briefly.
+    async fn webhook(&self, method: Method, path: &str, body: serde_json::Value) -> Result<(), SendError> {
+        let mut tries = 0;
+        loop {
+            match self.rest.call(method.clone(), path, Some(body.clone())).await {
+                Err(SendError::Refused(why)) if why.contains("404") && tries < 4 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
     }
 }
 
@@ -206,20 +185,17 @@ impl ChatAdapter for DiscordAdapter {
         Box::pin(async move {
             // Shown as typed: Markdown escaped, no pings.
             let text = card::escape_markdown(text);
-            if let Some(token) = self.take_pending(|p| p.chat == chat.0) {
-                return self.answer_deferred(&token, &text).await;
-            }
             let body = json!({"content": clip(&text), "allowed_mentions": card::no_mentions()});
             self.rest.call(Method::POST, &format!("/channels/{}/messages", chat.0), Some(body)).await.map(|_| ())
         })
     }
 
-    fn send_private<'a>(&'a self, user: &'a UserRef, text: &'a str) -> BoxFuture<'a, Result<ChatRef, SendError>> {
+    fn answer_command<'a>(&'a self, ack: &'a ActionAck, text: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            // "Privately" is the ephemeral answer to the user's own slash command.
-            let token = self.take_pending(|p| p.user == user.0).ok_or(SendError::Unsupported)?;
-            self.answer_deferred(&token, text).await?;
-            Ok(ChatRef(format!("ephemeral:{}", user.0)))
+            // Fills in the deferred ("thinking…") answer only the sender sees.
+            let app = &self.settings.application_id;
+            let body = json!({"content": clip(&card::escape_markdown(text)), "allowed_mentions": card::no_mentions()});
+            self.webhook(Method::PATCH, &format!("/webhooks/{app}/{}/messages/@original", ack.0), body).await
         })
     }
 
@@ -230,7 +206,7 @@ impl ChatAdapter for DiscordAdapter {
             let Some(text) = text.filter(|_| alert) else { return Ok(()) };
             let app = &self.settings.application_id;
             let body = json!({"content": clip(&card::escape_markdown(text)), "flags": 64, "allowed_mentions": card::no_mentions()});
-            self.rest.call(Method::POST, &format!("/webhooks/{app}/{}", ack.0), Some(body)).await.map(|_| ())
+            self.webhook(Method::POST, &format!("/webhooks/{app}/{}", ack.0), body).await
         })
     }
 }

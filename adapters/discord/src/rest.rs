@@ -30,7 +30,7 @@ impl Rest {
         Ok(Rest {
             http,
             base: format!("{}/api/v10", settings.api_url.as_str().trim_end_matches('/')),
-            authorization: format!("Bot {}", settings.token),
+            authorization: format!("Bot {}", settings.token.trim().trim_start_matches("Bot ")),
             timeout: settings.request_timeout,
             buckets: Mutex::default(),
         })
@@ -91,7 +91,13 @@ impl Rest {
             }
             s if s.is_server_error() => Err(SendError::Transient(format!("Discord answered {s}"))),
             s if s.is_success() => Ok(json),
-            s => Err(SendError::Refused(format!("Discord answered {s}: {}", json["message"].as_str().unwrap_or("")))),
+            // Gone for good: the message, channel or webhook no longer exists, or the bot may no
+            // longer post there. Anything else (a reset token, a bad request) must not make the
+            // updater give up on a card.
+            s @ (StatusCode::NOT_FOUND | StatusCode::FORBIDDEN) => {
+                Err(SendError::Refused(format!("Discord answered {s}: {}", json["message"].as_str().unwrap_or(""))))
+            }
+            s => Err(SendError::Transient(format!("Discord answered {s}: {}", json["message"].as_str().unwrap_or("")))),
         }
     }
 }

@@ -194,6 +194,7 @@ impl TelegramAdapter {
         );
         let is_admin = needs_admin && !private && self.is_admin(m.chat.id, from.id).await;
         Some(ChatEvent::Command {
+            answer: None,
             chat: ChatRef(m.chat.id.0.to_string()),
             actor: Actor { user: UserRef(from.id.0.to_string()), display_name: from.full_name(), is_admin },
             command,
