@@ -71,6 +71,11 @@ impl Node {
     }
 }
 
+/// Sends a request and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -134,16 +139,7 @@ guild_ids = ["{discord_guild}"]
     let card_room = shown.reply_markup["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let mut rooms = Vec::new();
     for i in 0..10 {
-        let v: Value = http
-            .post(format!("{base}/api/v1/rooms"))
-            .bearer_auth(API_TOKEN)
-            .json(&json!({"title": format!("Room {i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(http.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"title": format!("Room {i}")}))).await;
         let (id, host_token) = (v["id"].as_str().unwrap().to_owned(), v["host_token"].as_str().unwrap().to_owned());
         if i % 2 == 0 {
             let r = http.post(format!("{base}/api/v1/rooms/{id}/lock")).bearer_auth(&host_token).send().await.unwrap();
@@ -156,8 +152,7 @@ guild_ids = ["{discord_guild}"]
     // 1000 places (more than the load can fill before the kill), until the daemon is gone.
     let mut load_rooms = vec![card_room.clone()];
     for _ in 0..4 {
-        let v: Value = http.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"max_participants": 1000}))
-            .send().await.unwrap().json().await.unwrap();
+        let v = json_of(http.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"max_participants": 1000}))).await;
         load_rooms.push(v["id"].as_str().unwrap().to_owned());
     }
     let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
@@ -194,22 +189,14 @@ guild_ids = ["{discord_guild}"]
     // Every acknowledged join is recorded.
     let mut recorded = HashSet::new();
     for room in &load_rooms {
-        let v: Value = http.get(format!("{base}/api/v1/rooms/{room}")).bearer_auth(API_TOKEN).send().await.unwrap().json().await.unwrap();
+        let v = json_of(http.get(format!("{base}/api/v1/rooms/{room}")).bearer_auth(API_TOKEN)).await;
         recorded.extend(v["participants"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()));
     }
     let lost = acked.iter().filter(|(_, id, _)| !recorded.contains(id)).count();
     assert_eq!(lost, 0, "{lost} of {} acknowledged joins were lost", acked.len());
     // Their tokens still rejoin.
     let (first_room, first_id, first_token) = &acked[0];
-    let r: Value = http
-        .post(format!("{base}/r/{first_room}/join"))
-        .json(&json!({"name": "again", "token": first_token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = json_of(http.post(format!("{base}/r/{first_room}/join")).json(&json!({"name": "again", "token": first_token}))).await;
     assert_eq!((r["participant_id"].as_str(), r["rejoin"].as_bool()), (Some(first_id.as_str()), Some(true)));
 
     // No room and no lock is lost.
