@@ -18,6 +18,8 @@ pub const ENV_SECRETS: &[(&str, &str)] = &[
     ("CALLBRIDGE_DISCORD_TOKEN", "[discord] token (turns Discord on when the section is absent)"),
     ("CALLBRIDGE_DISCORD_APPLICATION_ID", "[discord] application_id"),
     ("CALLBRIDGE_DISCORD_PUBLIC_KEY", "[discord] public_key"),
+    ("CALLBRIDGE_MATRIX_PASSWORD", "[matrix] password"),
+    ("CALLBRIDGE_MATRIX_ACCESS_TOKEN", "[matrix] access_token"),
 ];
 
 /// Errors loading or validating the configuration. Messages name the file, line and key.
@@ -100,6 +102,9 @@ pub struct Config {
     /// The Discord bot; on when the section is present (and `enabled` is not false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discord: Option<DiscordConfig>,
+    /// The Matrix bot; on when the section is present (and `enabled` is not false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<MatrixConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,6 +343,68 @@ impl Default for DiscordConfig {
     }
 }
 
+/// `[matrix]`: the bot account that answers `!call` in Matrix rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatrixConfig {
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The homeserver's client-server API base, e.g. `https://matrix.example.org`. REQUIRED.
+    pub homeserver: String,
+    /// The bot's user id, `@callbridge:example.org` (or its localpart). REQUIRED.
+    pub user: String,
+    /// The bot's password, used for the first login only (or `CALLBRIDGE_MATRIX_PASSWORD`).
+    pub password: Option<Secret>,
+    /// Or an access token of an existing device (or `CALLBRIDGE_MATRIX_ACCESS_TOKEN`).
+    pub access_token: Option<Secret>,
+    /// The name of the bot's device, shown in members' device lists.
+    pub device_name: String,
+    /// What starts a command; `/call` works as well.
+    pub command_prefix: String,
+    /// Least power level that gives host powers (50 is a moderator).
+    pub admin_power_level: i64,
+    /// User ids whose invitations the bot accepts; with `auto_join_servers` both empty, anyone's.
+    pub auto_join_inviters: Vec<String>,
+    /// Homeservers whose users' invitations the bot accepts.
+    pub auto_join_servers: Vec<String>,
+    /// Also add an Element widget with the join link to the room (needs the power to send state).
+    pub widget: bool,
+    /// Least time between two messages or edits of the bot in one room.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per room per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
+    /// How long one request may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        MatrixConfig {
+            enabled: true,
+            homeserver: String::new(),
+            user: String::new(),
+            password: None,
+            access_token: None,
+            device_name: "callbridge".into(),
+            command_prefix: "!".into(),
+            admin_power_level: 50,
+            auto_join_inviters: Vec::new(),
+            auto_join_servers: Vec::new(),
+            widget: false,
+            // Synapse's default allows a user 0.2 messages a second after a burst of 10.
+            min_interval: Duration::from_secs(1),
+            per_minute: 12,
+            debounce: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The pacing keys every chat adapter section has: (value, largest allowed), and its timeout.
 struct AdapterLimits {
     per_minute: (u32, u32),
@@ -346,18 +413,24 @@ struct AdapterLimits {
 
 /// Checks what every chat adapter section shares; `Err` names the key.
 fn check_adapter(section: &'static str, token: Option<&Secret>, api_url: &str, limits: AdapterLimits) -> Result<(), (&'static str, String)> {
+    let (token_key, url_key) = if section == "matrix" { ("password", "homeserver") } else { ("token", "api_url") };
     let key = |k: &str| -> &'static str {
         const KEYS: &[&str] = &[
             "telegram.token", "telegram.api_url", "telegram.per_minute", "telegram.request_timeout",
             "discord.token", "discord.api_url", "discord.per_minute", "discord.request_timeout",
+            "matrix.password", "matrix.homeserver", "matrix.per_minute", "matrix.request_timeout",
         ];
         KEYS.iter().copied().find(|full| full.strip_prefix(section).and_then(|r| r.strip_prefix('.')) == Some(k)).unwrap_or(section)
     };
     if token.is_none_or(|t| t.expose().trim().is_empty()) {
-        return Err((key("token"), format!("is required (or set CALLBRIDGE_{}_TOKEN)", section.to_uppercase())));
+        let message = match section {
+            "matrix" => "or matrix.access_token is required (or set CALLBRIDGE_MATRIX_PASSWORD or CALLBRIDGE_MATRIX_ACCESS_TOKEN)".into(),
+            _ => format!("is required (or set CALLBRIDGE_{}_TOKEN)", section.to_uppercase()),
+        };
+        return Err((key(token_key), message));
     }
     if !url::Url::parse(api_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-        return Err((key("api_url"), "must be an http(s) URL".into()));
+        return Err((key(url_key), "must be an http(s) URL".into()));
     }
     let (per_minute, most) = limits.per_minute;
     if !(1..=most).contains(&per_minute) {
@@ -421,11 +494,25 @@ impl Config {
         if let Some(v) = get("CALLBRIDGE_DISCORD_PUBLIC_KEY").filter(|v| !v.is_empty()) {
             self.discord.get_or_insert_with(DiscordConfig::default).public_key = v;
         }
+        // The Matrix secrets never turn the adapter on alone: it needs a homeserver and a user.
+        if let Some(m) = self.matrix.as_mut() {
+            if let Some(v) = get("CALLBRIDGE_MATRIX_PASSWORD").filter(|v| !v.is_empty()) {
+                m.password = Some(Secret(v));
+            }
+            if let Some(v) = get("CALLBRIDGE_MATRIX_ACCESS_TOKEN").filter(|v| !v.is_empty()) {
+                m.access_token = Some(Secret(v));
+            }
+        }
     }
 
     /// The Discord section when the adapter is on.
     pub fn discord_enabled(&self) -> Option<&DiscordConfig> {
         self.discord.as_ref().filter(|d| d.enabled)
+    }
+
+    /// The Matrix section when the adapter is on.
+    pub fn matrix_enabled(&self) -> Option<&MatrixConfig> {
+        self.matrix.as_ref().filter(|m| m.enabled)
     }
 
     /// The Telegram section when the adapter is on.
@@ -484,6 +571,30 @@ impl Config {
                 return Err(invalid("discord.public_key", "must be the application's 64-character hex public key (required in interactions mode)".into()));
             }
         }
+        if let Some(m) = self.matrix_enabled() {
+            let limits = AdapterLimits { per_minute: (m.per_minute, 600), request_timeout: m.request_timeout };
+            let credential = m.password.as_ref().or(m.access_token.as_ref());
+            check_adapter("matrix", credential, &m.homeserver, limits).map_err(|(key, m)| invalid(key, m))?;
+            let user_ok = match m.user.strip_prefix('@') {
+                Some(full) => full.split_once(':').is_some_and(|(local, server)| !local.is_empty() && !server.is_empty()),
+                None => !m.user.is_empty() && !m.user.contains(':'),
+            };
+            if !user_ok || m.user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("matrix.user", "is required: the bot's user id (@name:server) or localpart".into()));
+            }
+            let prefix_ok = (1..=8).contains(&m.command_prefix.chars().count())
+                && !m.command_prefix.chars().any(|c| c.is_whitespace() || c.is_control() || c.is_alphanumeric());
+            if !prefix_ok {
+                return Err(invalid("matrix.command_prefix", "must be 1 to 8 symbols, such as ! or .".into()));
+            }
+            let server_ok = |s: &String| !s.is_empty() && !s.contains(['@', '/', ' ']);
+            if !m.auto_join_inviters.iter().all(|u| u.starts_with('@') && u.contains(':')) {
+                return Err(invalid("matrix.auto_join_inviters", "must be full user ids (@name:server)".into()));
+            }
+            if !m.auto_join_servers.iter().all(server_ok) {
+                return Err(invalid("matrix.auto_join_servers", "must be server names (example.org)".into()));
+            }
+        }
         Ok(())
     }
 
@@ -493,6 +604,7 @@ impl Config {
             .into_iter()
             .chain(self.telegram.iter().map(|t| &t.token))
             .chain(self.discord.iter().map(|d| &d.token))
+            .chain(self.matrix.iter().flat_map(|m| [&m.password, &m.access_token]))
             .flatten()
             .map(|s| s.expose().to_owned())
             .collect();

@@ -200,6 +200,35 @@ fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, s
         workers.spawn(adapter.run(tx, stop.clone()));
         tracing::info!(api_url = %t.api_url, "telegram adapter started");
     }
+    #[cfg(feature = "matrix")]
+    if let Some(m) = config.matrix_enabled() {
+        use callbridge_chat::Pacing;
+        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().trim().to_owned()).filter(|s| !s.is_empty());
+        let settings = callbridge_matrix::Settings {
+            homeserver: url::Url::parse(&m.homeserver).context("matrix.homeserver")?,
+            user: m.user.clone(),
+            password: expose(&m.password),
+            access_token: expose(&m.access_token),
+            device_name: m.device_name.clone(),
+            command_prefix: m.command_prefix.clone(),
+            admin_power_level: m.admin_power_level,
+            auto_join: callbridge_matrix::AutoJoin { inviters: m.auto_join_inviters.clone(), servers: m.auto_join_servers.clone() },
+            widget: m.widget,
+            store_dir: config.storage.data_dir.join("matrix"),
+            max_command_age: Duration::from_secs(600),
+            pacing: Pacing { min_interval: m.min_interval, per_minute: m.per_minute },
+            request_timeout: m.request_timeout,
+        };
+        let adapter = callbridge_matrix::MatrixAdapter::new(settings);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        crate::bridge::start(rooms.clone(), adapter.clone(), rx, crate::bridge::BridgeSettings { debounce: m.debounce }, workers, stop.clone());
+        workers.spawn(adapter.run(tx, stop.clone()));
+        tracing::info!(homeserver = %m.homeserver, "matrix adapter started");
+    }
+    #[cfg(not(feature = "matrix"))]
+    if config.matrix_enabled().is_some() {
+        anyhow::bail!("[matrix] is configured but this build has no `matrix` feature");
+    }
     #[cfg(not(feature = "discord"))]
     if config.discord_enabled().is_some() {
         anyhow::bail!("[discord] is configured but this build has no `discord` feature");

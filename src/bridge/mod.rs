@@ -95,7 +95,7 @@ impl Bridge {
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
                     Command::Call { kind, title } => self.call(&chat, &actor, kind, title, private || answer.is_some()).await,
-                    Command::Help => Some(HELP.to_owned()),
+                    Command::Help => Some(help(self.adapter.command_prefix())),
                     other => self.room_command(&chat, &actor, other).await,
                 };
                 match (answer, reply) {
@@ -196,8 +196,9 @@ impl Bridge {
             Ok(_) => None,
             Err(error) => {
                 tracing::info!(%error, "cannot send the host link privately");
+                let p = self.adapter.command_prefix();
                 Some(format!(
-                    "{}: I could not send you your host link privately. Open a private chat with me and send /start, then use /call there or the buttons here.",
+                    "{}: I could not send you your host link privately. Open a private chat with me and send {p}start, then use {p}call there or the buttons here.",
                     actor.display_name
                 ))
             }
@@ -208,7 +209,7 @@ impl Bridge {
     async fn room_command(&self, chat: &ChatRef, actor: &Actor, command: Command) -> Option<String> {
         let room_id = match cards::latest_open_room(&self.rooms.store, self.adapter.platform(), chat).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Some("No open call in this chat. Start one with /call.".into()),
+            Ok(None) => return Some(format!("No open call in this chat. Start one with {}call.", self.adapter.command_prefix())),
             Err(error) => {
                 tracing::warn!(%error, "cannot find the chat's room");
                 return Some("Something went wrong; try again.".into());
@@ -232,7 +233,7 @@ impl Bridge {
             Command::Unlock => CardAction::Unlock,
             Command::End => CardAction::End,
             Command::Admit { name } | Command::Deny { name } if name.is_empty() => {
-                return Some("Say whom: /admit NAME".into());
+                return Some(format!("Say whom: {}admit NAME", self.adapter.command_prefix()));
             }
             Command::Admit { name } => match self.rooms.store.pending_knock_by_name(&room_id, &name).await {
                 Ok(Some(id)) => CardAction::Admit(id),
@@ -347,9 +348,14 @@ fn knock_refusal(answer: &KnockAnswer) -> String {
     }
 }
 
-const HELP: &str = "I post call links with a live card of who is in.\n\
-/call [voice|video] [title] — start a call and post its join card\n\
-/who — who is in the call\n\
-/lock, /unlock — stop or allow new joiners (host or chat admins)\n\
-/end — end the call for everyone (host or chat admins)\n\
-People who arrive while a call is locked can ask to join; Admit or Deny them on the card.";
+/// What `/help` says, with the platform's command prefix.
+fn help(p: &str) -> String {
+    format!(
+        "I post call links with a live card of who is in.\n\
+         {p}call [voice|video] [title] — start a call and post its join card\n\
+         {p}who — who is in the call\n\
+         {p}lock, {p}unlock — stop or allow new joiners (host or chat admins)\n\
+         {p}end — end the call for everyone (host or chat admins)\n\
+         People who arrive while a call is locked can ask to join; admit or deny them on the card."
+    )
+}

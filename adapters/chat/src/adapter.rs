@@ -53,6 +53,11 @@ pub trait ChatAdapter: Send + Sync + 'static {
     /// A short lowercase name (`telegram`), stored beside each posted card.
     fn platform(&self) -> &'static str;
 
+    /// What starts a command in this platform's chats, as help texts should show it.
+    fn command_prefix(&self) -> &str {
+        "/"
+    }
+
     /// The per-chat limits every send and edit of the bot must keep.
     fn pacing(&self) -> Pacing;
 

@@ -1,0 +1,238 @@
+//! `Card` → a Matrix `m.notice`: an HTML `formatted_body` and a plain `body` fallback.
+//!
+//! Every user string (title, names, the link) is escaped. Reactions on the card stand in
+//! for buttons, so the card says which ones work.
+
+use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
+use std::fmt::Write;
+
+/// Escapes text for HTML (`<`, `>`, `&`, `"`, `'`).
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bytes one list of names may take, escaped. A Matrix event is at most 64 KiB, and an edit
+/// carries the card twice (fallback and `m.new_content`), each as HTML and plain text, then
+/// grows by a third when encrypted; three lists within this budget stay well inside.
+const LIST_BUDGET: usize = 2500;
+
+/// Joins `items` with `sep` until their length would pass `budget` bytes, then says how many
+/// were left out.
+fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str, budget: usize) -> String {
+    let total = items.len();
+    let (mut out, mut shown) = (String::new(), 0);
+    for item in items {
+        if shown > 0 && out.len() + sep.len() + item.len() > budget {
+            break;
+        }
+        if shown > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&item);
+        shown += 1;
+    }
+    if shown < total {
+        let _ = write!(out, "{sep}… and {} more", total - shown);
+    }
+    out
+}
+
+/// The reaction keys that act as card buttons, and what each does.
+pub const REACTIONS: &[(&str, CardAction)] = &[
+    ("🔒", CardAction::Lock),
+    ("🔓", CardAction::Unlock),
+    ("⏹", CardAction::End),
+    ("🙋", CardAction::JoinAsMe),
+];
+
+/// The action a reaction key stands for; emoji variation selectors are ignored, since clients
+/// differ in whether they send them.
+pub fn reaction_action(key: &str) -> Option<CardAction> {
+    let bare: String = key.chars().filter(|c| !matches!(c, '\u{FE0E}' | '\u{FE0F}')).collect();
+    REACTIONS.iter().find(|(k, _)| *k == bare).map(|(_, a)| a.clone())
+}
+
+/// A card rendered both ways.
+pub struct Rendered {
+    pub plain: String,
+    pub html: String,
+}
+
+/// Renders a card. `prefix` is the command prefix (`!`), for the knock hint.
+pub fn render(card: &Card, prefix: &str) -> Rendered {
+    let mut plain = Renderer { out: String::new(), html: false };
+    let mut html = Renderer { out: String::new(), html: true };
+    for r in [&mut plain, &mut html] {
+        r.card(card, prefix);
+    }
+    Rendered { plain: plain.out.trim_end().to_owned(), html: html.out.trim_end_matches("<br>").to_owned() }
+}
+
+/// One pass over the card, writing either HTML or plain text.
+struct Renderer {
+    out: String,
+    html: bool,
+}
+
+impl Renderer {
+    fn text(&self, s: &str) -> String {
+        if self.html { escape_html(s) } else { s.to_owned() }
+    }
+    fn bold(&self, s: &str) -> String {
+        if self.html { format!("<b>{s}</b>") } else { s.to_owned() }
+    }
+    fn line(&mut self, s: &str) {
+        self.out.push_str(s);
+        self.out.push_str(if self.html { "<br>" } else { "\n" });
+    }
+
+    fn card(&mut self, card: &Card, prefix: &str) {
+        let kind = match card.kind {
+            Kind::Video => "Video call",
+            Kind::Voice => "Voice call",
+        };
+        let icon = match card.kind {
+            Kind::Video => "🎥",
+            Kind::Voice => "🎙",
+        };
+        let title = card.title.as_deref().map(|t| self.text(t)).unwrap_or_else(|| kind.to_owned());
+        let title = self.bold(&title);
+        self.line(&format!("{icon} {title}"));
+        match card.host_name.as_deref() {
+            Some(h) => {
+                let h = self.text(h);
+                self.line(&format!("{kind} hosted by {h}"));
+            }
+            None => self.line(kind),
+        }
+        self.line(match card.status {
+            CardStatus::Open => "🟢 Open",
+            CardStatus::Locked => "🔒 Locked — no new joiners",
+            CardStatus::Full => "⛔ Full",
+            CardStatus::Ended => "⚫ Ended",
+            CardStatus::Expired => "⚫ Expired",
+        });
+        if let Some(attendance) = &card.attendance {
+            self.line("");
+            if attendance.is_empty() {
+                self.line("Nobody joined.");
+                return;
+            }
+            let heading = self.bold(&format!("Attendance ({}):", attendance.len()));
+            self.line(&heading);
+            let sep = if self.html { "<br>" } else { "\n" };
+            let lines = attendance
+                .iter()
+                .map(|a| format!("• {} — joined {} UTC, {}", self.text(&a.name), self.text(&a.joined), human_seconds(a.seconds)));
+            let list = within_budget(lines, sep, LIST_BUDGET);
+            self.line(&list);
+            return;
+        }
+        self.line("");
+        if card.present.is_empty() {
+            self.line("Nobody is in yet.");
+        } else {
+            let names = within_budget(card.present.iter().map(|n| self.text(n)), ", ", LIST_BUDGET);
+            let heading = self.bold(&format!("In the call ({}):", card.present.len()));
+            self.line(&format!("{heading} {names}"));
+        }
+        if card.entered > card.present.len() {
+            self.line(&format!("{} joined so far", card.entered));
+        }
+        if !card.knocks.is_empty() {
+            let names = within_budget(card.knocks.iter().map(|k| self.text(&k.name)), ", ", LIST_BUDGET);
+            let heading = self.bold("Asking to join:");
+            let hint = self.text(&format!("({prefix}admit NAME or {prefix}deny NAME)"));
+            self.line(&format!("✋ {heading} {names} {hint}"));
+        }
+        self.line("");
+        let link = self.text(&card.link);
+        if self.html {
+            self.line(&format!("<a href=\"{link}\">Join the call</a> · {link}"));
+        } else {
+            self.line(&format!("Join: {link}"));
+        }
+        let hint = "React 🔒 to lock, 🔓 to unlock, ⏹ to end (host or moderators) · 🙋 for a link in your name";
+        if self.html {
+            self.line(&format!("<sub>{hint}</sub>"));
+        } else {
+            self.line(hint);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_chat::{Attendance, Knock};
+
+    fn card() -> Card {
+        Card {
+            room_id: "r".into(),
+            title: Some("<b>x</b> & 'y'".into()),
+            host_name: Some("<img src=x onerror=alert(1)>".into()),
+            kind: Kind::Video,
+            status: CardStatus::Open,
+            present: vec!["Ada".into(), "<script>".into()],
+            entered: 3,
+            link: "http://127.0.0.1:8080/r/abc?x=\"1\"&y=2".into(),
+            knocks: vec![Knock { id: "k1".into(), name: "Eve & co".into() }],
+            attendance: None,
+        }
+    }
+
+    #[test]
+    fn every_user_string_is_escaped_in_html() {
+        let r = render(&card(), "!");
+        assert!(r.html.contains("&lt;b&gt;x&lt;/b&gt; &amp; &#39;y&#39;"), "{}", r.html);
+        assert!(r.html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(r.html.contains("&lt;script&gt;"));
+        assert!(r.html.contains("Eve &amp; co"));
+        assert!(r.html.contains("href=\"http://127.0.0.1:8080/r/abc?x=&quot;1&quot;&amp;y=2\""));
+        assert!(!r.html.contains("<script") && !r.html.contains("<img"));
+        assert!(r.html.contains("!admit NAME"));
+        // The plain fallback carries the raw text (it is never interpreted as markup).
+        assert!(r.plain.contains("<b>x</b> & 'y'") && r.plain.contains("In the call (2): Ada, <script>"));
+        assert!(r.plain.contains("3 joined so far"));
+    }
+
+    #[test]
+    fn ended_cards_show_attendance() {
+        let mut c = card();
+        c.status = CardStatus::Ended;
+        c.attendance = Some(vec![Attendance { name: "Ada".into(), joined: "10:00".into(), seconds: 200 }]);
+        let r = render(&c, "!");
+        assert!(r.plain.contains("⚫ Ended") && r.plain.contains("• Ada — joined 10:00 UTC, 3m 20s"), "{}", r.plain);
+        assert!(!r.plain.contains("Join:"));
+    }
+
+    #[test]
+    fn huge_rooms_stay_within_an_event() {
+        let mut c = card();
+        c.present = (0..1000).map(|i| format!("{}{i}", "&".repeat(60))).collect();
+        c.knocks = (0..1000).map(|i| Knock { id: format!("k{i}"), name: "😀".repeat(64) }).collect();
+        let r = render(&c, "!");
+        assert!(r.html.len() + r.plain.len() < 12_000, "{}", r.html.len() + r.plain.len());
+        assert!(r.plain.contains("more"));
+    }
+
+    #[test]
+    fn reactions_map_to_actions() {
+        assert_eq!(reaction_action("🔒"), Some(CardAction::Lock));
+        assert_eq!(reaction_action("⏹\u{FE0F}"), Some(CardAction::End));
+        assert_eq!(reaction_action("🔓"), Some(CardAction::Unlock));
+        assert_eq!(reaction_action("🙋"), Some(CardAction::JoinAsMe));
+        assert_eq!(reaction_action("👍"), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! The sync loop: what the bot hears.
+//!
+//! * `m.room.message` text that parses as a command (`!call`, or `/call` as clients send
+//!   unknown slash commands) becomes a `ChatEvent::Command`.
+//! * A reaction (🔒 🔓 ⏹ 🙋) on one of the bot's cards becomes a `ChatEvent::Action`.
+//! * An invitation is accepted when the allowlist allows its sender.
+//!
+//! Events in encrypted rooms arrive decrypted (matrix-sdk's olm machine). On the very first
+//! start the bot syncs once without listening, so a room's history is never taken for new
+//! commands; later starts resume from the stored sync token.
+
+use crate::card::reaction_action;
+use crate::{MatrixAdapter, encode_ack, session};
+use callbridge_chat::{Actor, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command};
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
+use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
+use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
+use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
+use matrix_sdk::ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedUserId, UserId};
+use matrix_sdk::{Client, Room, RoomState};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Marks a store whose history has been skipped (see the module docs).
+pub(crate) const SYNCED_MARKER: &str = "callbridge-synced";
+
+/// How long one long-poll `/sync` waits for news.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl MatrixAdapter {
+    /// Logs in (or restores), then syncs and sends every command and card reaction to `inbox`
+    /// until `cancel` fires. Failures are retried with backoff; nothing here ends the daemon.
+    pub async fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(500);
+        let client = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = session::connect(&self.settings) => match r {
+                    Ok(client) => break client,
+                    Err(error) => {
+                        tracing::warn!(%error, ?backoff, "matrix: cannot log in; retrying");
+                        if !sleep_or_cancel(&cancel, backoff).await { return; }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        };
+        let Some(me) = client.user_id().map(ToOwned::to_owned) else {
+            tracing::error!("matrix: the session has no user id");
+            return;
+        };
+        let _ = self.client.set(client.clone());
+        let marker = self.settings.store_dir.join(SYNCED_MARKER);
+        if !marker.exists() {
+            // First start: take in the rooms' state and history without acting on any of it.
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let first = client.sync_once(SyncSettings::default().timeout(Duration::ZERO));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = first => match r {
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "matrix: first sync failed; retrying");
+                            if !sleep_or_cancel(&cancel, backoff).await { return; }
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+            if let Err(error) = std::fs::write(&marker, b"") {
+                tracing::warn!(%error, "matrix: cannot mark the store as synced");
+            }
+        }
+        tracing::info!(user = %me, "matrix bot connected");
+        let tasks = TaskTracker::new();
+        let listener = Arc::new(Listener { adapter: self.clone(), inbox, me, tasks: tasks.clone(), cancel: cancel.clone() });
+        listener.clone().register(&client);
+        // Invitations that arrived while the bot was away (or during the first sync).
+        for room in client.invited_rooms() {
+            if let Ok(invite) = room.invite_details().await {
+                listener.consider_invite(room, invite.inviter_id);
+            }
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let sync = client.sync_once(SyncSettings::default().timeout(SYNC_TIMEOUT));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = sync => match r {
+                    Ok(_) => backoff = Duration::from_millis(500),
+                    Err(error) => {
+                        let unknown_token = matches!(
+                            error.as_client_api_error().and_then(|e| e.error_kind()),
+                            Some(matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
+                        );
+                        if unknown_token {
+                            tracing::error!(dir = %self.settings.store_dir.display(), "matrix: the homeserver no longer accepts the bot's session; remove session.json in this directory to log in again");
+                        } else {
+                            tracing::warn!(%error, ?backoff, "matrix: sync failed; retrying");
+                        }
+                        if !sleep_or_cancel(&cancel, backoff).await { break; }
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+/// What the event handlers share.
+struct Listener {
+    adapter: Arc<MatrixAdapter>,
+    inbox: mpsc::Sender<ChatEvent>,
+    me: OwnedUserId,
+    /// Invitation joins run beside the sync (a join can take a while to be allowed).
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Listener {
+    fn register(self: Arc<Self>, client: &Client) {
+        let l = self.clone();
+        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+            let l = l.clone();
+            async move { l.on_message(ev, room).await }
+        });
+        let l = self.clone();
+        client.add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room| {
+            let l = l.clone();
+            async move { l.on_reaction(ev, room).await }
+        });
+        let l = self;
+        client.add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
+            let l = l.clone();
+            async move {
+                if ev.state_key == l.me && ev.content.membership == MembershipState::Invite {
+                    l.consider_invite(room, ev.sender);
+                }
+            }
+        });
+    }
+
+    /// Whether an event is too old to act on (sent while the bot was away for long).
+    fn stale(&self, sent: MilliSecondsSinceUnixEpoch) -> bool {
+        let age_ms = MilliSecondsSinceUnixEpoch::now().get().saturating_sub(sent.get());
+        Duration::from_millis(age_ms.into()) > self.adapter.settings.max_command_age
+    }
+
+    async fn on_message(&self, ev: OriginalSyncRoomMessageEvent, room: Room) {
+        if ev.sender == self.me || room.state() != RoomState::Joined {
+            return;
+        }
+        // Edits of a command are not new commands.
+        if matches!(ev.content.relates_to, Some(Relation::Replacement(_))) {
+            return;
+        }
+        let MessageType::Text(text) = &ev.content.msgtype else { return };
+        let body = strip_reply_fallback(&text.body);
+        let prefix = self.adapter.settings.command_prefix.as_str();
+        let Some(command) = parse_command(body, prefix, None).or_else(|| parse_command(body, "/", None)) else { return };
+        if self.stale(ev.origin_server_ts) {
+            tracing::info!(room = %room.room_id(), "matrix: ignoring a command sent long ago");
+            return;
+        }
+        let needs_admin =
+            matches!(command, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. });
+        let actor = self.actor(&room, &ev.sender, needs_admin).await;
+        let private = room.is_dm() || room.joined_members_count() <= 2;
+        let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
+        let _ = self.inbox.send(event).await;
+    }
+
+    async fn on_reaction(&self, ev: OriginalSyncReactionEvent, room: Room) {
+        if ev.sender == self.me || room.state() != RoomState::Joined {
+            return;
+        }
+        let Some(action) = reaction_action(&ev.content.relates_to.key) else { return };
+        let card = &ev.content.relates_to.event_id;
+        if self.stale(ev.origin_server_ts) || !self.is_our_card(&room, card).await {
+            return;
+        }
+        let actor = self.actor(&room, &ev.sender, true).await;
+        let event = ChatEvent::Action {
+            chat: ChatRef(room.room_id().to_string()),
+            message: MessageRef(card.to_string()),
+            actor,
+            action,
+            ack: encode_ack(room.room_id(), &ev.event_id),
+        };
+        let _ = self.inbox.send(event).await;
+    }
+
+    /// Whether `event` is a message of the bot's (a card); asks the homeserver once per event
+    /// this process has not seen.
+    async fn is_our_card(&self, room: &Room, event: &EventId) -> bool {
+        if self.adapter.is_known_card(event) {
+            return true;
+        }
+        let fetched = tokio::time::timeout(self.adapter.settings.request_timeout, room.event(event, None)).await;
+        let ours = matches!(fetched, Ok(Ok(e)) if e.sender().as_deref() == Some(&*self.me));
+        if ours {
+            self.adapter.remember_card(event.to_owned());
+        }
+        ours
+    }
+
+    /// Who `user` is in `room`: their room display name and, when asked, whether their power
+    /// level gives host powers (room creators in room version 12 have unlimited power).
+    async fn actor(&self, room: &Room, user: &UserId, check_admin: bool) -> Actor {
+        let member = room.get_member_no_sync(user).await.ok().flatten();
+        let display_name = member.as_ref().map(|m| m.name().to_owned()).unwrap_or_else(|| user.localpart().to_owned());
+        let is_admin = check_admin
+            && match room.get_user_power_level(user).await {
+                Ok(UserPowerLevel::Infinite) => true,
+                Ok(UserPowerLevel::Int(level)) => i64::from(level) >= self.adapter.settings.admin_power_level,
+                Ok(_) => false,
+                Err(error) => {
+                    tracing::warn!(%error, "matrix: cannot read power levels; treating as not an admin");
+                    false
+                }
+            };
+        Actor { user: UserRef(user.to_string()), display_name, is_admin }
+    }
+
+    /// Joins an invited room when the allowlist allows the inviter; a refused invitation is
+    /// declined so it does not linger.
+    fn consider_invite(&self, room: Room, inviter: OwnedUserId) {
+        let allowed = self.adapter.settings.auto_join.allows(&inviter);
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            if !allowed {
+                tracing::info!(room = %room.room_id(), %inviter, "matrix: invitation from someone not in auto_join; declined");
+                let _ = room.leave().await;
+                return;
+            }
+            // Homeservers can refuse a join for a moment right after the invitation.
+            let mut wait = Duration::from_millis(250);
+            for attempt in 1..=6 {
+                match room.join().await {
+                    Ok(()) => {
+                        tracing::info!(room = %room.room_id(), %inviter, "matrix: joined a room on invitation");
+                        return;
+                    }
+                    Err(error) if attempt < 6 => {
+                        tracing::debug!(%error, attempt, "matrix: join failed; retrying");
+                        if !sleep_or_cancel(&cancel, wait).await { return; }
+                        wait *= 2;
+                    }
+                    Err(error) => tracing::warn!(%error, room = %room.room_id(), "matrix: cannot join a room it was invited to"),
+                }
+            }
+        });
+    }
+}
+
+/// A reply's body starts with the quoted original (`> <@user> text`, then a blank line).
+fn strip_reply_fallback(body: &str) -> &str {
+    if !body.starts_with("> ") {
+        return body;
+    }
+    match body.find("\n\n") {
+        Some(i) => &body[i + 2..],
+        None => body,
+    }
+}
+
+async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_fallbacks_are_not_the_command() {
+        assert_eq!(strip_reply_fallback("> <@a:b> hello\n> more\n\n!call Standup"), "!call Standup");
+        assert_eq!(strip_reply_fallback("!call"), "!call");
+        assert_eq!(strip_reply_fallback("> quote only"), "> quote only");
+    }
+}
