@@ -60,3 +60,19 @@ if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.package-
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 log "chromium: $(chromium --version 2>/dev/null | head -1)"
+
+# --- Synapse (Matrix homeserver; each test starts its own, see tests/support/synapse.rs) ------
+synapse_version=1.163.2
+synapse_venv="${CALLBRIDGE_PEERS:-$HOME/.cache/callbridge-peers}/synapse"
+synapse_installed() { "$synapse_venv/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null; }
+if [ "$(synapse_installed)" != "$synapse_version" ]; then
+  log "installing matrix-synapse $synapse_version into $synapse_venv"
+  # Synapse itself only from its binary wheel (its source build needs a Rust extension).
+  { python3 -m venv "$synapse_venv" \
+      && "$synapse_venv/bin/pip" install --quiet --disable-pip-version-check --prefer-binary \
+           --only-binary matrix-synapse "matrix-synapse==$synapse_version"; } \
+    || { echo "matrix-synapse $synapse_version could not be installed into $synapse_venv" >&2; exit 1; }
+  [ "$(synapse_installed)" = "$synapse_version" ] \
+    || { echo "matrix-synapse in $synapse_venv is not $synapse_version after installing it" >&2; exit 1; }
+fi
+log "synapse: $(synapse_installed) in $synapse_venv"

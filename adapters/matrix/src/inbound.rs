@@ -17,7 +17,9 @@ use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
-use matrix_sdk::ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedUserId, UserId};
+use matrix_sdk::ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use matrix_sdk::{Client, Room, RoomState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +80,14 @@ impl MatrixAdapter {
         }
         tracing::info!(user = %me, "matrix bot connected");
         let tasks = TaskTracker::new();
-        let listener = Arc::new(Listener { adapter: self.clone(), inbox, me, tasks: tasks.clone(), cancel: cancel.clone() });
+        let listener = Arc::new(Listener {
+            adapter: self.clone(),
+            inbox,
+            me,
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+            joined_at: Mutex::default(),
+        });
         listener.clone().register(&client);
         // Invitations that arrived while the bot was away (or during the first sync).
         for room in client.invited_rooms() {
@@ -122,6 +131,8 @@ struct Listener {
     /// Invitation joins run beside the sync (a join can take a while to be allowed).
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// When this process joined a room: the history a join brings along is not new commands.
+    joined_at: Mutex<HashMap<OwnedRoomId, MilliSecondsSinceUnixEpoch>>,
 }
 
 impl Listener {
@@ -147,8 +158,12 @@ impl Listener {
         });
     }
 
-    /// Whether an event is too old to act on (sent while the bot was away for long).
-    fn stale(&self, sent: MilliSecondsSinceUnixEpoch) -> bool {
+    /// Whether an event is too old to act on: sent before the bot joined the room (history),
+    /// or while the bot was away for long.
+    fn stale(&self, room: &RoomId, sent: MilliSecondsSinceUnixEpoch) -> bool {
+        if self.joined_at.lock().unwrap_or_else(|e| e.into_inner()).get(room).is_some_and(|at| sent < *at) {
+            return true;
+        }
         let age_ms = MilliSecondsSinceUnixEpoch::now().get().saturating_sub(sent.get());
         Duration::from_millis(age_ms.into()) > self.adapter.settings.max_command_age
     }
@@ -165,14 +180,16 @@ impl Listener {
         let body = strip_reply_fallback(&text.body);
         let prefix = self.adapter.settings.command_prefix.as_str();
         let Some(command) = parse_command(body, prefix, None).or_else(|| parse_command(body, "/", None)) else { return };
-        if self.stale(ev.origin_server_ts) {
+        if self.stale(room.room_id(), ev.origin_server_ts) {
             tracing::info!(room = %room.room_id(), "matrix: ignoring a command sent long ago");
             return;
         }
         let needs_admin =
             matches!(command, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. });
         let actor = self.actor(&room, &ev.sender, needs_admin).await;
-        let private = room.is_dm() || room.joined_members_count() <= 2;
+        // Only a direct room is private: member counts can lag right after a join, and a
+        // host link must never land in a group by mistake.
+        let private = room.is_dm();
         let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
         let _ = self.inbox.send(event).await;
     }
@@ -183,7 +200,7 @@ impl Listener {
         }
         let Some(action) = reaction_action(&ev.content.relates_to.key) else { return };
         let card = &ev.content.relates_to.event_id;
-        if self.stale(ev.origin_server_ts) || !self.is_our_card(&room, card).await {
+        if self.stale(room.room_id(), ev.origin_server_ts) || !self.is_our_card(&room, card).await {
             return;
         }
         let actor = self.actor(&room, &ev.sender, true).await;
@@ -231,9 +248,10 @@ impl Listener {
 
     /// Joins an invited room when the allowlist allows the inviter; a refused invitation is
     /// declined so it does not linger.
-    fn consider_invite(&self, room: Room, inviter: OwnedUserId) {
+    fn consider_invite(self: &Arc<Self>, room: Room, inviter: OwnedUserId) {
         let allowed = self.adapter.settings.auto_join.allows(&inviter);
         let cancel = self.cancel.clone();
+        let this = self.clone();
         self.tasks.spawn(async move {
             if !allowed {
                 tracing::info!(room = %room.room_id(), %inviter, "matrix: invitation from someone not in auto_join; declined");
@@ -242,6 +260,8 @@ impl Listener {
             }
             // Homeservers can refuse a join for a moment right after the invitation.
             let mut wait = Duration::from_millis(250);
+            // Noted before joining: the sync that brings the room may beat the join's answer.
+            this.joined_at.lock().unwrap_or_else(|e| e.into_inner()).insert(room.room_id().to_owned(), MilliSecondsSinceUnixEpoch::now());
             for attempt in 1..=6 {
                 match room.join().await {
                     Ok(()) => {

@@ -1,0 +1,205 @@
+//! The Matrix adapter end to end: the real daemon with matrix-sdk, against a real Synapse on
+//! loopback (tests/support/synapse.rs), in the homeserver's default room version.
+//!
+//! * a plain room, driven over HTTP as the users' clients would: invite → `!call` → card →
+//!   joins on the card → a plain member's `!lock` and 🔒 refused → a moderator's work →
+//!   knock and `!admit` → restart (no duplicate replies, the card still updates) → `!end`;
+//! * an encrypted room, where the user is a second matrix-sdk client that sends `!call`
+//!   encrypted and reads the bot's encrypted card and edits back.
+
+mod common;
+#[path = "support/synapse.rs"]
+mod synapse;
+
+use common::{Db, Harness, TestDb, config, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use synapse::{Synapse, User};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn matrix_config(db: &TestDb, hs: &Synapse, bot: &User) -> callbridge::config::Config {
+    let mut c = config(db);
+    c.matrix = Some(callbridge::config::MatrixConfig {
+        homeserver: hs.url.clone(),
+        user: bot.user_id.clone(),
+        password: Some(callbridge::config::Secret::new(bot.password.clone())),
+        debounce: Duration::from_millis(200),
+        // The test homeserver's limits are raised; the bot's own pacing still applies.
+        min_interval: Duration::from_millis(200),
+        per_minute: 120,
+        widget: true,
+        ..Default::default()
+    });
+    c
+}
+
+/// The bot's card in a room as `user` reads it now: (event id, body, formatted body), with
+/// the newest edit applied.
+async fn card(hs: &Synapse, user: &User, room: &str, bot: &str) -> Option<(String, String, String)> {
+    let timeline = hs.messages(user, room).await;
+    let original = timeline.iter().find(|e| {
+        e["sender"] == bot && e["content"]["msgtype"] == "m.notice" && e["content"]["formatted_body"].is_string() && e["content"]["m.relates_to"].is_null()
+    })?;
+    let id = original["event_id"].as_str()?.to_owned();
+    let latest = timeline
+        .iter()
+        .filter(|e| e["sender"] == bot && e["content"]["m.relates_to"]["rel_type"] == "m.replace" && e["content"]["m.relates_to"]["event_id"] == id.as_str())
+        .map(|e| &e["content"]["m.new_content"])
+        .next_back()
+        .unwrap_or(&original["content"]);
+    Some((id, latest["body"].as_str()?.to_owned(), latest["formatted_body"].as_str()?.to_owned()))
+}
+
+async fn card_shows(hs: &Synapse, user: &User, room: &str, bot: &str, needle: &str) -> bool {
+    eventually(WAIT, || async { card(hs, user, room, bot).await.is_some_and(|(_, body, html)| body.contains(needle) || html.contains(needle)) })
+        .await
+}
+
+/// The plain-text notices (replies) of the bot in a room.
+async fn replies(hs: &Synapse, user: &User, room: &str, bot: &str) -> Vec<String> {
+    hs.messages(user, room)
+        .await
+        .iter()
+        .filter(|e| e["sender"] == bot && e["content"]["msgtype"] == "m.notice" && e["content"]["formatted_body"].is_null())
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn replied(hs: &Synapse, user: &User, room: &str, bot: &str, needle: &str) -> bool {
+    eventually(WAIT, || async { replies(hs, user, room, bot).await.iter().any(|r| r.contains(needle)) }).await
+}
+
+/// Rooms `user` is invited to, from a non-blocking `/sync`.
+async fn invites(hs: &Synapse, user: &User) -> Vec<String> {
+    let v = hs.call_ok(user, Method::GET, "/_matrix/client/v3/sync?timeout=0", None).await;
+    v["rooms"]["invite"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end_across_a_restart() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let owner = hs.register("owner", false).await;
+    let host = hs.register("host", false).await;
+    let member = hs.register("member", false).await;
+    let moderator = hs.register("moderator", false).await;
+    let b = bot.user_id.as_str();
+
+    let room = hs.create_room(&owner, "team", &[&host.user_id, &member.user_id, &moderator.user_id], false).await;
+    assert!(!room.contains(':'), "the default room version's ids have no server part: {room}");
+    for u in [&host, &member, &moderator] {
+        hs.join(u, &room).await;
+    }
+    hs.set_power_level(&owner, &room, &moderator.user_id, 50).await;
+    // The bot may set the call widget (a state event) as a moderator would.
+    hs.set_power_level(&owner, &room, b, 50).await;
+    // History from before the bot joined is never taken for a command.
+    hs.send_text(&host, &room, "!call Yesterday's call").await;
+
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(matrix_config(&db, &hs, &bot)).await;
+    hs.invite(&owner, &room, b).await;
+    hs.wait_for_join(&owner, &room, b, WAIT).await;
+
+    // `!call` with a hostile title: the card is a notice whose HTML escapes it.
+    hs.send_text(&host, &room, "!call Standup <b>bold</b> & co").await;
+    assert!(eventually(WAIT, || async { card(&hs, &member, &room, b).await.is_some() }).await, "a card is posted");
+    let (card_id, body, html) = card(&hs, &member, &room, b).await.unwrap();
+    assert!(html.contains("Standup &lt;b&gt;bold&lt;/b&gt; &amp; co"), "{html}");
+    assert!(body.contains("Standup <b>bold</b> & co") && body.contains("hosted by host"), "{body}");
+    assert!(!body.contains("Yesterday"), "{body}");
+    let link = html.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let room_id = link.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(room_id.len(), 22, "{link}");
+    let cards = hs.messages(&member, &room).await.iter().filter(|e| e["sender"] == b && e["content"]["formatted_body"].is_string() && e["content"]["m.relates_to"].is_null()).count();
+    assert_eq!(cards, 1, "one card: the history's !call was not acted on");
+    // The Element widget points at the room.
+    let widget = hs.state(&member, &room, "im.vector.modular.widgets", &format!("callbridge_{room_id}")).await.expect("widget");
+    assert_eq!(widget["url"], link.as_str());
+
+    // The host link goes to a direct room with the host, never to the group.
+    assert!(eventually(WAIT, || async { !invites(&hs, &host).await.is_empty() }).await, "the bot opens a direct room with the host");
+    let dm = invites(&hs, &host).await.remove(0);
+    hs.join(&host, &dm).await;
+    // Direct rooms are encrypted (the encrypted test reads the link itself).
+    assert_eq!(hs.state(&host, &dm, "m.room.encryption", "").await.expect("an encrypted direct room")["algorithm"], "m.megolm.v1.aes-sha2");
+    assert!(
+        eventually(WAIT, || async { hs.messages(&host, &dm).await.iter().any(|e| e["sender"] == b && e["type"] == "m.room.encrypted") }).await,
+        "the host link, privately"
+    );
+    assert!(!replies(&hs, &member, &room, b).await.iter().any(|r| r.contains("#host=")));
+
+    // A browser-side join shows on the card (after edits).
+    let (s, _) = h.join(&room_id, "Bob <i>it</i> & co", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(card_shows(&hs, &member, &room, b, "Bob &lt;i&gt;it&lt;/i&gt; &amp; co").await, "{:?}", card(&hs, &member, &room, b).await);
+    let edit = hs.messages(&member, &room).await.into_iter().find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace").expect("an edit");
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], card_id.as_str());
+    assert_eq!(edit["content"]["m.mentions"], json!({}), "cards ping nobody");
+
+    // `!help` and `!who` answer in the room.
+    hs.send_text(&member, &room, "!help").await;
+    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [title]").await);
+    hs.send_text(&member, &room, "/who").await;
+    assert!(replied(&hs, &member, &room, b, "In the call (1): Bob <i>it</i> & co").await);
+
+    // A plain member may not lock, by command or by reaction.
+    hs.send_text(&member, &room, "!lock").await;
+    assert!(replied(&hs, &member, &room, b, "Only host (the host) or a chat admin can lock").await);
+    hs.react(&member, &room, &card_id, "🔒").await;
+    assert!(eventually(WAIT, || async { replies(&hs, &member, &room, b).await.iter().filter(|r| r.contains("can lock")).count() == 2 }).await);
+    assert_eq!(h.room(&room_id).await["locked"], false);
+
+    // A moderator (power level 50) locks: the card says so and a new join gets 423.
+    hs.send_text(&moderator, &room, "!lock").await;
+    assert!(card_shows(&hs, &member, &room, b, "Locked").await);
+    assert_eq!(h.room(&room_id).await["locked"], true);
+    assert_eq!(h.join(&room_id, "Eve", None).await.0, StatusCode::LOCKED);
+    // Reactions on the card are buttons: 🔓 unlocks, 🔒 locks again.
+    hs.react(&moderator, &room, &card_id, "🔓").await;
+    assert!(eventually(WAIT, || async { h.room(&room_id).await["locked"] == false }).await);
+    hs.react(&moderator, &room, &card_id, "🔒\u{FE0F}").await;
+    assert!(eventually(WAIT, || async { h.room(&room_id).await["locked"] == true }).await);
+
+    // A knock shows on the card; `!admit` lets Carol in.
+    let r = h.http.post(format!("{}/r/{room_id}/knock", h.base)).json(&json!({"name": "Carol"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let knock: Value = r.json().await.unwrap();
+    assert!(card_shows(&hs, &member, &room, b, "Asking to join:</b> Carol").await);
+    hs.send_text(&moderator, &room, "!admit Carol").await;
+    let status_url = format!("{}/r/{room_id}/knocks/{}?token={}", h.base, knock["knock_id"].as_str().unwrap(), knock["token"].as_str().unwrap());
+    assert!(eventually(WAIT, || async {
+        h.http.get(&status_url).send().await.unwrap().json::<Value>().await.unwrap()["status"] == "admitted"
+    })
+    .await);
+
+    // Restart: the bot restores its session and sync token, so nothing is answered twice.
+    let before = replies(&hs, &member, &room, b).await;
+    h.stop().await;
+    let h = Harness::start(matrix_config(&db, &hs, &bot)).await;
+    assert_eq!(h.join(&room_id, "Dan", None).await.0, StatusCode::LOCKED, "the lock survived the restart");
+    h.act(&room_id, "unlock", common::API_TOKEN).await;
+    assert_eq!(h.join(&room_id, "Dan", None).await.0, StatusCode::OK);
+    assert!(card_shows(&hs, &member, &room, b, "Dan").await, "{:?}", card(&hs, &member, &room, b).await);
+    hs.send_text(&member, &room, "!who").await;
+    assert!(replied(&hs, &member, &room, b, "Dan").await);
+    let after = replies(&hs, &member, &room, b).await;
+    assert_eq!(after.len(), before.len() + 1, "only the new !who was answered: {after:?}");
+    let logins = hs.call_ok(&bot, Method::GET, "/_matrix/client/v3/devices", None).await;
+    assert_eq!(logins["devices"].as_array().unwrap().len(), 2, "registration's device and the bot's one login: {logins}");
+
+    // `!end` by the host: the card shows attendance; the link is gone.
+    hs.send_text(&host, &room, "!end").await;
+    assert!(card_shows(&hs, &member, &room, b, "Attendance").await, "{:?}", card(&hs, &member, &room, b).await);
+    let (_, body, _) = card(&hs, &member, &room, b).await.unwrap();
+    assert!(body.contains("Bob <i>it</i> & co — joined") && body.contains("Dan — joined"), "{body}");
+    assert_eq!(h.join(&room_id, "Frank", None).await.0, StatusCode::GONE);
+    assert!(eventually(WAIT, || async {
+        hs.state(&member, &room, "im.vector.modular.widgets", &format!("callbridge_{room_id}")).await.is_some_and(|w| w.as_object().is_some_and(|o| o.is_empty()))
+    })
+    .await, "the widget is removed when the call ends");
+    h.stop().await;
+}
