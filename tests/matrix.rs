@@ -78,7 +78,16 @@ async fn invites(hs: &Synapse, user: &User) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_card_lock_knock_end_across_a_restart() {
+async fn call_card_lock_knock_end_across_a_restart_sqlite() {
+    call_card_lock_knock_end_across_a_restart(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_card_lock_knock_end_across_a_restart_postgres() {
+    call_card_lock_knock_end_across_a_restart(Db::Postgres).await
+}
+
+async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
     let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
     let hs = Synapse::start().await;
     let bot = hs.register("callbot", false).await;
@@ -99,7 +108,7 @@ async fn call_card_lock_knock_end_across_a_restart() {
     // History from before the bot joined is never taken for a command.
     hs.send_text(&host, &room, "!call Yesterday's call").await;
 
-    let db = TestDb::new(Db::Sqlite).await;
+    let db = TestDb::new(backend).await;
     let h = Harness::start(matrix_config(&db, &hs, &bot)).await;
     hs.invite(&owner, &room, b).await;
     hs.wait_for_join(&owner, &room, b, WAIT).await;
@@ -201,5 +210,116 @@ async fn call_card_lock_knock_end_across_a_restart() {
         hs.state(&member, &room, "im.vector.modular.widgets", &format!("callbridge_{room_id}")).await.is_some_and(|w| w.as_object().is_some_and(|o| o.is_empty()))
     })
     .await, "the widget is removed when the call ends");
+    h.stop().await;
+    db.drop_db().await;
+}
+
+/// Every decrypted `m.room.message` a matrix-sdk client has seen: (room, sender, content).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+/// A user's own matrix-sdk client (its own device and crypto store), syncing in the background.
+async fn user_client(hs: &Synapse, user: &User, dir: &std::path::Path) -> (matrix_sdk::Client, Seen, tokio::task::JoinHandle<()>) {
+    use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
+    let client = matrix_sdk::Client::builder().homeserver_url(&hs.url).sqlite_store(dir, None).build().await.unwrap();
+    client.matrix_auth().login_username(&user.user_id, &user.password).initial_device_display_name("phone").send().await.unwrap();
+    let seen: Seen = Default::default();
+    let sink = seen.clone();
+    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: matrix_sdk::Room| {
+        let sink = sink.clone();
+        async move {
+            let content = serde_json::to_value(&ev.content).unwrap();
+            sink.lock().unwrap().push((room.room_id().to_string(), ev.sender.to_string(), content));
+        }
+    });
+    let syncing = client.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let settings = matrix_sdk::config::SyncSettings::default().timeout(Duration::from_millis(500));
+            if syncing.sync_once(settings).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    (client, seen, task)
+}
+
+/// The bot's card in `room` as a client decrypted it, newest edit applied: (body, html).
+fn decrypted_card(seen: &Seen, room: &str, bot: &str) -> Option<(String, String)> {
+    let seen = seen.lock().unwrap();
+    let ours = seen.iter().filter(|(r, s, c)| r == room && s == bot && c["msgtype"] == "m.notice" && c["formatted_body"].is_string());
+    let latest = ours.last()?;
+    let c = if latest.2["m.new_content"].is_object() { &latest.2["m.new_content"] } else { &latest.2 };
+    Some((c["body"].as_str()?.to_owned(), c["formatted_body"].as_str()?.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_room_read_back_by_the_users_own_client() {
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let alice = hs.register("alice", false).await;
+    let b = bot.user_id.as_str();
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = matrix_config(&db, &hs, &bot);
+    cfg.matrix.as_mut().unwrap().widget = false;
+    let h = Harness::start(cfg).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (client, seen, syncing) = user_client(&hs, &alice, dir.path()).await;
+    let room_id = hs.create_room(&alice, "secret team", &[b], true).await;
+    hs.wait_for_join(&alice, &room_id, b, WAIT).await;
+    let room = {
+        let id = <&matrix_sdk::ruma::RoomId>::try_from(room_id.as_str()).unwrap();
+        assert!(eventually(WAIT, || async { client.get_room(id).is_some_and(|r| r.state() == matrix_sdk::RoomState::Joined) }).await);
+        client.get_room(id).unwrap()
+    };
+    assert!(room.latest_encryption_state().await.unwrap().is_encrypted());
+
+    // `!call`, encrypted by alice's device: the bot decrypts it and answers with an
+    // encrypted card that her client decrypts.
+    room.send(RoomMessageEventContent::text_plain("!call Secret <b>standup</b>")).await.unwrap();
+    assert!(eventually(WAIT, || async { decrypted_card(&seen, &room_id, b).is_some() }).await, "a decrypted card");
+    let (body, html) = decrypted_card(&seen, &room_id, b).unwrap();
+    assert!(html.contains("Secret &lt;b&gt;standup&lt;/b&gt;") && body.contains("hosted by alice"), "{html}");
+    let on_server = hs.messages(&alice, &room_id).await;
+    let from_bot: Vec<&Value> = on_server.iter().filter(|e| e["sender"] == b && e["type"] != "m.room.member").collect();
+    assert!(!from_bot.is_empty() && from_bot.iter().all(|e| e["type"] == "m.room.encrypted"), "the bot only sends ciphertext here: {from_bot:?}");
+    let link = html.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let call_id = link.rsplit('/').next().unwrap().to_owned();
+
+    // A join shows on the card, through an encrypted edit.
+    assert_eq!(h.join(&call_id, "Zoë <script>", None).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || async { decrypted_card(&seen, &room_id, b).is_some_and(|(_, html)| html.contains("Zoë &lt;script&gt;")) }).await,
+        "{:?}",
+        decrypted_card(&seen, &room_id, b)
+    );
+
+    // The host link arrives in an encrypted direct room that alice's client reads.
+    assert!(eventually(WAIT, || async { !client.invited_rooms().is_empty() }).await, "a direct room");
+    let dm = client.invited_rooms().remove(0);
+    dm.join().await.unwrap();
+    let dm_id = dm.room_id().to_string();
+    assert!(
+        eventually(WAIT, || async {
+            seen.lock().unwrap().iter().any(|(r, s, c)| *r == dm_id && s == b && c["body"].as_str().is_some_and(|t| t.contains(&format!("/r/{call_id}#host="))))
+        })
+        .await,
+        "the host link, decrypted"
+    );
+
+    // The room's creator has host powers: lock, then end; both show on the decrypted card.
+    room.send(RoomMessageEventContent::text_plain("!lock")).await.unwrap();
+    assert!(eventually(WAIT, || async { decrypted_card(&seen, &room_id, b).is_some_and(|(body, _)| body.contains("Locked")) }).await);
+    assert_eq!(h.join(&call_id, "Eve", None).await.0, StatusCode::LOCKED);
+    room.send(RoomMessageEventContent::text_plain("!end")).await.unwrap();
+    assert!(
+        eventually(WAIT, || async { decrypted_card(&seen, &room_id, b).is_some_and(|(body, _)| body.contains("Zoë <script> — joined")) }).await,
+        "{:?}",
+        decrypted_card(&seen, &room_id, b)
+    );
+    assert_eq!(h.join(&call_id, "Eve", None).await.0, StatusCode::GONE);
+    syncing.abort();
     h.stop().await;
 }
