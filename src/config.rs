@@ -684,6 +684,42 @@ mod tests {
         let dd = DiscordConfig::default();
         assert_eq!((dc.api_url, dc.mode, dc.min_interval, dc.per_minute, dc.debounce, dc.request_timeout, dc.guild_ids),
                    (dd.api_url, dd.mode, dd.min_interval, dd.per_minute, dd.debounce, dd.request_timeout, dd.guild_ids));
+        assert!(c.matrix.is_none(), "the example keeps [matrix] commented out");
+        let mc = Config::parse(&t, Path::new("config.example.toml")).unwrap().matrix.expect("[matrix] example");
+        let md = MatrixConfig::default();
+        assert_eq!(
+            (mc.device_name, mc.command_prefix, mc.admin_power_level, mc.widget, mc.min_interval, mc.per_minute, mc.debounce, mc.request_timeout),
+            (md.device_name, md.command_prefix, md.admin_power_level, md.widget, md.min_interval, md.per_minute, md.debounce, md.request_timeout)
+        );
+    }
+
+    #[test]
+    fn matrix_needs_homeserver_user_and_a_credential() {
+        let path = Path::new("m.toml");
+        let base = "[matrix]\nhomeserver = \"https://hs.example\"\nuser = \"@bot:hs.example\"\n";
+        let mut c = Config::parse(base, path).unwrap();
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("matrix.password") && err.contains("CALLBRIDGE_MATRIX_ACCESS_TOKEN"), "{err}");
+        c.apply_env(|k| (k == "CALLBRIDGE_MATRIX_PASSWORD").then(|| "hunter2-secret".into()));
+        c.validate(path).unwrap();
+        assert!(!c.to_redacted_toml().contains("hunter2-secret"));
+        assert!(c.secrets().contains(&"hunter2-secret".to_owned()));
+        for (bad, key) in [
+            ("user = \"@bot\"", "matrix.user"),
+            ("command_prefix = \"go \"", "matrix.command_prefix"),
+            ("auto_join_inviters = [\"alice\"]", "matrix.auto_join_inviters"),
+            ("homeserver = \"matrix.example\"", "matrix.homeserver"),
+        ] {
+            let text = format!("[matrix]\nhomeserver = \"https://hs.example\"\nuser = \"bot\"\npassword = \"p\"\n{bad}\n");
+            // A later duplicate key is a parse error; build the section from the pieces instead.
+            let text = text.lines().filter(|l| !(l.split('=').next() == bad.split('=').next() && !l.contains(bad))).collect::<Vec<_>>().join("\n");
+            let c = Config::parse(&text, path).unwrap();
+            assert!(c.validate(path).unwrap_err().to_string().contains(key), "{bad}");
+        }
+        // The environment alone does not turn Matrix on: it needs a homeserver and a user.
+        let mut none = Config::default();
+        none.apply_env(|k| (k == "CALLBRIDGE_MATRIX_PASSWORD").then(|| "x".into()));
+        assert!(none.matrix.is_none());
     }
 
     #[test]

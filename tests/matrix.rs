@@ -227,7 +227,8 @@ async fn user_client(hs: &Synapse, user: &User, dir: &std::path::Path) -> (matri
     client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: matrix_sdk::Room| {
         let sink = sink.clone();
         async move {
-            let content = serde_json::to_value(&ev.content).unwrap();
+            let mut content = serde_json::to_value(&ev.content).unwrap();
+            content["event_id"] = json!(ev.event_id.to_string());
             sink.lock().unwrap().push((room.room_id().to_string(), ev.sender.to_string(), content));
         }
     });
@@ -307,6 +308,19 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
         })
         .await,
         "the host link, decrypted"
+    );
+
+    // 🙋 on the (encrypted) card: a personal link arrives in the same direct room.
+    let card_id = seen.lock().unwrap().iter().find(|(r, s, c)| *r == room_id && s == b && c["formatted_body"].is_string()).unwrap().2["event_id"].as_str().unwrap().to_owned();
+    let card_event = matrix_sdk::ruma::OwnedEventId::try_from(card_id).unwrap();
+    let annotation = matrix_sdk::ruma::events::relation::Annotation::new(card_event, "🙋".into());
+    room.send(matrix_sdk::ruma::events::reaction::ReactionEventContent::new(annotation)).await.unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            seen.lock().unwrap().iter().any(|(r, s, c)| *r == dm_id && s == b && c["body"].as_str().is_some_and(|t| t.contains("joins you as alice") && t.contains("#as=")))
+        })
+        .await,
+        "the personal link, decrypted"
     );
 
     // The room's creator has host powers: lock, then end; both show on the decrypted card.
