@@ -218,6 +218,7 @@ fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, s
             max_command_age: Duration::from_secs(600),
             pacing: Pacing { min_interval: m.min_interval, per_minute: m.per_minute },
             request_timeout: m.request_timeout,
+            on_secret: crate::logging::mask,
         };
         let adapter = callbridge_matrix::MatrixAdapter::new(settings);
         let (tx, rx) = tokio::sync::mpsc::channel(256);

@@ -2,13 +2,30 @@
 //!
 //! Our own code never logs a secret, but libraries log what they send at `debug`/`trace` (a
 //! websocket frame that identifies the bot carries its token). So each formatted line passes
-//! through [`Redact`], which replaces the configured secrets with `<redacted>`.
+//! through [`Redact`], which replaces the configured secrets with `<redacted>`. Secrets that
+//! exist only at run time (a session token from a login) are added with [`mask`].
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// Secrets learned after start (see [`mask`]).
+static LEARNED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Masks `secret` in every later log line too.
+pub fn mask(secret: &str) {
+    if secret.len() >= 8 {
+        let mut learned = LEARNED.write().unwrap_or_else(|e| e.into_inner());
+        if !learned.iter().any(|s| s == secret) {
+            learned.push(secret.to_owned());
+        }
+    }
+}
 
 /// The default filter when `RUST_LOG` is unset.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn,serenity=warn";
+/// matrix-sdk reports expected 404s (account data not set yet) as errors, and a missing key
+/// backup (the bot keeps none) at every sync; its own failures reach us as results.
+pub const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,tower_http=warn,serenity=warn,matrix_sdk=warn,matrix_sdk::http_client=off,matrix_sdk_crypto=warn,matrix_sdk_crypto::backups=error";
 
 /// Installs the global subscriber; `secrets` are masked in every line.
 pub fn init(mut secrets: Vec<String>) {
@@ -36,9 +53,11 @@ pub struct Redact<W: Write> {
 impl<W: Write> Write for Redact<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
+        let learned = LEARNED.read().unwrap_or_else(|e| e.into_inner());
+        let secrets = self.secrets.iter().chain(learned.iter());
+        if secrets.clone().any(|s| text.contains(s.as_str())) {
             let mut masked = text.into_owned();
-            for s in self.secrets.iter() {
+            for s in secrets {
                 masked = masked.replace(s.as_str(), "<redacted>");
             }
             self.out.write_all(masked.as_bytes())?;
@@ -63,5 +82,9 @@ mod tests {
         let mut w = Redact { out: &mut out, secrets: vec!["sekrit-token-1".to_owned()].into() };
         w.write_all(b"IDENTIFY {\"token\":\"Bot sekrit-token-1\"} and sekrit-token-1\n").unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "IDENTIFY {\"token\":\"Bot <redacted>\"} and <redacted>\n");
+        mask("learned-at-run-time");
+        let mut out = Vec::new();
+        Redact { out: &mut out, secrets: Arc::from([]) }.write_all(b"token learned-at-run-time\n").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "token <redacted>\n");
     }
 }

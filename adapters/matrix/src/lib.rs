@@ -75,6 +75,8 @@ pub struct Settings {
     pub pacing: Pacing,
     /// How long one request may take before it is abandoned and retried.
     pub request_timeout: Duration,
+    /// Told the session's access token once known, so the logs can mask it.
+    pub on_secret: fn(&str),
 }
 
 impl std::fmt::Debug for Settings {

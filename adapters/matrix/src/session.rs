@@ -44,6 +44,7 @@ pub async fn connect(settings: &Settings) -> Result<Client, MatrixError> {
         .await
         .map_err(|e| setup("cannot build the client", &e))?;
     if let Some(saved) = saved {
+        (settings.on_secret)(&saved.session.tokens.access_token);
         client.restore_session(saved.session).await.map_err(|e| setup("cannot restore the session", &e))?;
         return Ok(client);
     }
@@ -67,6 +68,7 @@ pub async fn connect(settings: &Settings) -> Result<Client, MatrixError> {
         }
         (None, None) => return Err(MatrixError::Setup("matrix.password or matrix.access_token is required".into())),
     };
+    (settings.on_secret)(&session.tokens.access_token);
     if settings.access_token.is_some() {
         client.restore_session(session.clone()).await.map_err(|e| setup("cannot adopt the access token", &e))?;
     }
