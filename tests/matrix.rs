@@ -337,3 +337,37 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
     syncing.abort();
     h.stop().await;
 }
+
+/// A homeserver that rate-limits the bot hard: the 429s' `retry_after_ms` reach the card
+/// updater's pacing, and the card still converges on the last joiner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_bot_still_converges() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let admin = hs.register("admin", true).await;
+    let bot = hs.register("callbot", false).await;
+    let b = bot.user_id.as_str();
+    // Synapse's own per-user override: one message a second after a burst of two.
+    let limit = json!({"messages_per_second": 1, "burst_count": 2});
+    hs.call_ok(&admin, Method::POST, &format!("/_synapse/admin/v1/users/{b}/override_ratelimit"), Some(&limit)).await;
+    let room = hs.create_room(&admin, "busy", &[b], false).await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = matrix_config(&db, &hs, &bot);
+    cfg.matrix.as_mut().unwrap().widget = false;
+    let h = Harness::start(cfg).await;
+    hs.wait_for_join(&admin, &room, b, WAIT).await;
+
+    hs.send_text(&admin, &room, "!call Busy").await;
+    assert!(eventually(WAIT, || async { card(&hs, &admin, &room, b).await.is_some() }).await, "a card is posted");
+    let (_, body, _) = card(&hs, &admin, &room, b).await.unwrap();
+    let room_id = body.split("/r/").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    for i in 0..7 {
+        assert_eq!(h.join(&room_id, &format!("Guest {i}"), None).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(card_shows(&hs, &admin, &room, b, "In the call (7)").await, "{:?}", card(&hs, &admin, &room, b).await);
+    let log = std::fs::read_to_string(hs.dir().join("homeserver.log")).unwrap();
+    let limited = log.lines().filter(|l| l.contains("{@callbot:localhost}") && l.contains(" 429 ")).count();
+    assert!(limited >= 1, "the homeserver did rate-limit the bot (else this test proves nothing)");
+    h.stop().await;
+}
