@@ -8,10 +8,12 @@
 //! * [`command`] — the `Command` enum and its pure parser.
 //! * [`card`] — the `Card` an adapter renders, and the button actions it can carry.
 //! * [`adapter`] — the `ChatAdapter` trait, its errors and its pacing limits.
+//! * [`text`] — escaping and length budgets the card renderers share.
 
 pub mod adapter;
 pub mod card;
 pub mod command;
+pub mod text;
 
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError};
 pub use card::{Attendance, Card, CardAction, CardStatus, Knock, human_seconds};

@@ -36,22 +36,7 @@ pub fn escape_markdown(text: &str) -> String {
 }
 
 fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str) -> String {
-    let total = items.len();
-    let (mut out, mut shown) = (String::new(), 0);
-    for item in items {
-        if shown > 0 && out.chars().count() + sep.len() + item.chars().count() > LIST_BUDGET {
-            break;
-        }
-        if shown > 0 {
-            out.push_str(sep);
-        }
-        out.push_str(&item);
-        shown += 1;
-    }
-    if shown < total {
-        let _ = write!(out, "{sep}… and {} more", total - shown);
-    }
-    out
+    callbridge_chat::text::within_budget(items, sep, LIST_BUDGET, |s| s.chars().count())
 }
 
 /// The card as a message body (`embeds`, `components`, `allowed_mentions`) for create or edit.

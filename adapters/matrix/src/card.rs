@@ -3,49 +3,16 @@
 //! Every user string (title, names, the link) is escaped. Reactions on the card stand in
 //! for buttons, so the card says which ones work.
 
+use callbridge_chat::text::escape_html;
 use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
-use std::fmt::Write;
-
-/// Escapes text for HTML (`<`, `>`, `&`, `"`, `'`).
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Bytes one list of names may take, escaped. A Matrix event is at most 64 KiB, and an edit
 /// carries the card twice (fallback and `m.new_content`), each as HTML and plain text, then
 /// grows by a third when encrypted; three lists within this budget stay well inside.
 const LIST_BUDGET: usize = 2500;
 
-/// Joins `items` with `sep` until their length would pass `budget` bytes, then says how many
-/// were left out.
 fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str, budget: usize) -> String {
-    let total = items.len();
-    let (mut out, mut shown) = (String::new(), 0);
-    for item in items {
-        if shown > 0 && out.len() + sep.len() + item.len() > budget {
-            break;
-        }
-        if shown > 0 {
-            out.push_str(sep);
-        }
-        out.push_str(&item);
-        shown += 1;
-    }
-    if shown < total {
-        let _ = write!(out, "{sep}… and {} more", total - shown);
-    }
-    out
+    callbridge_chat::text::within_budget(items, sep, budget, str::len)
 }
 
 /// The reaction keys that act as card buttons, and what each does.

@@ -1,49 +1,16 @@
 //! `Card` → Telegram HTML and inline keyboard.
 
+pub use callbridge_chat::text::escape_html;
 use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
 use std::fmt::Write;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
-
-/// Escapes text for Telegram's HTML parse mode (`<`, `>`, `&`, `"`).
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Telegram refuses a message over 4096 characters (counted after entity parsing, in UTF-16
 /// units); the lists of names stop well before that, so a full room of long names still posts.
 const LIST_BUDGET: usize = 2800;
 
-/// Joins `items` with `sep` until their visible length would pass `budget`, then says how many
-/// were left out.
 fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str, budget: usize) -> String {
-    let total = items.len();
-    let (mut out, mut used, mut shown) = (String::new(), 0, 0);
-    for item in items {
-        let visible = visible_len(&item);
-        if shown > 0 && used + visible + sep.len() > budget {
-            break;
-        }
-        if shown > 0 {
-            out.push_str(sep);
-        }
-        out.push_str(&item);
-        used += visible + sep.len();
-        shown += 1;
-    }
-    if shown < total {
-        let _ = write!(out, "{sep}… and {} more", total - shown);
-    }
-    out
+    callbridge_chat::text::within_budget(items, sep, budget, visible_len)
 }
 
 /// Length as Telegram counts it: UTF-16 units of the text once tags and entities are parsed.
