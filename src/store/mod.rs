@@ -36,6 +36,8 @@ pub enum StoreError {
     DataDir(String, std::io::Error),
     #[error("the admission writer has stopped")]
     WriterGone,
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 /// Which database is behind the pools.
@@ -55,6 +57,8 @@ pub struct Store {
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) clock: Clock,
+    /// The SQLite file, which the admission writer opens for itself.
+    pub(crate) sqlite_path: Option<String>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -68,6 +72,10 @@ impl Store {
         let store = match backend {
             Backend::Sqlite => {
                 let (url, path) = sqlite_url(url);
+                if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+                    // The admission writer opens the file for itself; a memory database is not shared.
+                    return Err(StoreError::Db(sqlx::Error::Configuration("storage.url must name a SQLite file, not a memory database".into())));
+                }
                 if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
                 }
@@ -77,7 +85,7 @@ impl Store {
                 // automatic checkpoint is only a backstop should that task fall behind.
                 write.execute("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 16000;").await?;
                 let read = sqlite_pool(&url, max_connections.max(2)).await?;
-                Store { write, read, backend, clock }
+                Store { write, read, backend, clock, sqlite_path: Some(path) }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -85,7 +93,7 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?;
-                Store { write: pool.clone(), read: pool, backend, clock }
+                Store { write: pool.clone(), read: pool, backend, clock, sqlite_path: None }
             }
         };
         match backend {
@@ -153,6 +161,9 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
+        // An in-process database needs no liveness ping on every acquire (the admission writer
+        // takes the write connection for every burst of joins).
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _meta| {
             Box::pin(async move {

@@ -234,29 +234,21 @@ impl Store {
 /// Marks a room ended (or expired) with everyone out and knocks denied. Returns whether the
 /// room was open before.
 pub(super) async fn close_room(conn: &mut AnyConnection, room_id: &str, now: i64, reason: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE rooms SET ended_at = $2, end_reason = $3, version = version + 1 WHERE id = $1 AND ended_at IS NULL",
-    )
-    .bind(room_id)
-    .bind(now)
-    .bind(reason)
-    .execute(&mut *conn)
-    .await?;
+    let done = sqlx::query(CLOSE_ROOM[0]).bind(room_id).bind(now).bind(reason).execute(&mut *conn).await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE participants SET left_at = COALESCE(left_at, $2), \
-         present_ms = present_ms + COALESCE($2 - present_since, 0), present_since = NULL WHERE room_id = $1",
-    )
-    .bind(room_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE knocks SET answer = 'denied', answered_at = $2 WHERE room_id = $1 AND answer IS NULL")
-        .bind(room_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    for sql in &CLOSE_ROOM[1..] {
+        sqlx::query(*sql).bind(room_id).bind(now).execute(&mut *conn).await?;
+    }
     Ok(true)
 }
+
+/// Closing a room: `$1` room id, `$2` time, and in the first statement `$3` the reason. The
+/// others run only when the first changed a row: everyone leaves, pending knocks are denied.
+pub(super) const CLOSE_ROOM: [&str; 3] = [
+    "UPDATE rooms SET ended_at = $2, end_reason = $3, version = version + 1 WHERE id = $1 AND ended_at IS NULL",
+    "UPDATE participants SET left_at = COALESCE(left_at, $2), \
+     present_ms = present_ms + COALESCE($2 - present_since, 0), present_since = NULL WHERE room_id = $1",
+    "UPDATE knocks SET answer = 'denied', answered_at = $2 WHERE room_id = $1 AND answer IS NULL",
+];
