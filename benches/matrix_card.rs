@@ -181,7 +181,7 @@ async fn run(rounds: u64, warmup: u64, pause: Duration) -> bool {
         }
         if round + 1 == warmup {
             println!("warm-up done ({warmup} rounds)");
-        } else if round >= warmup && (round + 1 - warmup) % 10 == 0 {
+        } else if round >= warmup && (round + 1 - warmup).is_multiple_of(10) {
             let last = |b: Bot| results[b as usize].last().map_or(0.0, |s| ms(s.latency));
             println!("{:>4}/{rounds} rounds; last: echo {:.1} ms, callbridge {:.1} ms", round + 1 - warmup, last(Bot::Echo), last(Bot::Callbridge));
         }
@@ -386,11 +386,11 @@ impl Inbox {
 
     /// Accepts invitations (the direct room's events show once the user is in).
     async fn take(&mut self, hs: &Synapse, user: &User, seen: Seen) {
-        if let Seen::Invite { room } = seen {
-            if !self.invited_to.contains(&room) {
-                hs.join(user, &room).await;
-                self.invited_to.push(room);
-            }
+        if let Seen::Invite { room } = seen
+            && !self.invited_to.contains(&room)
+        {
+            hs.join(user, &room).await;
+            self.invited_to.push(room);
         }
     }
 }

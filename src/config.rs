@@ -76,7 +76,7 @@ pub mod human_duration {
     pub fn format(d: Duration) -> String {
         let ms = d.as_millis();
         for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms > 0 && ms % size == 0 {
+            if ms > 0 && ms.is_multiple_of(size) {
                 return format!("{}{unit}", ms / size);
             }
         }

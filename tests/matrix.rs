@@ -247,8 +247,8 @@ async fn user_client(hs: &Synapse, user: &User, dir: &std::path::Path) -> (matri
 /// The bot's card in `room` as a client decrypted it, newest edit applied: (body, html).
 fn decrypted_card(seen: &Seen, room: &str, bot: &str) -> Option<(String, String)> {
     let seen = seen.lock().unwrap();
-    let ours = seen.iter().filter(|(r, s, c)| r == room && s == bot && c["msgtype"] == "m.notice" && c["formatted_body"].is_string());
-    let latest = ours.last()?;
+    let mut ours = seen.iter().filter(|(r, s, c)| r == room && s == bot && c["msgtype"] == "m.notice" && c["formatted_body"].is_string());
+    let latest = ours.next_back()?;
     let c = if latest.2["m.new_content"].is_object() { &latest.2["m.new_content"] } else { &latest.2 };
     Some((c["body"].as_str()?.to_owned(), c["formatted_body"].as_str()?.to_owned()))
 }

@@ -118,10 +118,10 @@ impl Synapse {
             if let Some(status) = self.child.try_wait().expect("poll Synapse") {
                 return Err(format!("exited ({status}) before answering"));
             }
-            if let Ok(r) = self.http.get(&versions).timeout(Duration::from_secs(2)).send().await {
-                if r.status() == StatusCode::OK {
-                    return Ok(());
-                }
+            if let Ok(r) = self.http.get(&versions).timeout(Duration::from_secs(2)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!("did not answer {versions} within {START_TIMEOUT:?}"));

@@ -191,17 +191,17 @@ async fn decide_room(
     let mut occupied: Option<i64> = Some(room.held);
     let mut fresh: Vec<Fresh> = Vec::new();
     for Job { req, .. } in jobs {
-        if let Some(token) = req.token.as_deref().filter(|t| is_token(t)) {
-            if let Some(known) = db.by_token(room_id, &hash_token(token)).await? {
-                if known.banned {
-                    answers.push(Refused(Refusal::Banned));
-                    continue;
-                }
-                db.readmit(room_id, &known.id, now).await?;
-                occupied = None;
-                answers.push(Admission::Admitted(Admitted { participant_id: known.id, token: token.to_owned(), name: known.name, rejoin: true }));
+        if let Some(token) = req.token.as_deref().filter(|t| is_token(t))
+            && let Some(known) = db.by_token(room_id, &hash_token(token)).await?
+        {
+            if known.banned {
+                answers.push(Refused(Refusal::Banned));
                 continue;
             }
+            db.readmit(room_id, &known.id, now).await?;
+            occupied = None;
+            answers.push(Admission::Admitted(Admitted { participant_id: known.id, token: token.to_owned(), name: known.name, rejoin: true }));
+            continue;
         }
         if let Some(user_ref) = &req.user_ref
             && db.user_banned(room_id, user_ref).await?
