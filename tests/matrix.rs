@@ -339,7 +339,8 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
 }
 
 /// A homeserver that rate-limits the bot hard: the 429s' `retry_after_ms` reach the card
-/// updater's pacing, and the card still converges on the last joiner.
+/// updater's pacing, and the card still converges on the last joiner. This bot signs in with
+/// an existing device's access token instead of a password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_bot_still_converges() {
     let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
@@ -353,9 +354,12 @@ async fn a_rate_limited_bot_still_converges() {
     let room = hs.create_room(&admin, "busy", &[b], false).await;
     let db = TestDb::new(Db::Sqlite).await;
     let mut cfg = matrix_config(&db, &hs, &bot);
-    cfg.matrix.as_mut().unwrap().widget = false;
+    let m = cfg.matrix.as_mut().unwrap();
+    (m.widget, m.password, m.access_token) = (false, None, Some(callbridge::config::Secret::new(bot.access_token.clone())));
     let h = Harness::start(cfg).await;
     hs.wait_for_join(&admin, &room, b, WAIT).await;
+    let devices = hs.call_ok(&bot, Method::GET, "/_matrix/client/v3/devices", None).await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 1, "the token's own device, no new login: {devices}");
 
     hs.send_text(&admin, &room, "!call Busy").await;
     assert!(eventually(WAIT, || async { card(&hs, &admin, &room, b).await.is_some() }).await, "a card is posted");
