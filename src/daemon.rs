@@ -65,7 +65,7 @@ impl Daemon {
 
         let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
         let events = EventBus::default();
-        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, &workers, stop_workers.clone());
+        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, &workers, stop_workers.clone())?;
         let identity_key = store.secret("identity_key", IdentityKey::generate_hex).await?;
         let identity = IdentityKey::from_hex(&identity_key).context("the stored identity key is not 32 bytes of hex")?;
         let rooms = RoomService::new(store.clone(), events.clone(), admissions, config.clone(), identity);

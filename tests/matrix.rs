@@ -260,6 +260,7 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
     let hs = Synapse::start().await;
     let bot = hs.register("callbot", false).await;
     let alice = hs.register("alice", false).await;
+    let bob = hs.register("bob", false).await;
     let b = bot.user_id.as_str();
     let db = TestDb::new(Db::Sqlite).await;
     let mut cfg = matrix_config(&db, &hs, &bot);
@@ -268,7 +269,9 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
 
     let dir = tempfile::tempdir().unwrap();
     let (client, seen, syncing) = user_client(&hs, &alice, dir.path()).await;
-    let room_id = hs.create_room(&alice, "secret team", &[b], true).await;
+    // A group (alice, bob and the bot): links for one person must go elsewhere.
+    let room_id = hs.create_room(&alice, "secret team", &[b, &bob.user_id], true).await;
+    hs.join(&bob, &room_id).await;
     hs.wait_for_join(&alice, &room_id, b, WAIT).await;
     let room = {
         let id = <&matrix_sdk::ruma::RoomId>::try_from(room_id.as_str()).unwrap();
@@ -373,5 +376,31 @@ async fn a_rate_limited_bot_still_converges() {
     let log = std::fs::read_to_string(hs.dir().join("homeserver.log")).unwrap();
     let limited = log.lines().filter(|l| l.contains("{@callbot:localhost}") && l.contains(" 429 ")).count();
     assert!(limited >= 1, "the homeserver did rate-limit the bot (else this test proves nothing)");
+    h.stop().await;
+}
+
+/// Whoever invites the bot sets the room's "direct" flag; a group flagged so is still a group,
+/// and the host link never lands in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_flagged_direct_never_gets_a_host_link() {
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let mallory = hs.register("mallory", false).await;
+    let member = hs.register("member", false).await;
+    let b = bot.user_id.as_str();
+    let body = json!({"preset": "private_chat", "is_direct": true, "invite": [b, member.user_id]});
+    let room = hs.call_ok(&mallory, Method::POST, "/_matrix/client/v3/createRoom", Some(&body)).await["room_id"].as_str().unwrap().to_owned();
+    hs.join(&member, &room).await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = matrix_config(&db, &hs, &bot);
+    cfg.matrix.as_mut().unwrap().widget = false;
+    let h = Harness::start(cfg).await;
+    hs.wait_for_join(&mallory, &room, b, WAIT).await;
+
+    hs.send_text(&mallory, &room, "!call Trap").await;
+    assert!(eventually(WAIT, || async { card(&hs, &member, &room, b).await.is_some() }).await, "a card is posted");
+    assert!(eventually(WAIT, || async { !invites(&hs, &mallory).await.is_empty() }).await, "the host link goes to a new direct room");
+    let everything = hs.messages(&member, &room).await;
+    assert!(!everything.iter().any(|e| e.to_string().contains("#host=")), "no host link in the group");
     h.stop().await;
 }

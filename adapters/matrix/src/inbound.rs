@@ -17,9 +17,11 @@ use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
-use matrix_sdk::ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use std::collections::HashMap;
+use matrix_sdk::ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use matrix_sdk::event_handler::EventHandlerHandle;
+use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::{Client, Room, RoomState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,6 @@ impl MatrixAdapter {
             tracing::error!("matrix: the session has no user id");
             return;
         };
-        let _ = self.client.set(client.clone());
         let marker = self.settings.store_dir.join(SYNCED_MARKER);
         if !marker.exists() {
             // First start: take in the rooms' state and history without acting on any of it.
@@ -78,6 +79,9 @@ impl MatrixAdapter {
                 tracing::warn!(%error, "matrix: cannot mark the store as synced");
             }
         }
+        // Only now do sends find their rooms: before the first sync a fresh store knows none,
+        // and a card's room that is "not found" would be given up for good.
+        let _ = self.client.set(client.clone());
         tracing::info!(user = %me, "matrix bot connected");
         let tasks = TaskTracker::new();
         let listener = Arc::new(Listener {
@@ -87,8 +91,9 @@ impl MatrixAdapter {
             tasks: tasks.clone(),
             cancel: cancel.clone(),
             joined_at: Mutex::default(),
+            not_cards: Mutex::default(),
         });
-        listener.clone().register(&client);
+        let handlers = listener.clone().register(&client);
         // Invitations that arrived while the bot was away (or during the first sync).
         for room in client.invited_rooms() {
             if let Ok(invite) = room.invite_details().await {
@@ -118,6 +123,10 @@ impl MatrixAdapter {
                 }
             }
         }
+        // The handlers hold the listener, which holds this adapter and so the client.
+        for handle in handlers {
+            client.remove_event_handler(handle);
+        }
         tasks.close();
         tasks.wait().await;
     }
@@ -133,22 +142,30 @@ struct Listener {
     cancel: CancellationToken,
     /// When this process joined a room: the history a join brings along is not new commands.
     joined_at: Mutex<HashMap<OwnedRoomId, MilliSecondsSinceUnixEpoch>>,
+    /// Events found not to be cards (reactions on them are ignored without asking again).
+    not_cards: Mutex<HashSet<OwnedEventId>>,
 }
 
 impl Listener {
-    fn register(self: Arc<Self>, client: &Client) {
+    fn register(self: Arc<Self>, client: &Client) -> Vec<EventHandlerHandle> {
         let l = self.clone();
-        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+        let messages = client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
             let l = l.clone();
             async move { l.on_message(ev, room).await }
         });
         let l = self.clone();
-        client.add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room| {
+        let reactions = client.add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room| {
             let l = l.clone();
             async move { l.on_reaction(ev, room).await }
         });
+        // Events that reach a handler as `m.room.encrypted` could not be decrypted (no key
+        // yet, or a client that withholds keys from unverified devices): say so, since a
+        // command among them goes unanswered.
+        let undecrypted = client.add_event_handler(|ev: OriginalSyncRoomEncryptedEvent, room: Room| async move {
+            tracing::info!(room = %room.room_id(), sender = %ev.sender, "matrix: a message the bot cannot decrypt (no room key for its device)");
+        });
         let l = self;
-        client.add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
+        let invites = client.add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
             let l = l.clone();
             async move {
                 if ev.state_key == l.me && ev.content.membership == MembershipState::Invite {
@@ -156,6 +173,7 @@ impl Listener {
                 }
             }
         });
+        vec![messages, reactions, undecrypted, invites]
     }
 
     /// Whether an event is too old to act on: sent before the bot joined the room (history),
@@ -187,9 +205,9 @@ impl Listener {
         let needs_admin =
             matches!(command, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. });
         let actor = self.actor(&room, &ev.sender, needs_admin).await;
-        // Only a direct room is private: member counts can lag right after a join, and a
-        // host link must never land in a group by mistake.
-        let private = room.is_dm();
+        // Private means just the two of them, counted now: a room's direct flag is set by
+        // whoever invited the bot, and a host link must never land in a group.
+        let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;
         let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
         let _ = self.inbox.send(event).await;
     }
@@ -220,10 +238,21 @@ impl Listener {
         if self.adapter.is_known_card(event) {
             return true;
         }
+        if self.not_cards.lock().unwrap_or_else(|e| e.into_inner()).contains(event) {
+            return false;
+        }
         let fetched = tokio::time::timeout(self.adapter.settings.request_timeout, room.event(event, None)).await;
-        let ours = matches!(fetched, Ok(Ok(e)) if e.sender().as_deref() == Some(&*self.me));
+        // A card is the bot's notice with HTML; its replies and help are plain notices.
+        let ours = matches!(&fetched, Ok(Ok(e)) if e.sender().as_deref() == Some(&*self.me)
+            && e.raw().get_field::<serde_json::Value>("content").ok().flatten().is_some_and(|c| c["formatted_body"].is_string() && c["m.relates_to"].is_null()));
         if ours {
             self.adapter.remember_card(event.to_owned());
+        } else if matches!(fetched, Ok(Ok(_))) {
+            let mut not_cards = self.not_cards.lock().unwrap_or_else(|e| e.into_inner());
+            if not_cards.len() > 4096 {
+                not_cards.clear();
+            }
+            not_cards.insert(event.to_owned());
         }
         ours
     }

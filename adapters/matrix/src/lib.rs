@@ -21,7 +21,7 @@ use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageR
 use matrix_sdk::ruma::api::error::{ErrorKind, RetryAfter};
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
-use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use matrix_sdk::{Client, Room};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -182,13 +182,26 @@ impl MatrixAdapter {
         }
     }
 
-    /// The direct-message room with `user`, made (and the user invited) when there is none.
+    /// The direct-message room with `user`, made (and the user invited) when there is none
+    /// that holds just the two of them. A room's direct flag is the inviter's to set, so it
+    /// alone never makes a room private.
     async fn dm_room(&self, user: &UserId) -> Result<Room, SendError> {
         let client = self.client()?;
-        if let Some(room) = client.get_dm_room(user) {
-            return Ok(room);
+        for room in client.get_dm_rooms(user) {
+            if room.state() == matrix_sdk::RoomState::Joined && self.just_us(&room, user).await {
+                return Ok(room);
+            }
         }
         self.call(client.create_dm(user)).await
+    }
+
+    /// Whether `room`'s members (joined or invited) are exactly the bot and `user`.
+    pub(crate) async fn just_us(&self, room: &Room, user: &UserId) -> bool {
+        let Some(me) = self.client.get().and_then(|c| c.user_id()) else { return false };
+        match tokio::time::timeout(self.settings.request_timeout, room.members(matrix_sdk::RoomMemberships::ACTIVE)).await {
+            Ok(Ok(members)) => members.len() == 2 && members.iter().all(|m| m.user_id() == me || m.user_id() == user),
+            _ => false,
+        }
     }
 }
 
@@ -208,9 +221,22 @@ pub fn send_error(error: &matrix_sdk::Error) -> SendError {
             return SendError::RetryAfter(wait);
         }
         let status = api.status_code.as_u16();
-        return if status >= 500 || status == 408 { SendError::Transient(error.to_string()) } else { SendError::Refused(error.to_string()) };
+        // 401 is the bot's session, not the room: the card is still there once it is mended.
+        return if status >= 500 || status == 408 || status == 401 {
+            SendError::Transient(error.to_string())
+        } else {
+            SendError::Refused(error.to_string())
+        };
     }
     SendError::Transient(error.to_string())
+}
+
+/// A stable fingerprint of a message's content (the same edit, retried, gets the same one).
+fn digest(content: &RoomMessageEventContent) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.body().hash(&mut h);
+    h.finish()
 }
 
 fn event_id(message: &MessageRef) -> Result<OwnedEventId, SendError> {
@@ -242,7 +268,10 @@ impl ChatAdapter for MatrixAdapter {
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
         Box::pin(async move {
             let room = self.room(chat)?;
-            let sent = self.call(room.send(self.content(card)).into_future()).await?;
+            // A fixed transaction id per card: a retry after a timeout (the homeserver may have
+            // taken the first attempt) gets the same event back instead of a second card.
+            let txn = OwnedTransactionId::from(format!("callbridge-card-{}", card.room_id));
+            let sent = self.call(room.send(self.content(card)).with_transaction_id(txn).into_future()).await?;
             let id = sent.response.event_id;
             self.remember_card(id.clone());
             if self.settings.widget {
@@ -257,8 +286,11 @@ impl ChatAdapter for MatrixAdapter {
             let room = self.room(chat)?;
             let original = event_id(message)?;
             self.remember_card(original.clone());
-            let edit = self.content(card).make_replacement(ReplacementMetadata::new(original, Some(Mentions::new())));
-            self.call(room.send(edit).into_future()).await?;
+            let content = self.content(card);
+            // Retries of the same edit share a transaction id, so the homeserver keeps one.
+            let txn = OwnedTransactionId::from(format!("callbridge-edit-{original}-{:016x}", digest(&content)));
+            let edit = content.make_replacement(ReplacementMetadata::new(original, Some(Mentions::new())));
+            self.call(room.send(edit).with_transaction_id(txn).into_future()).await?;
             if self.settings.widget && card.status.is_over() {
                 self.set_widget(&room, card).await;
             }
@@ -286,10 +318,8 @@ impl ChatAdapter for MatrixAdapter {
     }
 
     fn private_chat(&self, user: &UserRef) -> Option<ChatRef> {
-        // Always some: a direct room is made on demand. Before it exists, the user's id keys
-        // its pacing.
-        let existing = UserId::parse(user.as_str()).ok().and_then(|u| self.client.get()?.get_dm_room(&u));
-        Some(existing.map(|r| ChatRef(r.room_id().to_string())).unwrap_or_else(|| ChatRef(user.0.clone())))
+        // Always some (a direct room is made on demand); the user's id keys its pacing.
+        Some(ChatRef(user.0.clone()))
     }
 
     fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>> {

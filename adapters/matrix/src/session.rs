@@ -26,9 +26,15 @@ struct Saved {
 pub async fn connect(settings: &Settings) -> Result<Client, MatrixError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| MatrixError::Setup(format!("{what}: {e}"));
     std::fs::create_dir_all(&settings.store_dir).map_err(|e| setup("cannot create the store directory", &e))?;
+    // The crypto store holds the bot's encryption keys: for its owner's eyes only.
+    #[cfg(unix)]
+    std::fs::set_permissions(&settings.store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| setup("cannot restrict the store directory", &e))?;
     let saved = read_saved(&settings.store_dir)?.filter(|s| {
-        // A changed homeserver or access token starts over with the new one.
+        // A changed homeserver, user or access token starts over with the new one.
+        let user = s.session.meta.user_id.as_str();
         s.homeserver == settings.homeserver.as_str()
+            && (user == settings.user || s.session.meta.user_id.localpart() == settings.user)
             && settings.access_token.as_deref().is_none_or(|t| t == s.session.tokens.access_token)
     });
     if saved.is_none() {

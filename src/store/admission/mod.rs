@@ -43,27 +43,27 @@ pub struct AdmissionWriter {
 impl AdmissionWriter {
     /// Starts the writer tasks on `tracker`; they stop when `cancel` fires or every handle is
     /// dropped. SQLite gets one writer (it has one write lock); PostgreSQL four.
-    pub fn start(store: Store, expire_after: Duration, tracker: &TaskTracker, cancel: CancellationToken) -> Self {
+    pub fn start(store: Store, expire_after: Duration, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Self, StoreError> {
         let writers = match store.backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
         };
-        let shards = (0..writers)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-                let (store, cancel) = (store.clone(), cancel.clone());
-                match store.backend {
-                    Backend::Sqlite => {
-                        tracker.spawn_blocking(move || sqlite::run_writer(store, expire_after, rx, cancel));
-                    }
-                    Backend::Postgres => {
-                        tracker.spawn(run_writer(store, expire_after, rx, cancel));
-                    }
+        let mut shards = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+            let (store, cancel) = (store.clone(), cancel.clone());
+            match store.backend {
+                Backend::Sqlite => {
+                    let db = sqlite::open(&store)?;
+                    tracker.spawn_blocking(move || sqlite::run_writer(store, db, expire_after, rx, cancel));
                 }
-                tx
-            })
-            .collect();
-        AdmissionWriter { shards }
+                Backend::Postgres => {
+                    tracker.spawn(run_writer(store, expire_after, rx, cancel));
+                }
+            }
+            shards.push(tx);
+        }
+        Ok(AdmissionWriter { shards })
     }
 
     /// Decides one join.

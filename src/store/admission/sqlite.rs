@@ -23,16 +23,15 @@ use tokio_util::sync::CancellationToken;
 const HOLD_WRITE_LOCK: Duration = Duration::from_millis(5);
 
 /// The writer's loop; runs on a blocking thread until `cancel` fires or the queue closes.
-pub(super) fn run_writer(store: Store, expire_after: Duration, mut rx: mpsc::Receiver<Job>, cancel: CancellationToken) {
+pub(super) fn run_writer(
+    store: Store,
+    mut db: rusqlite::Connection,
+    expire_after: Duration,
+    mut rx: mpsc::Receiver<Job>,
+    cancel: CancellationToken,
+) {
     let rt = tokio::runtime::Handle::current();
     let expire_ms = expire_after.as_millis() as i64;
-    let mut db = match open(&store) {
-        Ok(db) => db,
-        Err(error) => {
-            tracing::error!(%error, "cannot open the SQLite admission writer; joins will fail");
-            return;
-        }
-    };
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = rt.block_on(async {
@@ -76,11 +75,21 @@ pub(super) fn run_writer(store: Store, expire_after: Duration, mut rx: mpsc::Rec
     }
 }
 
-fn open(store: &Store) -> Result<rusqlite::Connection, rusqlite::Error> {
+/// Opens the writer's connection to the file the pools opened (and migrated): never creates
+/// one, so a path read differently fails the start instead of writing elsewhere.
+pub(super) fn open(store: &Store) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
     let path = store.sqlite_path.as_deref().unwrap_or_default();
-    let db = rusqlite::Connection::open(path)?;
-    // As the pool's connections (see `sqlite_pool`): WAL is set on the file already.
-    db.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")?;
+    let db = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let tables: i64 = db.query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('rooms', 'participants')", [], |r| r.get(0))?;
+    if tables != 2 {
+        return Err(rusqlite::Error::InvalidPath(path.into()));
+    }
+    // As the pool's connections (see `sqlite_pool`), and the writer's checkpoint backstop (see
+    // `Store::connect`): WAL is set on the file already.
+    db.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 16000;",
+    )?;
     db.set_prepared_statement_cache_capacity(16);
     Ok(db)
 }
