@@ -388,14 +388,16 @@ async fn a_group_flagged_direct_never_gets_a_host_link() {
     let mallory = hs.register("mallory", false).await;
     let member = hs.register("member", false).await;
     let b = bot.user_id.as_str();
-    let body = json!({"preset": "private_chat", "is_direct": true, "invite": [b, member.user_id]});
+    // A "direct" room with the bot alone, which then grows into a group.
+    let body = json!({"preset": "private_chat", "is_direct": true, "invite": [b]});
     let room = hs.call_ok(&mallory, Method::POST, "/_matrix/client/v3/createRoom", Some(&body)).await["room_id"].as_str().unwrap().to_owned();
-    hs.join(&member, &room).await;
     let db = TestDb::new(Db::Sqlite).await;
     let mut cfg = matrix_config(&db, &hs, &bot);
     cfg.matrix.as_mut().unwrap().widget = false;
     let h = Harness::start(cfg).await;
     hs.wait_for_join(&mallory, &room, b, WAIT).await;
+    hs.invite(&mallory, &room, &member.user_id).await;
+    hs.join(&member, &room).await;
 
     hs.send_text(&mallory, &room, "!call Trap").await;
     assert!(eventually(WAIT, || async { card(&hs, &member, &room, b).await.is_some() }).await, "a card is posted");
