@@ -1,7 +1,7 @@
 //! Admission throughput and latency: `POST /r/{id}/join` on callbridge (SQLite, PostgreSQL)
 //! side by side with a bare axum handler, in one run on the same machine.
 //!
-//!     cargo bench --bench admission [-- --seconds 10 --connections 64]
+//!     cargo bench --bench admission [-- --seconds 10 --connections 64 --targets sqlite,postgres]
 //!
 //! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
 //! this process is the load generator, with `--connections` keep-alive connections each
@@ -18,6 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The daemon binary's allocator, for both servers (and the load generator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROOM_SIZE: u64 = 1000;
 const API_TOKEN: &str = "bench-api-token-0123456789";
 
@@ -30,10 +34,12 @@ fn main() {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
     };
     let (seconds, connections) = (arg("--seconds", 10), arg("--connections", 64) as usize);
+    let targets = args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)).map_or("sqlite,postgres", |v| v.as_str());
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("admission benchmark: {connections} connections, {seconds} s per target, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
     let mut rows = Vec::new();
-    for target in ["bare", "sqlite", "postgres"] {
+    // The bare handler always runs: every figure is read against it.
+    for target in std::iter::once("bare").chain(targets.split(',').filter(|t| ["sqlite", "postgres"].contains(t))) {
         let result = rt.block_on(run_target(target, seconds, connections));
         println!("{target:>9}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} other)", result.rps, result.p50, result.p99, result.ok, result.other);
         rows.push((target, result));

@@ -11,7 +11,7 @@ use crate::events::{EventBus, RoomEventKind};
 use crate::live::{Live, run_dispatcher};
 use crate::service::RoomService;
 use crate::store::{AdmissionWriter, Store};
-use crate::web::{AppState, app};
+use crate::web::{AppState, Shared, app};
 use anyhow::Context;
 use governor::{Quota, RateLimiter};
 use std::net::SocketAddr;
@@ -78,7 +78,7 @@ impl Daemon {
         #[cfg(feature = "discord")]
         let discord = start_discord(&config, &rooms, &workers, &stop_workers)?;
         let (sessions_cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
-        let state = AppState {
+        let state = AppState::new(Shared {
             rooms: rooms.clone(),
             live: live.clone(),
             node_id: node_id.clone(),
@@ -88,7 +88,7 @@ impl Daemon {
             tracker: sessions,
             #[cfg(feature = "discord")]
             discord,
-        };
+        });
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
         workers.spawn(checkpoints(store.clone(), stop_workers.clone()));

@@ -6,6 +6,10 @@ use callbridge::daemon::Daemon;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// See the `mimalloc` entry in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {

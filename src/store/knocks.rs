@@ -5,7 +5,7 @@
 
 use super::admission::gone_or_unknown;
 use super::{Store, StoreError};
-use crate::ids::{hash_token, is_token, new_participant_id, new_token};
+use crate::ids::{hash_token, new_participant_id, new_participant_token, participant_token_id};
 use crate::room::Refusal;
 use sqlx::Row;
 
@@ -53,7 +53,10 @@ impl Store {
         if room.try_get::<i64, _>(1)? == 0 {
             return Ok(KnockOutcome::Refused(Refusal::Locked { knock: false }));
         }
-        let (knock_id, token) = (new_participant_id(), new_token());
+        // The knock's id becomes the participant's id when the host admits it, so its token
+        // is already the participant token it will be.
+        let knock_id = new_participant_id();
+        let token = new_participant_token(&knock_id);
         sqlx::query("INSERT INTO knocks (room_id, id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(room_id)
             .bind(&knock_id)
@@ -68,7 +71,7 @@ impl Store {
 
     /// Where a knock stands (`pending`, `admitted`, `denied`); `None` unless the token matches.
     pub async fn knock_status(&self, room_id: &str, knock_id: &str, token: &str) -> Result<Option<String>, StoreError> {
-        if !is_token(token) {
+        if participant_token_id(token) != Some(knock_id) {
             return Ok(None);
         }
         let answer: Option<Option<String>> =
@@ -121,7 +124,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $5)",
             )
             .bind(room_id)
-            .bind(new_participant_id())
+            .bind(knock_id)
             .bind(&name)
             .bind(knock.try_get::<String, _>(1)?)
             .bind(now)

@@ -5,7 +5,7 @@
 //! heartbeat go stale and mark its participants as left, so nobody stays "in" forever.
 
 use super::{Store, StoreError};
-use crate::ids::{hash_token, is_token};
+use crate::ids::{hash_token, participant_token_id};
 use sqlx::Row;
 
 /// A presence change for one participant, for events.
@@ -26,13 +26,11 @@ impl Store {
         token: &str,
         node_id: &str,
     ) -> Result<Option<(PresenceChange, bool)>, StoreError> {
-        if !is_token(token) {
-            return Ok(None);
-        }
+        let Some(participant_id) = participant_token_id(token) else { return Ok(None) };
         let now = self.clock.now_ms();
         let row = sqlx::query(
             "UPDATE participants SET present_since = COALESCE(present_since, $3), node_id = $4 \
-             WHERE room_id = $1 AND token_hash = $2 AND left_at IS NULL AND banned_at IS NULL \
+             WHERE room_id = $1 AND id = $5 AND token_hash = $2 AND left_at IS NULL AND banned_at IS NULL \
              AND EXISTS (SELECT 1 FROM rooms WHERE id = $1 AND ended_at IS NULL) \
              RETURNING id, name, present_since",
         )
@@ -40,6 +38,7 @@ impl Store {
         .bind(hash_token(token))
         .bind(now)
         .bind(node_id)
+        .bind(participant_id)
         .fetch_optional(&self.write)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -75,13 +74,12 @@ impl Store {
 
     /// Whether a token is an admitted participant of an open room (no change recorded).
     pub async fn is_participant(&self, room_id: &str, token: &str) -> Result<bool, StoreError> {
-        if !is_token(token) {
-            return Ok(false);
-        }
+        let Some(participant_id) = participant_token_id(token) else { return Ok(false) };
         let row = sqlx::query(
-            "SELECT 1 FROM participants WHERE room_id = $1 AND token_hash = $2 AND left_at IS NULL AND banned_at IS NULL",
+            "SELECT 1 FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3 AND left_at IS NULL AND banned_at IS NULL",
         )
         .bind(room_id)
+        .bind(participant_id)
         .bind(hash_token(token))
         .fetch_optional(&self.read)
         .await?;

@@ -6,7 +6,7 @@ use crate::room::{Admission, JoinRequest, Refusal};
 use crate::store::KnockOutcome;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
@@ -72,15 +72,22 @@ pub struct TokenQuery {
     pub token: String,
 }
 
-/// Applies the per-address join rate limit.
-pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
-    let Some(limiter) = &state.join_limiter else { return Ok(()) };
-    let Some(ip) = super::client_addr::client_ip(parts, state.rooms.config().server.trust_forwarded_for) else {
-        return Ok(());
-    };
-    limiter.check_key(&ip).map_err(|_| {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many join attempts; wait a minute")
-    })
+/// The per-address join rate limit, as an extractor: it runs before the body is read, and
+/// looks at the request head in place (taking `Parts` would copy the headers and extensions).
+pub struct WithinJoinRate;
+
+impl FromRequestParts<AppState> for WithinJoinRate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(limiter) = &state.join_limiter else { return Ok(WithinJoinRate) };
+        let Some(ip) = super::client_addr::client_ip(parts, state.rooms.config().server.trust_forwarded_for) else {
+            return Ok(WithinJoinRate);
+        };
+        limiter.check_key(&ip).map(|_| WithinJoinRate).map_err(|_| {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many join attempts; wait a minute")
+        })
+    }
 }
 
 /// Enter a room.
@@ -102,10 +109,9 @@ pub(super) fn rate_limit(state: &AppState, parts: &Parts) -> Result<(), ApiError
 pub async fn join(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    parts: Parts,
+    _: WithinJoinRate,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Json<JoinResponse>, ApiError> {
-    rate_limit(&state, &parts)?;
     let Json(body) = body.map_err(json_rejection)?;
     let host = match &body.host_token {
         Some(t) => state.rooms.is_host(&id, t).await? == crate::store::HostCheck::Host,
@@ -151,10 +157,9 @@ pub async fn join(
 pub async fn knock(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    parts: Parts,
+    _: WithinJoinRate,
     body: Result<Json<KnockBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KnockResponse>), ApiError> {
-    rate_limit(&state, &parts)?;
     let Json(body) = body.map_err(json_rejection)?;
     match state.rooms.knock(&id, &body.name).await? {
         KnockOutcome::Waiting { knock_id, token } => Ok((StatusCode::ACCEPTED, Json(KnockResponse { knock_id, token }))),

@@ -3,7 +3,7 @@
 //! Joins go through writer tasks that take every join waiting in their queue (up to
 //! [`MAX_BATCH`]) and decide them one after another inside a single transaction. Each
 //! decision sees the ones before it, so the rules hold exactly; the batch shares one
-//! BEGIN/COMMIT, one room row lock and one occupancy count per room, and one INSERT for its
+//! BEGIN/COMMIT, one room row lock and one occupancy count per room, and the writes of its
 //! new participants. Joins are routed to a writer by room id, so one room's joins keep their
 //! arrival order. Within a batch the joins are sorted by room id, so two writers (or two
 //! daemons) always take room row locks in the same order and cannot deadlock.
@@ -16,7 +16,7 @@
 //! scheduling, not SQLite, bounded how many joins a second one writer could decide.
 
 use super::{Backend, Store, StoreError};
-use crate::ids::{hash_token, is_token, new_participant_id, new_token};
+use crate::ids::{hash_token, new_participant_id, new_participant_token, participant_token_id};
 use crate::room::{Admission, Admitted, JoinRequest, Refusal};
 use sqlx::{AnyConnection, Row};
 use std::time::Duration;
@@ -160,7 +160,8 @@ trait AdmissionDb {
     fn lock_room(&mut self, room_id: &str, now: i64, active_since: i64) -> impl Future<Output = Result<Option<RoomRules>, StoreError>> + Send;
     /// Why a room that gave no row lock cannot be joined (marking a newly expired room).
     fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> impl Future<Output = Result<Refusal, StoreError>> + Send;
-    fn by_token(&mut self, room_id: &str, token_hash: &str) -> impl Future<Output = Result<Option<Known>, StoreError>> + Send;
+    /// The participant a token names, if the token is really theirs.
+    fn by_token(&mut self, room_id: &str, participant_id: &str, token_hash: &str) -> impl Future<Output = Result<Option<Known>, StoreError>> + Send;
     /// Admits an earlier participant again.
     fn readmit(&mut self, room_id: &str, participant_id: &str, now: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn user_banned(&mut self, room_id: &str, user_ref: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -171,8 +172,8 @@ trait AdmissionDb {
 /// Decides one room's joins of a batch in arrival order, by the rule of the contract: unknown →
 /// gone → banned → rejoin → locked → full → admitted. The room row is locked once and its
 /// occupancy counted with it; each decision then sees the ones before it through a running
-/// count, and the new participants are written with one INSERT. That keeps a burst into one
-/// room at a handful of statements per batch instead of several per join.
+/// count, and the new participants are written together at the end (one INSERT on PostgreSQL).
+/// That keeps a burst into one room at a handful of statements per batch, not several per join.
 async fn decide_room(
     db: &mut (impl AdmissionDb + Send),
     jobs: &[Job],
@@ -191,8 +192,9 @@ async fn decide_room(
     let mut occupied: Option<i64> = Some(room.held);
     let mut fresh: Vec<Fresh> = Vec::new();
     for Job { req, .. } in jobs {
-        if let Some(token) = req.token.as_deref().filter(|t| is_token(t))
-            && let Some(known) = db.by_token(room_id, &hash_token(token)).await?
+        if let Some(token) = req.token.as_deref()
+            && let Some(participant_id) = participant_token_id(token)
+            && let Some(known) = db.by_token(room_id, participant_id, &hash_token(token)).await?
         {
             if known.banned {
                 answers.push(Refused(Refusal::Banned));
@@ -227,7 +229,8 @@ async fn decide_room(
             continue;
         }
         occupied = Some(held + 1);
-        let (participant_id, token) = (new_participant_id(), new_token());
+        let participant_id = new_participant_id();
+        let token = new_participant_token(&participant_id);
         fresh.push(Fresh { id: participant_id.clone(), token_hash: hash_token(&token), name: req.name.clone(), user_ref: req.user_ref.clone() });
         answers.push(Admission::Admitted(Admitted { participant_id, token, name: req.name.clone(), rejoin: false }));
     }
@@ -247,14 +250,16 @@ const LOCK_ROOM_COUNTING: &str = "UPDATE rooms SET last_active_at = $2, version 
      WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
      RETURNING locked, knock, max_participants, \
      (SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL)";
-const BY_TOKEN: &str = "SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND token_hash = $2";
+const BY_TOKEN: &str = "SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3";
 const READMIT: &str = "UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2";
 const USER_BANNED: &str = "SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1";
 const HELD: &str = "SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL";
+/// One new participant: SQLite's writer runs it in-process once per row, which costs less
+/// than building and parsing a JSON array.
+const INSERT_ROW: &str = "INSERT INTO participants (room_id, joined_at, admitted_at, id, token_hash, name, user_ref) \
+     VALUES ($1, $2, $2, $3, $4, $5, $6)";
 /// `$1` room id, `$2` time, `$3` a JSON array of `[id, token_hash, name, user_ref]`: one
 /// statement (one plan, one round trip) whatever the batch's size.
-const INSERT_SQLITE: &str = "INSERT INTO participants (room_id, joined_at, admitted_at, id, token_hash, name, user_ref) \
-     SELECT $1, $2, $2, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($3)";
 const INSERT_POSTGRES: &str = "INSERT INTO participants (room_id, joined_at, admitted_at, id, token_hash, name, user_ref) \
      SELECT $1, $2, $2, r ->> 0, r ->> 1, r ->> 2, r ->> 3 FROM jsonb_array_elements($3::jsonb) AS r";
 
@@ -276,8 +281,8 @@ impl AdmissionDb for AnyConnection {
     async fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> Result<Refusal, StoreError> {
         Ok(gone_or_unknown(self, room_id, now).await?)
     }
-    async fn by_token(&mut self, room_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
-        let row = sqlx::query(BY_TOKEN).bind(room_id).bind(token_hash).fetch_optional(&mut *self).await?;
+    async fn by_token(&mut self, room_id: &str, participant_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
+        let row = sqlx::query(BY_TOKEN).bind(room_id).bind(participant_id).bind(token_hash).fetch_optional(&mut *self).await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(Known { id: row.try_get(0)?, name: row.try_get(1)?, banned: row.try_get::<Option<i64>, _>(2)?.is_some() }))
     }

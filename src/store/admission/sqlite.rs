@@ -7,8 +7,8 @@
 //! of batches while joins keep coming ([`HOLD_WRITE_LOCK`]), since taking it costs a wake-up.
 
 use super::{
-    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_SQLITE, Job, Known, LOCK_ROOM_COUNTING, MAX_BATCH, READMIT, RoomRules,
-    USER_BANNED, answer_all, decide_batch, fresh_json, refusal_for, retrying,
+    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, LOCK_ROOM_COUNTING, MAX_BATCH, READMIT, RoomRules,
+    USER_BANNED, answer_all, decide_batch, refusal_for, retrying,
 };
 use crate::room::{Admission, Refusal};
 use crate::store::rooms::CLOSE_ROOM;
@@ -138,10 +138,10 @@ impl AdmissionDb for Tx<'_> {
         }
         Ok(refusal)
     }
-    async fn by_token(&mut self, room_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
+    async fn by_token(&mut self, room_id: &str, participant_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
         let mut stmt = self.0.prepare_cached(BY_TOKEN)?;
         Ok(stmt
-            .query_row(named_params! { "$1": room_id, "$2": token_hash }, |r| {
+            .query_row(named_params! { "$1": room_id, "$2": participant_id, "$3": token_hash }, |r| {
                 Ok(Known { id: r.get(0)?, name: r.get(1)?, banned: r.get::<_, Option<i64>>(2)?.is_some() })
             })
             .optional()?)
@@ -157,8 +157,9 @@ impl AdmissionDb for Tx<'_> {
         Ok(self.0.prepare_cached(HELD)?.query_row(named_params! { "$1": room_id }, |r| r.get(0))?)
     }
     async fn insert(&mut self, room_id: &str, fresh: &[Fresh], now: i64) -> Result<(), StoreError> {
-        if !fresh.is_empty() {
-            self.0.prepare_cached(INSERT_SQLITE)?.execute(named_params! { "$1": room_id, "$2": now, "$3": fresh_json(fresh) })?;
+        let mut stmt = self.0.prepare_cached(INSERT_ROW)?;
+        for f in fresh {
+            stmt.execute(named_params! { "$1": room_id, "$2": now, "$3": f.id, "$4": f.token_hash, "$5": f.name, "$6": f.user_ref })?;
         }
         Ok(())
     }
