@@ -62,6 +62,12 @@ async fn every_outcome_has_its_status(db: Db) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!((again["rejoin"].as_bool(), again["participant_id"].clone()), (Some(true), ada["participant_id"].clone()));
     assert_eq!(again["token"], ada_token);
+    // a token naming Ada's participant id with another secret is nobody's: no rejoin, no socket
+    let forged_ada = format!("{}{}", &ada_token[..12], "x".repeat(ada_token.len() - 12));
+    let (s, body) = h.join(&id, "Ada", Some(&forged_ada)).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::LOCKED, Some("locked")));
+    let r = h.http.get(format!("{}/r/{id}/ws?token={forged_ada}", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // locked beats full for a new joiner (order: locked before full)
     assert_eq!(h.join(&id, "Eve", None).await.1["error"], "locked");
     // the host passes the lock with the host token (a forged one does not)
@@ -235,6 +241,10 @@ async fn knock_admit_and_deny(db: Db) {
     // a wrong knock token learns nothing
     let r = h.http.get(format!("{}/r/{id}/knocks/{}?token=nope", h.base, k1["knock_id"].as_str().unwrap())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let k1_token = k1["token"].as_str().unwrap();
+    let forged_k1 = format!("{}{}", &k1_token[..12], "x".repeat(k1_token.len() - 12));
+    let r = h.http.get(format!("{}/r/{id}/knocks/{}?token={forged_k1}", h.base, k1["knock_id"].as_str().unwrap())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "the knock's id with another secret");
     h.stop().await;
     tdb.drop_db().await;
 }
