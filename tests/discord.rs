@@ -291,6 +291,35 @@ async fn cards_converge_under_injected_faults() {
     h.stop().await;
 }
 
+/// Discord answers one card edit with a global 429: no call of the bot reaches any channel
+/// before its `retry_after` has passed (the per-channel pacer alone would let the other
+/// channel's edit through), and both cards still show their joiner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_rate_limit_holds_every_channel() {
+    const OTHER: &str = "3000000000000000004";
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let mode = DiscordMode::Interactions;
+    let h = Harness::start(discord_config(&db, &double, mode)).await;
+    send(&h, &double, mode, &command("800", "call", json!([]), HOST, "Ada", "0")).await;
+    let mut elsewhere = command("801", "call", json!([]), HOST, "Ada", "0");
+    elsewhere["channel_id"] = json!(OTHER);
+    send(&h, &double, mode, &elsewhere).await;
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() && double.card(OTHER).is_some() }).await, "a card in each channel");
+    let card = |channel: &str| double.card(channel).map(|(_, m)| m.body).unwrap_or_default();
+    let room_in = |channel: &str| card(channel)["components"][0]["components"][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let (here, there) = (room_in(CHANNEL), room_in(OTHER));
+    double.limit_globally(2.0);
+    assert_eq!(h.join(&here, "Guest A", None).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.join(&there, "Guest B", None).await.0, StatusCode::OK);
+    let shown = || async { card(CHANNEL)["embeds"].to_string().contains("Guest A") && card(OTHER)["embeds"].to_string().contains("Guest B") };
+    assert!(eventually(WAIT, shown).await, "{} / {}", card(CHANNEL)["embeds"], card(OTHER)["embeds"]);
+    assert_eq!(double.faults_injected("global 429"), 1, "the global 429 was served");
+    assert_eq!(double.retry_after_violations(), 0, "a call reached Discord during a global rate limit");
+    h.stop().await;
+}
+
 /// Two people type `/call` in one channel at once: each gets their own host link, in their own
 /// answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

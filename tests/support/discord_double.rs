@@ -54,6 +54,10 @@ struct State {
     faults_injected: HashMap<&'static str, usize>,
     /// channel → no call before this (an injected 429's `retry_after`).
     blocked_until: HashMap<String, Instant>,
+    /// The next message call gets a global 429 with this `retry_after` (`limit_globally`).
+    global_next: Option<f64>,
+    /// No message call into any channel before this (an injected global 429).
+    global_until: Option<Instant>,
     retry_after_violations: usize,
     /// Interaction id → the answer the bot POSTed to its callback (gateway mode).
     callbacks: HashMap<String, Value>,
@@ -199,6 +203,11 @@ impl DiscordDouble {
     pub fn faults_injected(&self, kind: &str) -> usize {
         self.lock().faults_injected.get(kind).copied().unwrap_or(0)
     }
+    /// The next message call, into whatever channel, gets a global 429 (`X-RateLimit-Global`,
+    /// `"global": true`) with `retry_after`; until then no message call may reach any channel.
+    pub fn limit_globally(&self, retry_after: f64) {
+        self.lock().global_next = Some(retry_after);
+    }
     /// Calls into a channel before an injected 429's `retry_after` had passed.
     pub fn retry_after_violations(&self) -> usize {
         self.lock().retry_after_violations
@@ -263,8 +272,18 @@ async fn injected(d: &DiscordDouble, channel: &str) -> Option<Response> {
     let (answer, stall) = {
         let mut st = d.lock();
         let now = Instant::now();
-        if st.blocked_until.get(channel).is_some_and(|until| now + Duration::from_millis(50) < *until) {
+        if st.blocked_until.get(channel).into_iter().chain(&st.global_until).any(|until| now + Duration::from_millis(50) < *until) {
             st.retry_after_violations += 1;
+        }
+        if let Some(retry_after) = st.global_next.take() {
+            *st.faults_injected.entry("global 429").or_default() += 1;
+            st.global_until = Some(now + Duration::from_secs_f64(retry_after));
+            let mut h = HeaderMap::new();
+            h.insert("retry-after", format!("{retry_after:.3}").parse().unwrap());
+            h.insert("x-ratelimit-global", "true".parse().unwrap());
+            h.insert("x-ratelimit-scope", "global".parse().unwrap());
+            let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": true});
+            return Some((StatusCode::TOO_MANY_REQUESTS, h, Json(body)).into_response());
         }
         let plan = st.faults?;
         st.fault_tick += 1;

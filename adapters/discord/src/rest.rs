@@ -3,7 +3,10 @@
 //! Each route (method and path) is a bucket: when an answer says `X-RateLimit-Remaining: 0`,
 //! the next call on that route waits `X-RateLimit-Reset-After` first. A 429 becomes
 //! [`SendError::RetryAfter`] with Discord's `retry_after`, so the core's pacer holds the whole
-//! channel; 5xx and timeouts are transient; other refusals are final.
+//! channel. A 429 that says it is global (`X-RateLimit-Global: true`, `"global": true`) holds
+//! every call of the bot for `retry_after`, into any channel, but for interaction answers,
+//! which Discord keeps out of the global limit. 5xx and timeouts are transient; other
+//! refusals are final.
 
 use callbridge_chat::SendError;
 use reqwest::{Method, StatusCode};
@@ -13,12 +16,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The bucket key of the bot's global limit (no route looks like it).
+const GLOBAL: &str = "global";
+
 pub struct Rest {
     http: reqwest::Client,
     base: String,
     authorization: String,
     timeout: Duration,
-    /// route → no call before this. A std Mutex, never held across `.await`.
+    /// route (or [`GLOBAL`]) → no call before this. A std Mutex, never held across `.await`.
     buckets: Mutex<HashMap<String, Instant>>,
 }
 
@@ -52,7 +58,13 @@ impl Rest {
     /// One call; `Value::Null` for 204.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, SendError> {
         let route = format!("{method} {path}");
-        let wait_until = self.bucket().get(&route).copied();
+        // Interaction answers (`/interactions/…`, `/webhooks/…`) are outside the global limit.
+        let global = !path.starts_with("/interactions/") && !path.starts_with("/webhooks/");
+        let wait_until = {
+            let buckets = self.bucket();
+            let (own, all) = (buckets.get(&route).copied(), global.then(|| buckets.get(GLOBAL).copied()).flatten());
+            own.max(all)
+        };
         if let Some(at) = wait_until.filter(|at| *at > Instant::now()) {
             tokio::time::sleep_until(at).await;
         }
@@ -86,6 +98,10 @@ impl Rest {
             StatusCode::TOO_MANY_REQUESTS => {
                 let after = seconds(json["retry_after"].as_f64().map(|s| s.to_string())).or_else(|| seconds(header("retry-after"))).unwrap_or(1.0);
                 let wait = Duration::from_secs_f64(after.min(3600.0));
+                let is_global = json["global"].as_bool() == Some(true) || header("x-ratelimit-global").as_deref() == Some("true");
+                if is_global {
+                    self.hold(GLOBAL.to_owned(), Instant::now() + wait);
+                }
                 self.hold(route, Instant::now() + wait);
                 Err(SendError::RetryAfter(wait))
             }
