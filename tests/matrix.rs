@@ -167,11 +167,14 @@ async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
     assert!(card_shows(&hs, &member, &room, b, "Locked").await);
     assert_eq!(h.room(&room_id).await["locked"], true);
     assert_eq!(h.join(&room_id, "Eve", None).await.0, StatusCode::LOCKED);
-    // Reactions on the card are buttons: 🔓 unlocks, 🔒 locks again.
+    // Reactions on the card are buttons: 🔓 unlocks, 🔒 locks again. The card follows each
+    // change, also back to a content it showed before (each edit is a new event).
     hs.react(&moderator, &room, &card_id, "🔓").await;
     assert!(eventually(WAIT, || async { h.room(&room_id).await["locked"] == false }).await);
+    assert!(card_shows(&hs, &member, &room, b, "🟢 Open").await, "{:?}", card(&hs, &member, &room, b).await);
     hs.react(&moderator, &room, &card_id, "🔒\u{FE0F}").await;
     assert!(eventually(WAIT, || async { h.room(&room_id).await["locked"] == true }).await);
+    assert!(card_shows(&hs, &member, &room, b, "Locked — no new joiners").await, "{:?}", card(&hs, &member, &room, b).await);
 
     // A knock shows on the card; `!admit` lets Carol in.
     let r = h.http.post(format!("{}/r/{room_id}/knock", h.base)).json(&json!({"name": "Carol"})).send().await.unwrap();

@@ -231,14 +231,6 @@ pub fn send_error(error: &matrix_sdk::Error) -> SendError {
     SendError::Transient(error.to_string())
 }
 
-/// A stable fingerprint of a message's content (the same edit, retried, gets the same one).
-fn digest(content: &RoomMessageEventContent) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    content.body().hash(&mut h);
-    h.finish()
-}
-
 fn event_id(message: &MessageRef) -> Result<OwnedEventId, SendError> {
     EventId::parse(message.as_str()).map_err(|_| SendError::Refused(format!("not a Matrix event id: {message}")))
 }
@@ -286,11 +278,12 @@ impl ChatAdapter for MatrixAdapter {
             let room = self.room(chat)?;
             let original = event_id(message)?;
             self.remember_card(original.clone());
-            let content = self.content(card);
-            // Retries of the same edit share a transaction id, so the homeserver keeps one.
-            let txn = OwnedTransactionId::from(format!("callbridge-edit-{original}-{:016x}", digest(&content)));
-            let edit = content.make_replacement(ReplacementMetadata::new(original, Some(Mentions::new())));
-            self.call(room.send(edit).with_transaction_id(txn).into_future()).await?;
+            // A fresh transaction id each time: a card may go back to a content it showed
+            // before (locked, unlocked, locked), and a homeserver answers a reused id with the
+            // old event instead of applying the edit. A retried edit the homeserver did take is
+            // only a repeat of the same content.
+            let edit = self.content(card).make_replacement(ReplacementMetadata::new(original, Some(Mentions::new())));
+            self.call(room.send(edit).into_future()).await?;
             if self.settings.widget && card.status.is_over() {
                 self.set_widget(&room, card).await;
             }
