@@ -280,6 +280,12 @@ async fn auth_and_bad_input(db: Db) {
     let r = h.http.post(url(&format!("/r/{id}/join"))).header("content-type", "application/json").body("{nope").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_json");
+    // bodies are objects: serde would also read a struct from an array of its fields
+    let r = h.http.post(url(&format!("/r/{id}/join"))).json(&json!(["Mallory"])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_json");
+    let r = h.http.post(url("/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!([null, null, null, null])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no room from an array");
     // the rate limit: 5 per minute per address; the oversized and broken bodies above count
     let mut statuses = Vec::new();
     for i in 0..6 {

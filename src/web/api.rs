@@ -3,6 +3,7 @@
 use super::AppState;
 use super::auth::{require_api, require_host};
 use super::error::{ApiError, ErrorBody, json_rejection};
+use super::json_object::JsonObject;
 use crate::config::RoomKind;
 use crate::room::RoomView;
 use crate::service::CreateOptions;
@@ -74,12 +75,12 @@ pub struct CreatedRoomResponse {
 pub async fn create_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<Option<CreateRoomBody>>, JsonRejection>,
+    body: Result<Json<Option<JsonObject<CreateRoomBody>>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedRoomResponse>), ApiError> {
     require_api(&state, &headers)?;
     // No body (or `null`) is a room on every default.
     let body = match body {
-        Ok(Json(b)) => b.unwrap_or_default(),
+        Ok(Json(b)) => b.map(|JsonObject(b)| b).unwrap_or_default(),
         Err(JsonRejection::MissingJsonContentType(_)) if !headers.contains_key(axum::http::header::CONTENT_TYPE) => {
             CreateRoomBody::default()
         }

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, json_rejection};
+use super::json_object::JsonObject;
 use crate::room::{Admission, JoinRequest, Refusal};
 use crate::store::KnockOutcome;
 use axum::Json;
@@ -110,9 +111,9 @@ pub async fn join(
     State(state): State<AppState>,
     Path(id): Path<String>,
     _: WithinJoinRate,
-    body: Result<Json<JoinBody>, JsonRejection>,
+    body: Result<Json<JsonObject<JoinBody>>, JsonRejection>,
 ) -> Result<Json<JoinResponse>, ApiError> {
-    let Json(body) = body.map_err(json_rejection)?;
+    let Json(JsonObject(body)) = body.map_err(json_rejection)?;
     let host = match &body.host_token {
         Some(t) => state.rooms.is_host(&id, t).await? == crate::store::HostCheck::Host,
         None => false,
@@ -158,9 +159,9 @@ pub async fn knock(
     State(state): State<AppState>,
     Path(id): Path<String>,
     _: WithinJoinRate,
-    body: Result<Json<KnockBody>, JsonRejection>,
+    body: Result<Json<JsonObject<KnockBody>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KnockResponse>), ApiError> {
-    let Json(body) = body.map_err(json_rejection)?;
+    let Json(JsonObject(body)) = body.map_err(json_rejection)?;
     match state.rooms.knock(&id, &body.name).await? {
         KnockOutcome::Waiting { knock_id, token } => Ok((StatusCode::ACCEPTED, Json(KnockResponse { knock_id, token }))),
         KnockOutcome::NotLocked => Err(ApiError::new(StatusCode::CONFLICT, "not_locked", "the room is open: join it")),

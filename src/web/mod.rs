@@ -13,6 +13,7 @@ pub mod discord;
 pub mod error;
 pub mod i18n;
 pub mod join;
+pub mod json_object;
 pub mod openapi;
 pub mod pages;
 pub mod ws;
