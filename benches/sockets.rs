@@ -86,11 +86,11 @@ async fn run(rooms: usize, per_room: usize, seconds: u64) {
             let sig_tx = sig_tx.clone();
             tokio::spawn(async move {
                 while let Some(Ok(msg)) = stream.next().await {
-                    if let Message::Text(t) = msg {
-                        if t.contains("\"signal\"") {
-                            let v: Value = serde_json::from_str(&t).unwrap();
-                            let _ = sig_tx.send((v["data"]["seq"].as_u64().unwrap(), Instant::now()));
-                        }
+                    if let Message::Text(t) = msg
+                        && t.contains("\"signal\"")
+                    {
+                        let v: Value = serde_json::from_str(&t).unwrap();
+                        let _ = sig_tx.send((v["data"]["seq"].as_u64().unwrap(), Instant::now()));
                     }
                 }
             });

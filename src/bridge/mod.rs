@@ -245,11 +245,8 @@ impl Bridge {
             },
             Command::Call { .. } | Command::Who | Command::Help => return None,
         };
-        match self.host_action(&room_id, actor, action).await {
-            // The card shows what changed; a reply would only spend the chat's budget.
-            Ok(_) => None,
-            Err(why) => Some(why),
-        }
+        // The card shows what changed; a reply would only spend the chat's budget.
+        self.host_action(&room_id, actor, action).await.err()
     }
 
     /// A link that joins the presser under their chat name. It goes to them alone, never to

@@ -284,20 +284,19 @@ fn injected_fault(d: &BotApiDouble, method: &str, body: &Value) -> Option<Fault>
     let now = Instant::now();
     let chat = body["chat_id"].as_i64();
     let scope = if matches!(method, "sendMessage" | "editMessageText" | "editMessageReplyMarkup") { "send" } else { method };
-    if let Some(until) = chat.and_then(|c| st.blocked_until.get(&(c, scope.to_owned()))).copied() {
-        if now + JITTER < until {
+    if let Some(until) = chat.and_then(|c| st.blocked_until.get(&(c, scope.to_owned()))).copied()
+        && now + JITTER < until {
             st.retry_after_violations += 1;
             let left = (until - now).as_millis().div_ceil(1000) as u64;
             return Some(Fault::Answer(429, json!({"ok": false, "error_code": 429,
                 "description": format!("Too Many Requests: retry after {left}"), "parameters": {"retry_after": left}})));
         }
-    }
     let plan = st.faults?;
     if method == "getMe" {
         return None;
     }
     st.fault_tick += 1;
-    if st.fault_tick % plan.every != 0 {
+    if !st.fault_tick.is_multiple_of(plan.every) {
         return None;
     }
     let nth = st.fault_tick / plan.every;
@@ -314,7 +313,7 @@ fn injected_fault(d: &BotApiDouble, method: &str, body: &Value) -> Option<Fault>
         }
         1 => {
             *st.faults_injected.entry("5xx").or_default() += 1;
-            let (status, text) = if nth % 2 == 0 { (500, "Internal Server Error") } else { (502, "Bad Gateway") };
+            let (status, text) = if nth.is_multiple_of(2) { (500, "Internal Server Error") } else { (502, "Bad Gateway") };
             Some(Fault::Answer(status, json!({"ok": false, "error_code": status, "description": text})))
         }
         _ => {

@@ -88,10 +88,10 @@ impl Rest {
         };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let seconds = |v: Option<String>| v.and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0);
-        if header("x-ratelimit-remaining").as_deref() == Some("0") {
-            if let Some(after) = seconds(header("x-ratelimit-reset-after")) {
-                self.hold(route.clone(), Instant::now() + Duration::from_secs_f64(after.min(3600.0)));
-            }
+        if header("x-ratelimit-remaining").as_deref() == Some("0")
+            && let Some(after) = seconds(header("x-ratelimit-reset-after"))
+        {
+            self.hold(route.clone(), Instant::now() + Duration::from_secs_f64(after.min(3600.0)));
         }
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         match status {
