@@ -12,6 +12,10 @@
 //! sending one request after another. Every callbridge join is a real admission: rooms of 1000
 //! places are minted up front and filled in turn, so every answer is a 200 written to disk.
 //! PostgreSQL comes from `CALLBRIDGE_TEST_PG` (default 127.0.0.1:5432, database `test`).
+//!
+//! Where the time goes is printed beside the figures (Linux, from `/proc`): the CPU time the
+//! server process and the load generator spent per answered request, and how much of the
+//! machine sat idle, over the measured window.
 
 use axum::Json;
 use axum::routing::post;
@@ -58,13 +62,19 @@ fn main() {
             results.push(r);
         }
     }
-    println!("\n| round | target | joins/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs bare throughput | vs bare p99 |\n|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "\n| round | target | joins/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs bare throughput | vs bare p99 \
+         | server CPU µs/req | load CPU µs/req | idle | steal |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let shown = |v: Option<f64>, unit: &str| v.map_or("–".to_owned(), |v| format!("{v:.1}{unit}"));
     for (round, results) in runs.iter().enumerate() {
         let bare = &results[0];
         for (target, r) in targets.iter().zip(results) {
             println!(
-                "| {} | {target} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× |",
-                round + 1, r.rps, r.p50, r.p90, r.p99, r.p999, r.rps / bare.rps, r.p99 / bare.p99
+                "| {} | {target} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× | {} | {} | {} | {} |",
+                round + 1, r.rps, r.p50, r.p90, r.p99, r.p999, r.rps / bare.rps, r.p99 / bare.p99,
+                shown(r.cpu.map(|c| c.server_us), ""), shown(r.cpu.map(|c| c.load_us), ""), shown(r.cpu.map(|c| c.idle_pct), " %"),
+                shown(r.cpu.map(|c| c.steal_pct), " %"),
             );
         }
     }
@@ -104,6 +114,73 @@ struct Figures {
     p999: f64,
     ok: u64,
     other: u64,
+    cpu: Option<Cpu>,
+}
+
+/// Where the time of a measured window went.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// CPU time of the server process per answered request.
+    server_us: f64,
+    /// CPU time of this process (the load generator) per answered request.
+    load_us: f64,
+    /// Share of the machine's cores that sat idle.
+    idle_pct: f64,
+    /// Share of the machine's cores that the host gave to something else (a virtual machine's
+    /// steal time): the bench cannot tell that from slow code, so it is shown.
+    steal_pct: f64,
+}
+
+/// A process's CPU time in seconds (user + system), from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+    Some(ticks as f64 / 100.0)
+}
+
+/// The machine's time in ticks, from `/proc/stat`.
+#[derive(Clone, Copy)]
+struct MachineTime {
+    idle: u64,
+    steal: u64,
+    total: u64,
+}
+
+fn machine_time() -> Option<MachineTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: idle and iowait are idle cores; steal is
+    // time the host ran something else on this machine's virtual cores.
+    Some(MachineTime { idle: ticks.get(3)? + ticks.get(4)?, steal: *ticks.get(7)?, total: ticks.iter().sum() })
+}
+
+/// A snapshot to measure a window from.
+struct CpuMark {
+    server: f64,
+    load: f64,
+    machine: MachineTime,
+}
+
+impl CpuMark {
+    fn take(server_pid: u32) -> Option<CpuMark> {
+        Some(CpuMark { server: process_cpu(server_pid)?, load: process_cpu(std::process::id())?, machine: machine_time()? })
+    }
+
+    fn since(&self, server_pid: u32, requests: u64) -> Option<Cpu> {
+        let now = CpuMark::take(server_pid)?;
+        let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+        let total = (now.machine.total - self.machine.total).max(1) as f64;
+        let share = |after: u64, before: u64| 100.0 * (after - before) as f64 / total;
+        Some(Cpu {
+            server_us: per_request(now.server - self.server),
+            load_us: per_request(now.load - self.load),
+            idle_pct: share(now.machine.idle, self.machine.idle),
+            steal_pct: share(now.machine.steal, self.machine.steal),
+        })
+    }
 }
 
 async fn run_target(target: &str, seconds: u64, connections: usize) -> Figures {
@@ -178,12 +255,14 @@ async fn run_target(target: &str, seconds: u64, connections: usize) -> Figures {
         }
     };
     load(Duration::from_secs(2), false).await; // warm-up
+    let mark = CpuMark::take(child.id());
     let start = Instant::now();
     let (mut lat, ok, other) = load(Duration::from_secs(seconds), true).await;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = mark.and_then(|m| m.since(child.id(), ok + other));
     lat.sort_unstable();
     let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-    let figures = Figures { rps: ok as f64 / elapsed, p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), p999: pct(0.999), ok, other };
+    let figures = Figures { rps: ok as f64 / elapsed, p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), p999: pct(0.999), ok, other, cpu };
 
     let _ = child.kill();
     let _ = child.wait();
