@@ -14,8 +14,9 @@
 //! PostgreSQL comes from `CALLBRIDGE_TEST_PG` (default 127.0.0.1:5432, database `test`).
 //!
 //! Where the time goes is printed beside the figures (Linux, from `/proc`): the CPU time the
-//! server process and the load generator spent per answered request, and how much of the
-//! machine sat idle, over the measured window.
+//! server process and the load generator spent per answered request (for PostgreSQL, its own
+//! processes are not counted), and how much of the machine sat idle or was taken by the host
+//! (a virtual machine's steal time), over the measured window.
 
 use axum::Json;
 use axum::routing::post;
