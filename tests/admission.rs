@@ -28,6 +28,7 @@ on_both!(
     knock_admit_and_deny,
     auth_and_bad_input,
     rooms_expire_when_unused,
+    a_joiner_who_never_comes_gives_the_place_back,
 );
 
 async fn every_outcome_has_its_status(db: Db) {
@@ -317,6 +318,32 @@ async fn rooms_expire_when_unused(db: Db) {
     assert_eq!((s, body["error"].as_str()), (StatusCode::GONE, Some("expired")));
     assert_eq!(h.room(&id).await["status"], "expired");
     assert_eq!(h.join(&fresh, "Still fine", None).await.0, StatusCode::OK);
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+async fn a_joiner_who_never_comes_gives_the_place_back(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let clock = callbridge::clock::Clock::default();
+    let mut c = config(&tdb);
+    c.rooms.connect_timeout = Duration::from_secs(60);
+    let h = Harness::start_with_clock(c, clock.clone()).await;
+    let (id, _) = h.create_room(json!({"max_participants": 2})).await;
+    assert_eq!(h.join(&id, "Never came", None).await.0, StatusCode::OK);
+    clock.advance(Duration::from_secs(61));
+    // Admitted after the timeout's start: keeps the place though the page never connected yet.
+    assert_eq!(h.join(&id, "Just joined", None).await.0, StatusCode::OK);
+    assert_eq!(h.join(&id, "Third", None).await.0, StatusCode::CONFLICT);
+    // The presence sweep (every few seconds) releases only the one admitted over 60 s ago.
+    let released = eventually(Duration::from_secs(15), || async {
+        h.room(&id).await["participants"].as_array().unwrap().iter().any(|p| p["name"] == "Never came" && p["left_at"].is_string())
+    })
+    .await;
+    assert!(released, "the participant who never came still holds a place: {}", h.room(&id).await);
+    let room = h.room(&id).await;
+    let just = room["participants"].as_array().unwrap().iter().find(|p| p["name"] == "Just joined").unwrap().clone();
+    assert!(just["left_at"].is_null(), "a recent joiner was released: {room}");
+    assert_eq!(h.join(&id, "Third", None).await.0, StatusCode::OK, "the released place is free again");
     h.stop().await;
     tdb.drop_db().await;
 }

@@ -8,6 +8,10 @@ use super::{Store, StoreError};
 use crate::ids::{hash_token, participant_token_id};
 use sqlx::Row;
 
+/// Participants who never came released in one transaction: each chunk holds the write
+/// connection (and so keeps admissions waiting) for a few milliseconds at most.
+const NEVER_CAME_CHUNK: usize = 64;
+
 /// A presence change for one participant, for events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {
@@ -116,14 +120,35 @@ impl Store {
         .bind(now - stale_ms)
         .fetch_all(&self.write)
         .await?;
-        let never_came = sqlx::query(
-            "UPDATE participants SET left_at = $1 WHERE left_at IS NULL AND present_since IS NULL \
-             AND admitted_at < $2 RETURNING room_id, id, name",
+        // Finding who never came reads every participant holding a place, which takes tens of
+        // milliseconds once there are hundreds of thousands: that scan runs on a reader, so it
+        // never holds the write connection the admission writer needs. Only those found are
+        // written, a few at a time, each update checking again that they still never came.
+        let cutoff = now - connect_timeout_ms;
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT room_id, id FROM participants WHERE left_at IS NULL AND present_since IS NULL AND admitted_at < $1",
         )
-        .bind(now)
-        .bind(now - connect_timeout_ms)
-        .fetch_all(&self.write)
+        .bind(cutoff)
+        .fetch_all(&self.read)
         .await?;
+        let mut never_came = Vec::new();
+        for chunk in candidates.chunks(NEVER_CAME_CHUNK) {
+            let mut tx = self.write.begin().await?;
+            for (room_id, id) in chunk {
+                let left = sqlx::query(
+                    "UPDATE participants SET left_at = $1 WHERE room_id = $2 AND id = $3 \
+                     AND left_at IS NULL AND present_since IS NULL AND admitted_at < $4 RETURNING room_id, id, name",
+                )
+                .bind(now)
+                .bind(room_id)
+                .bind(id)
+                .bind(cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+                never_came.extend(left);
+            }
+            tx.commit().await?;
+        }
         sqlx::query("DELETE FROM nodes WHERE seen_at < $1").bind(now - 10 * stale_ms).execute(&self.write).await?;
         orphans
             .into_iter()
