@@ -133,21 +133,34 @@ impl Store {
         .await?;
         let mut never_came = Vec::new();
         for chunk in candidates.chunks(NEVER_CAME_CHUNK) {
-            let mut tx = self.write.begin().await?;
-            for (room_id, id) in chunk {
-                let left = sqlx::query(
-                    "UPDATE participants SET left_at = $1 WHERE room_id = $2 AND id = $3 \
-                     AND left_at IS NULL AND present_since IS NULL AND admitted_at < $4 RETURNING room_id, id, name",
-                )
-                .bind(now)
-                .bind(room_id)
-                .bind(id)
-                .bind(cutoff)
-                .fetch_optional(&mut *tx)
-                .await?;
-                never_came.extend(left);
+            let released = async {
+                let mut tx = self.write.begin().await?;
+                let mut left = Vec::with_capacity(chunk.len());
+                for (room_id, id) in chunk {
+                    let row = sqlx::query(
+                        "UPDATE participants SET left_at = $1 WHERE room_id = $2 AND id = $3 \
+                         AND left_at IS NULL AND present_since IS NULL AND admitted_at < $4 RETURNING room_id, id, name",
+                    )
+                    .bind(now)
+                    .bind(room_id)
+                    .bind(id)
+                    .bind(cutoff)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    left.extend(row);
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(left)
+            };
+            // Chunks already committed are reported, so their Left events are not lost; the
+            // rest waits for the next sweep.
+            match released.await {
+                Ok(left) => never_came.extend(left),
+                Err(error) => {
+                    tracing::warn!(%error, "releasing participants who never came failed; next sweep retries");
+                    break;
+                }
             }
-            tx.commit().await?;
         }
         sqlx::query("DELETE FROM nodes WHERE seen_at < $1").bind(now - 10 * stale_ms).execute(&self.write).await?;
         orphans
