@@ -1,11 +1,15 @@
 //! Admission throughput and latency: `POST /r/{id}/join` on callbridge (SQLite, PostgreSQL)
 //! side by side with a bare axum handler, in one run on the same machine.
 //!
-//!     cargo bench --bench admission [-- --seconds 10 --connections 64 --rounds 3 --targets sqlite,postgres]
+//!     cargo bench --bench admission [-- --seconds 10 --connections 64 --rounds 3 --slices 5 --targets sqlite,postgres]
 //!
-//! Each round runs the bare handler, then each target, one after another; every ratio is taken
-//! against the bare handler of the same round, and the summary gives the medians of the rounds
-//! and how many rounds met the target.
+//! Each round starts the bare handler and every target side by side and, after a warm-up of
+//! each, loads them in turn: `--slices` windows each (of `--seconds` ÷ `--slices`), bare,
+//! SQLite, PostgreSQL, bare, SQLite, … with a pause before each. This machine's speed drifts
+//! from one minute to the next, and taking turns puts every target in the same spells, where
+//! one whole run after another could give the bare handler a fast minute and callbridge a slow
+//! one. Every ratio is taken against the bare handler of the same round, and the summary gives
+//! the medians of the rounds and how many rounds met the target.
 //!
 //! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
 //! this process is the load generator, with `--connections` keep-alive connections each
@@ -16,7 +20,7 @@
 //! Where the time goes is printed beside the figures (Linux, from `/proc`): the CPU time the
 //! server process and the load generator spent per answered request (for PostgreSQL, its own
 //! processes are not counted), and how much of the machine sat idle or was taken by the host
-//! (a virtual machine's steal time), over the measured window.
+//! (a virtual machine's steal time), over the measured windows.
 
 use axum::Json;
 use axum::routing::post;
@@ -43,25 +47,26 @@ fn main() {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
     };
     let (seconds, connections, rounds) = (arg("--seconds", 10), arg("--connections", 64) as usize, arg("--rounds", 3).max(1));
+    let slices = arg("--slices", 5).clamp(1, seconds.max(1)) as u32;
     let targets = args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)).map_or("sqlite,postgres", |v| v.as_str());
     // The bare handler always runs first in each round: every figure is read against the bare
     // handler's figure of its own round, so a slow or fast spell of the machine moves both.
     let targets: Vec<&str> = std::iter::once("bare").chain(targets.split(',').filter(|t| ["sqlite", "postgres"].contains(t))).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "admission benchmark: {connections} connections, {seconds} s per target, {rounds} rounds, {} cores",
+        "admission benchmark: {connections} connections, {seconds} s per target in {slices} windows, {rounds} rounds, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let mut runs: Vec<Vec<Figures>> = (0..rounds).map(|_| Vec::new()).collect();
-    for (round, results) in runs.iter_mut().enumerate() {
-        for target in &targets {
-            let r = rt.block_on(run_target(target, seconds, connections));
+    let mut runs: Vec<Vec<Figures>> = Vec::new();
+    for round in 0..rounds {
+        let results = rt.block_on(run_round(&targets, seconds, connections, slices));
+        for (target, r) in targets.iter().zip(&results) {
             println!(
                 "round {}  {target:>9}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} other)",
                 round + 1, r.rps, r.p50, r.p99, r.ok, r.other
             );
-            results.push(r);
         }
+        runs.push(results);
     }
     println!(
         "\n| round | target | joins/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs bare throughput | vs bare p99 \
@@ -169,61 +174,66 @@ impl CpuMark {
     fn take(server_pid: u32) -> Option<CpuMark> {
         Some(CpuMark { server: process_cpu(server_pid)?, load: process_cpu(std::process::id())?, machine: machine_time()? })
     }
-
-    fn since(&self, server_pid: u32, requests: u64) -> Option<Cpu> {
-        let now = CpuMark::take(server_pid)?;
-        let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
-        let total = (now.machine.total - self.machine.total).max(1) as f64;
-        let share = |after: u64, before: u64| 100.0 * (after - before) as f64 / total;
-        Some(Cpu {
-            server_us: per_request(now.server - self.server),
-            load_us: per_request(now.load - self.load),
-            idle_pct: share(now.machine.idle, self.machine.idle),
-            steal_pct: share(now.machine.steal, self.machine.steal),
-        })
-    }
 }
 
-async fn run_target(target: &str, seconds: u64, connections: usize) -> Figures {
-    let pg_db = format!("cb_bench_{}", std::process::id());
-    let pg_admin = std::env::var("CALLBRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let dir = tempfile::tempdir().unwrap();
-    let storage = match target {
-        "sqlite" => format!("sqlite://{}/bench.db", dir.path().display()),
-        "postgres" => {
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(&pg_admin).await.expect("PostgreSQL for the benchmark");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_db}"))).execute(&mut admin).await.unwrap();
-            format!("{}/{pg_db}", pg_admin.rsplit_once('/').unwrap().0)
-        }
-        _ => String::new(),
-    };
-    let mut child = spawn_server(target, &storage, dir.path());
-    let addr = read_addr(&mut child);
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+/// One server under test, started and filled with rooms, waiting for load.
+struct Server {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    rooms: Arc<Vec<String>>,
+    counter: Arc<AtomicU64>,
+    /// The throwaway PostgreSQL database, dropped at the end.
+    pg_db: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
 
-    // Enough rooms of 1000 places for every join of the run.
-    let rooms: Arc<Vec<String>> = Arc::new(if target == "bare" {
-        vec!["AAAAAAAAAAAAAAAAAAAAAA".into()]
-    } else {
-        let n = (seconds + 3) * 60_000 / ROOM_SIZE;
-        let mut ids = Vec::new();
-        for _ in 0..n {
-            let v: Value = client.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN)
-                .json(&json!({"max_participants": ROOM_SIZE})).send().await.unwrap().json().await.unwrap();
-            ids.push(v["id"].as_str().unwrap().to_owned());
-        }
-        ids
-    });
+impl Server {
+    /// Starts `target` and mints enough rooms of 1000 places for `seconds` of joins.
+    async fn start(target: &str, seconds: u64, connections: usize) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pg_db = None;
+        let storage = match target {
+            "sqlite" => format!("sqlite://{}/bench.db", dir.path().display()),
+            "postgres" => {
+                use sqlx::Connection;
+                let admin_url = std::env::var("CALLBRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                let name = format!("cb_bench_{}", std::process::id());
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL for the benchmark");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+                pg_db = Some((admin_url, name));
+                url
+            }
+            _ => String::new(),
+        };
+        let mut child = spawn_server(target, &storage, dir.path());
+        let base = format!("http://{}", read_addr(&mut child));
+        let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+        let rooms = if target == "bare" {
+            vec!["AAAAAAAAAAAAAAAAAAAAAA".into()]
+        } else {
+            let n = (seconds + 3) * 60_000 / ROOM_SIZE;
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let v: Value = client.post(format!("{base}/api/v1/rooms")).bearer_auth(API_TOKEN)
+                    .json(&json!({"max_participants": ROOM_SIZE})).send().await.unwrap().json().await.unwrap();
+                ids.push(v["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        };
+        let counter = Arc::new(AtomicU64::new(0));
+        Server { child, base, client, rooms: Arc::new(rooms), counter, pg_db, _dir: dir }
+    }
 
-    let counter = Arc::new(AtomicU64::new(0));
-    let load = |duration: Duration, record: bool| {
+    /// `connections` connections sending joins one after another for `duration`: the
+    /// latencies in µs (when `record`), the 200s and the other answers.
+    async fn load(&self, connections: usize, duration: Duration, record: bool) -> (Vec<u32>, u64, u64) {
         let tasks: Vec<_> = (0..connections)
             .map(|_| {
-                let (client, base, rooms, counter) = (client.clone(), base.clone(), rooms.clone(), counter.clone());
+                let (client, base, rooms, counter) = (self.client.clone(), self.base.clone(), self.rooms.clone(), self.counter.clone());
                 tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(if record { 200_000 } else { 0 });
+                    let mut lat = Vec::new();
                     let (mut ok, mut other) = (0u64, 0u64);
                     let end = Instant::now() + duration;
                     while Instant::now() < end {
@@ -244,36 +254,104 @@ async fn run_target(target: &str, seconds: u64, connections: usize) -> Figures {
                 })
             })
             .collect();
-        async move {
-            let mut all = (Vec::new(), 0, 0);
-            for t in tasks {
-                let (l, ok, other) = t.await.unwrap();
-                all.0.extend(l);
-                all.1 += ok;
-                all.2 += other;
-            }
-            all
+        let mut all = (Vec::new(), 0, 0);
+        for t in tasks {
+            let (l, ok, other) = t.await.unwrap();
+            all.0.extend(l);
+            all.1 += ok;
+            all.2 += other;
         }
-    };
-    load(Duration::from_secs(2), false).await; // warm-up
-    let mark = CpuMark::take(child.id());
-    let start = Instant::now();
-    let (mut lat, ok, other) = load(Duration::from_secs(seconds), true).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = mark.and_then(|m| m.since(child.id(), ok + other));
-    lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-    let figures = Figures { rps: ok as f64 / elapsed, p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), p999: pct(0.999), ok, other, cpu };
-
-    let _ = child.kill();
-    let _ = child.wait();
-    if target == "postgres" {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&pg_admin).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))).execute(&mut admin).await;
+        all
     }
-    figures
+
+    async fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((admin_url, name)) = self.pg_db {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+        }
+    }
 }
+
+/// What one target's measured windows of a round add up to.
+#[derive(Default)]
+struct Tally {
+    lat: Vec<u32>,
+    ok: u64,
+    other: u64,
+    seconds: f64,
+    server_cpu: f64,
+    load_cpu: f64,
+    idle: u64,
+    steal: u64,
+    ticks: u64,
+    cpu_known: bool,
+}
+
+impl Tally {
+    fn figures(mut self) -> Figures {
+        self.lat.sort_unstable();
+        let lat = &self.lat;
+        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+        let requests = (self.ok + self.other).max(1) as f64;
+        let share = |t: u64| 100.0 * t as f64 / self.ticks.max(1) as f64;
+        let cpu = self.cpu_known.then(|| Cpu {
+            server_us: self.server_cpu * 1e6 / requests,
+            load_us: self.load_cpu * 1e6 / requests,
+            idle_pct: share(self.idle),
+            steal_pct: share(self.steal),
+        });
+        Figures { rps: self.ok as f64 / self.seconds, p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), p999: pct(0.999), ok: self.ok, other: self.other, cpu }
+    }
+}
+
+/// One round: every target's server runs side by side, idle but for its turn; after a
+/// warm-up each, the load visits the targets in turn, `slices` windows each, so that a slow
+/// or fast spell of the machine falls on all of them alike.
+async fn run_round(targets: &[&str], seconds: u64, connections: usize, slices: u32) -> Vec<Figures> {
+    let mut servers = Vec::new();
+    for target in targets {
+        servers.push(Server::start(target, seconds, connections).await);
+    }
+    for server in &servers {
+        server.load(connections, Duration::from_secs(2), false).await;
+    }
+    let window = Duration::from_secs(seconds) / slices;
+    let mut tallies: Vec<Tally> = servers.iter().map(|_| Tally { cpu_known: true, ..Tally::default() }).collect();
+    for _ in 0..slices {
+        for (server, tally) in servers.iter().zip(&mut tallies) {
+            // A pause between windows, so that one server's leftovers (a checkpoint, a sweep)
+            // finish before the next one is measured.
+            tokio::time::sleep(SETTLE).await;
+            let mark = CpuMark::take(server.child.id());
+            let start = Instant::now();
+            let (lat, ok, other) = server.load(connections, window, true).await;
+            tally.seconds += start.elapsed().as_secs_f64();
+            tally.lat.extend(lat);
+            tally.ok += ok;
+            tally.other += other;
+            match (mark, CpuMark::take(server.child.id())) {
+                (Some(a), Some(b)) => {
+                    tally.server_cpu += b.server - a.server;
+                    tally.load_cpu += b.load - a.load;
+                    tally.idle += b.machine.idle - a.machine.idle;
+                    tally.steal += b.machine.steal - a.machine.steal;
+                    tally.ticks += b.machine.total - a.machine.total;
+                }
+                _ => tally.cpu_known = false,
+            }
+        }
+    }
+    for server in servers {
+        server.stop().await;
+    }
+    tallies.into_iter().map(Tally::figures).collect()
+}
+
+/// The unmeasured pause before each window.
+const SETTLE: Duration = Duration::from_millis(500);
 
 fn spawn_server(kind: &str, storage: &str, dir: &std::path::Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
