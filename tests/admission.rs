@@ -347,3 +347,77 @@ async fn a_joiner_who_never_comes_gives_the_place_back(db: Db) {
     h.stop().await;
     tdb.drop_db().await;
 }
+
+/// A SQLite database written before migration 0005 (participants in a rowid table) keeps every
+/// participant through the upgrade: who holds a place, who left, who was removed, and the
+/// tokens that rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_0005_keeps_every_participant() {
+    use callbridge::ids::{hash_token, new_participant_id, new_participant_token, new_room_id, new_token};
+    let tdb = TestDb::new(Db::Sqlite).await;
+    // The database as the daemon of the version before left it: migrations 0001–0004.
+    let before = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir("migrations/sqlite").unwrap() {
+        let path = file.unwrap().path();
+        if path.file_name().unwrap().to_str().unwrap() < "0005" {
+            std::fs::copy(&path, before.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", tdb.url)).await.unwrap();
+    sqlx::migrate::Migrator::new(before.path()).await.unwrap().run(&pool).await.unwrap();
+    let (id, host) = (new_room_id(), new_token());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO rooms (id, kind, title, host_token_hash, max_participants, knock, created_at, last_active_at) \
+         VALUES ($1, 'video', 'Before', $2, 3, 1, $3, $3)",
+    )
+    .bind(&id)
+    .bind(hash_token(&host))
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Ada and Bob hold places, Cy left, Dee was removed.
+    let mut tokens = Vec::new();
+    for (name, left, banned) in [("Ada", None, None), ("Bob", None, None), ("Cy", Some(now), None), ("Dee", Some(now), Some(now))] {
+        let pid = new_participant_id();
+        let token = new_participant_token(&pid);
+        sqlx::query(
+            "INSERT INTO participants (room_id, id, name, token_hash, joined_at, admitted_at, left_at, banned_at) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&pid)
+        .bind(name)
+        .bind(hash_token(&token))
+        .bind(now)
+        .bind(left)
+        .bind(banned)
+        .execute(&pool)
+        .await
+        .unwrap();
+        tokens.push(token);
+    }
+    pool.close().await;
+
+    let h = Harness::start(config(&tdb)).await;
+    let room = h.room(&id).await;
+    let names: Vec<&str> = room["participants"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 4, "every participant carried over: {names:?}");
+    for name in ["Ada", "Bob", "Cy", "Dee"] {
+        assert!(names.contains(&name), "{name} carried over: {names:?}");
+    }
+    // Two of three places are held: one newcomer fits, the next is refused.
+    assert_eq!(h.join(&id, "Eve", None).await.0, StatusCode::OK);
+    assert_eq!(h.join(&id, "Fay", None).await.0, StatusCode::CONFLICT);
+    // Ada's token rejoins; Dee's stays refused.
+    let (s, ada) = h.join(&id, "Ada", Some(&tokens[0])).await;
+    assert_eq!((s, ada["rejoin"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(h.join(&id, "Dee", Some(&tokens[3])).await.0, StatusCode::FORBIDDEN);
+    // The table is now kept in its key's order.
+    let pool = sqlx::SqlitePool::connect(&tdb.url).await.unwrap();
+    let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'participants'").fetch_one(&pool).await.unwrap();
+    assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    pool.close().await;
+    h.stop().await;
+}

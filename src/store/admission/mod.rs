@@ -3,8 +3,8 @@
 //! Joins go through writer tasks that take every join waiting in their queue (up to
 //! [`MAX_BATCH`]) and decide them one after another inside a single transaction. Each
 //! decision sees the ones before it, so the rules hold exactly; the batch shares one
-//! BEGIN/COMMIT, one room row lock and one occupancy count per room, and the writes of its
-//! new participants. Joins are routed to a writer by room id, so one room's joins keep their
+//! BEGIN/COMMIT, one read of each room's rules and occupancy (under PostgreSQL's row lock;
+//! SQLite's writer holds the whole database), and the writes of its new participants. Joins are routed to a writer by room id, so one room's joins keep their
 //! arrival order. Within a batch the joins are sorted by room id, so two writers (or two
 //! daemons) always take room row locks in the same order and cannot deadlock.
 //!
@@ -156,7 +156,9 @@ struct Fresh {
 /// The statements admission needs, inside one transaction on one connection. (The futures
 /// are `Send` so the PostgreSQL writers can run on the shared runtime.)
 trait AdmissionDb {
-    /// Takes the room's row lock (until commit) if the room is open and unexpired.
+    /// The room's rules and places held, if it is open and unexpired, and its use recorded;
+    /// no other writer can change the room until commit (PostgreSQL: the room's row lock;
+    /// SQLite: the writer holds the database's write lock).
     fn lock_room(&mut self, room_id: &str, now: i64, active_since: i64) -> impl Future<Output = Result<Option<RoomRules>, StoreError>> + Send;
     /// Why a room that gave no row lock cannot be joined (marking a newly expired room).
     fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> impl Future<Output = Result<Refusal, StoreError>> + Send;
@@ -244,12 +246,6 @@ async fn decide_room(
 const LOCK_ROOM: &str = "UPDATE rooms SET last_active_at = $2, version = version + 1 \
      WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
      RETURNING locked, knock, max_participants";
-/// The same, counting the places held in the same statement: SQLite's writer holds the
-/// database's write lock from BEGIN, so nothing can change between the two.
-const LOCK_ROOM_COUNTING: &str = "UPDATE rooms SET last_active_at = $2, version = version + 1 \
-     WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
-     RETURNING locked, knock, max_participants, \
-     (SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL)";
 const BY_TOKEN: &str = "SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3";
 const READMIT: &str = "UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2";
 const USER_BANNED: &str = "SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1";

@@ -7,7 +7,7 @@
 //! of batches while joins keep coming ([`HOLD_WRITE_LOCK`]), since taking it costs a wake-up.
 
 use super::{
-    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, LOCK_ROOM_COUNTING, MAX_BATCH, READMIT, RoomRules,
+    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, MAX_BATCH, READMIT, RoomRules,
     USER_BANNED, answer_all, decide_batch, refusal_for, retrying,
 };
 use crate::room::{Admission, Refusal};
@@ -21,6 +21,19 @@ use tokio_util::sync::CancellationToken;
 /// How long the writer keeps the write lock while joins keep coming, before the process's
 /// other writes (locks, presence) get their turn.
 const HOLD_WRITE_LOCK: Duration = Duration::from_millis(5);
+
+/// A room's rules and the places held, read in one statement. SQLite's writer holds the
+/// database's write lock from BEGIN, so it needs no row lock (PostgreSQL's `LOCK_ROOM`) and
+/// nothing can change between this read and the batch's writes.
+const RULES_COUNTING: &str = "SELECT locked, knock, max_participants, last_active_at, \
+     (SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL) \
+     FROM rooms WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3";
+/// Records a room's use, which defers its expiry.
+const TOUCH_ROOM: &str = "UPDATE rooms SET last_active_at = $2 WHERE id = $1";
+/// How stale `last_active_at` may be before a join writes it again. Expiry counts in minutes
+/// at least (`expire_after` ≥ 1m), and skipping the write spares a busy room's batches a page
+/// of the WAL each: the rooms row is otherwise the one page every batch would write.
+const ACTIVITY_RESOLUTION_MS: i64 = 1000;
 
 /// The writer's loop; runs on a blocking thread until `cancel` fires or the queue closes.
 pub(super) fn run_writer(
@@ -121,12 +134,20 @@ struct Tx<'a>(&'a mut rusqlite::Connection);
 
 impl AdmissionDb for Tx<'_> {
     async fn lock_room(&mut self, room_id: &str, now: i64, active_since: i64) -> Result<Option<RoomRules>, StoreError> {
-        let mut stmt = self.0.prepare_cached(LOCK_ROOM_COUNTING)?;
-        Ok(stmt
-            .query_row(named_params! { "$1": room_id, "$2": now, "$3": active_since }, |r| {
-                Ok(RoomRules { locked: r.get::<_, i64>(0)? != 0, knock: r.get::<_, i64>(1)? != 0, max: r.get(2)?, held: r.get(3)? })
+        let mut stmt = self.0.prepare_cached(RULES_COUNTING)?;
+        let Some((rules, last_active)) = stmt
+            .query_row(named_params! { "$1": room_id, "$3": active_since }, |r| {
+                let rules = RoomRules { locked: r.get::<_, i64>(0)? != 0, knock: r.get::<_, i64>(1)? != 0, max: r.get(2)?, held: r.get(4)? };
+                Ok((rules, r.get::<_, i64>(3)?))
             })
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        if now - last_active >= ACTIVITY_RESOLUTION_MS {
+            self.0.prepare_cached(TOUCH_ROOM)?.execute(named_params! { "$1": room_id, "$2": now })?;
+        }
+        Ok(Some(rules))
     }
     async fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> Result<Refusal, StoreError> {
         let reason = self.0.prepare_cached(END_REASON)?.query_row(named_params! { "$1": room_id }, |r| r.get::<_, Option<String>>(0)).optional()?;
