@@ -287,7 +287,8 @@ struct Tally {
     idle: u64,
     steal: u64,
     ticks: u64,
-    cpu_known: bool,
+    /// A window whose `/proc` figures could not be read.
+    cpu_lost: bool,
 }
 
 impl Tally {
@@ -297,7 +298,7 @@ impl Tally {
         let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
         let requests = (self.ok + self.other).max(1) as f64;
         let share = |t: u64| 100.0 * t as f64 / self.ticks.max(1) as f64;
-        let cpu = self.cpu_known.then(|| Cpu {
+        let cpu = (!self.cpu_lost).then(|| Cpu {
             server_us: self.server_cpu * 1e6 / requests,
             load_us: self.load_cpu * 1e6 / requests,
             idle_pct: share(self.idle),
@@ -319,7 +320,7 @@ async fn run_round(targets: &[&str], seconds: u64, connections: usize, slices: u
         server.load(connections, Duration::from_secs(2), false).await;
     }
     let window = Duration::from_secs(seconds) / slices;
-    let mut tallies: Vec<Tally> = servers.iter().map(|_| Tally { cpu_known: true, ..Tally::default() }).collect();
+    let mut tallies: Vec<Tally> = servers.iter().map(|_| Tally::default()).collect();
     for _ in 0..slices {
         for (server, tally) in servers.iter().zip(&mut tallies) {
             // A pause between windows, so that one server's leftovers (a checkpoint, a sweep)
@@ -340,7 +341,7 @@ async fn run_round(targets: &[&str], seconds: u64, connections: usize, slices: u
                     tally.steal += b.machine.steal - a.machine.steal;
                     tally.ticks += b.machine.total - a.machine.total;
                 }
-                _ => tally.cpu_known = false,
+                _ => tally.cpu_lost = true,
             }
         }
     }
