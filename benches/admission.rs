@@ -3,13 +3,16 @@
 //!
 //!     cargo bench --bench admission [-- --seconds 10 --connections 64 --rounds 3 --slices 5 --targets sqlite,postgres]
 //!
-//! Each round starts the bare handler and every target side by side and, after a warm-up of
-//! each, loads them in turn: `--slices` windows each (of `--seconds` ÷ `--slices`), bare,
-//! SQLite, PostgreSQL, bare, SQLite, … with a pause before each. This machine's speed drifts
-//! from one minute to the next, and taking turns puts every target in the same spells, where
-//! one whole run after another could give the bare handler a fast minute and callbridge a slow
-//! one. Every ratio is taken against the bare handler of the same round, and the summary gives
-//! the medians of the rounds and how many rounds met the target.
+//! Each round gives every target turns of its own beside a fresh bare handler: the two run
+//! side by side and, after a warm-up of each, the load visits them in turn, `--slices` windows
+//! each (of `--seconds` ÷ `--slices`), bare, SQLite, bare, SQLite, … with a pause before each;
+//! then both stop and PostgreSQL's turns follow the same way. This machine's speed drifts from
+//! one minute to the next, and taking turns puts a target and its bare handler in the same
+//! spells, where one whole run after another could give the bare handler a fast minute and
+//! callbridge a slow one. One target's server never runs beside another's, whose background
+//! work (PostgreSQL's checkpoints and vacuum after hundreds of thousands of inserts) would
+//! land in its windows. Every ratio is taken against the bare handler of the same turns, and
+//! the summary gives the medians of the rounds and how many rounds met the target.
 //!
 //! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
 //! this process is the load generator, with `--connections` keep-alive connections each
@@ -51,53 +54,62 @@ fn main() {
     let targets = args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)).map_or("sqlite,postgres", |v| v.as_str());
     // The bare handler always runs first in each round: every figure is read against the bare
     // handler's figure of its own round, so a slow or fast spell of the machine moves both.
-    let targets: Vec<&str> = std::iter::once("bare").chain(targets.split(',').filter(|t| ["sqlite", "postgres"].contains(t))).collect();
+    let targets: Vec<&str> = targets.split(',').filter(|t| ["sqlite", "postgres"].contains(t)).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "admission benchmark: {connections} connections, {seconds} s per target in {slices} windows, {rounds} rounds, {} cores",
+        "admission benchmark: {connections} connections, {seconds} s per server in {slices} windows, {rounds} rounds, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let mut runs: Vec<Vec<Figures>> = Vec::new();
+    // runs[round][target]: each target's figures beside the bare handler's of the same turns.
+    let mut runs: Vec<Vec<Pair>> = Vec::new();
     for round in 0..rounds {
-        let results = rt.block_on(run_round(&targets, seconds, connections, slices));
-        for (target, r) in targets.iter().zip(&results) {
-            println!(
-                "round {}  {target:>9}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} other)",
-                round + 1, r.rps, r.p50, r.p99, r.ok, r.other
-            );
+        let mut pairs = Vec::new();
+        for target in &targets {
+            let pair = rt.block_on(take_turns(target, seconds, connections, slices));
+            for (name, r) in [("bare", &pair.bare), (*target, &pair.target)] {
+                println!(
+                    "round {}  {name:>8} (turns with {target}): {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} other)",
+                    round + 1, r.rps, r.p50, r.p99, r.ok, r.other
+                );
+            }
+            pairs.push(pair);
         }
-        runs.push(results);
+        runs.push(pairs);
     }
     println!(
-        "\n| round | target | joins/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs bare throughput | vs bare p99 \
+        "\n| round | server | joins/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs bare throughput | vs bare p99 \
          | server CPU µs/req | load CPU µs/req | idle | steal |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let shown = |v: Option<f64>, unit: &str| v.map_or("–".to_owned(), |v| format!("{v:.1}{unit}"));
-    for (round, results) in runs.iter().enumerate() {
-        let bare = &results[0];
-        for (target, r) in targets.iter().zip(results) {
-            println!(
-                "| {} | {target} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× | {} | {} | {} | {} |",
-                round + 1, r.rps, r.p50, r.p90, r.p99, r.p999, r.rps / bare.rps, r.p99 / bare.p99,
-                shown(r.cpu.map(|c| c.server_us), ""), shown(r.cpu.map(|c| c.load_us), ""), shown(r.cpu.map(|c| c.idle_pct), " %"),
-                shown(r.cpu.map(|c| c.steal_pct), " %"),
-            );
+    for (round, pairs) in runs.iter().enumerate() {
+        for (target, pair) in targets.iter().zip(pairs) {
+            for (name, r) in [(format!("bare (turns with {target})"), &pair.bare), (target.to_string(), &pair.target)] {
+                println!(
+                    "| {} | {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× | {} | {} | {} | {} |",
+                    round + 1, r.rps, r.p50, r.p90, r.p99, r.p999, r.rps / pair.bare.rps, r.p99 / pair.bare.p99,
+                    shown(r.cpu.map(|c| c.server_us), ""), shown(r.cpu.map(|c| c.load_us), ""),
+                    shown(r.cpu.map(|c| c.idle_pct), " %"), shown(r.cpu.map(|c| c.steal_pct), " %"),
+                );
+            }
         }
     }
     // Medians over the rounds; the ratios are each round's own, then their median.
     println!(
         "\nmedians of {rounds} rounds; target for SQLite: ≥ {MIN_THROUGHPUT}× the bare handler's throughput and p99 ≤ {MAX_P99}× its p99\n\n\
-         | target | joins/s | p99 ms | vs bare throughput | vs bare p99 | rounds within the target |\n|---|---|---|---|---|---|"
+         | target | joins/s | p99 ms | bare req/s | bare p99 ms | vs bare throughput | vs bare p99 | rounds within the target |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for (i, target) in targets.iter().enumerate() {
-        let of = |f: &dyn Fn(&[Figures]) -> f64| median(runs.iter().map(|results| f(results)).collect());
-        let within = runs.iter().filter(|rs| rs[i].rps / rs[0].rps >= MIN_THROUGHPUT && rs[i].p99 / rs[0].p99 <= MAX_P99).count();
+        let of = |f: &dyn Fn(&Pair) -> f64| median(runs.iter().map(|pairs| f(&pairs[i])).collect());
+        let within = runs.iter().filter(|pairs| pairs[i].throughput_ratio() >= MIN_THROUGHPUT && pairs[i].p99_ratio() <= MAX_P99).count();
         println!(
-            "| {target} | {:.0} | {:.2} | {:.2}× | {:.2}× | {within} of {rounds} |",
-            of(&|rs| rs[i].rps),
-            of(&|rs| rs[i].p99),
-            of(&|rs| rs[i].rps / rs[0].rps),
-            of(&|rs| rs[i].p99 / rs[0].p99),
+            "| {target} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2}× | {:.2}× | {within} of {rounds} |",
+            of(&|p| p.target.rps),
+            of(&|p| p.target.p99),
+            of(&|p| p.bare.rps),
+            of(&|p| p.bare.p99),
+            of(&Pair::throughput_ratio),
+            of(&Pair::p99_ratio),
         );
     }
 }
@@ -110,6 +122,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// A target's figures and the bare handler's, from the same turns.
+struct Pair {
+    bare: Figures,
+    target: Figures,
+}
+
+impl Pair {
+    fn throughput_ratio(&self) -> f64 {
+        self.target.rps / self.bare.rps
+    }
+
+    fn p99_ratio(&self) -> f64 {
+        self.target.p99 / self.bare.p99
+    }
 }
 
 struct Figures {
@@ -271,6 +299,9 @@ impl Server {
             use sqlx::Connection;
             let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+            // A checkpoint now, at full speed, rather than one spread over the next target's
+            // turns: the joins' WAL has usually started one that would run for minutes.
+            sqlx::query("CHECKPOINT").execute(&mut admin).await.expect("CHECKPOINT (the bench's PostgreSQL role must be a superuser)");
         }
     }
 }
@@ -308,19 +339,18 @@ impl Tally {
     }
 }
 
-/// One round: every target's server runs side by side, idle but for its turn; after a
-/// warm-up each, the load visits the targets in turn, `slices` windows each, so that a slow
-/// or fast spell of the machine falls on all of them alike.
-async fn run_round(targets: &[&str], seconds: u64, connections: usize, slices: u32) -> Vec<Figures> {
-    let mut servers = Vec::new();
-    for target in targets {
-        servers.push(Server::start(target, seconds, connections).await);
-    }
+/// One target's turns: it and a bare handler run side by side, idle but for their turn; after
+/// a warm-up each, the load visits them in turn, `slices` windows each, so that a slow or fast
+/// spell of the machine falls on both alike. Each target gets its own turns, after the one
+/// before has stopped and its database has settled: PostgreSQL's server, left running beside
+/// SQLite's windows, would go on checkpointing and vacuuming what its own windows wrote.
+async fn take_turns(target: &str, seconds: u64, connections: usize, slices: u32) -> Pair {
+    let servers = [Server::start("bare", seconds, connections).await, Server::start(target, seconds, connections).await];
     for server in &servers {
         server.load(connections, Duration::from_secs(2), false).await;
     }
     let window = Duration::from_secs(seconds) / slices;
-    let mut tallies: Vec<Tally> = servers.iter().map(|_| Tally::default()).collect();
+    let mut tallies = [Tally::default(), Tally::default()];
     for _ in 0..slices {
         for (server, tally) in servers.iter().zip(&mut tallies) {
             // A pause between windows, so that one server's leftovers (a checkpoint, a sweep)
@@ -348,7 +378,8 @@ async fn run_round(targets: &[&str], seconds: u64, connections: usize, slices: u
     for server in servers {
         server.stop().await;
     }
-    tallies.into_iter().map(Tally::figures).collect()
+    let [bare, target] = tallies.map(Tally::figures);
+    Pair { bare, target }
 }
 
 /// The unmeasured pause before each window.
