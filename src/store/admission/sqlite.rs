@@ -5,6 +5,11 @@
 //! milliseconds), it holds that pool connection while it writes: every other write of the
 //! process then waits its turn in the pool's queue, in order. It keeps it for a short burst
 //! of batches while joins keep coming ([`HOLD_WRITE_LOCK`]), since taking it costs a wake-up.
+//!
+//! It remembers each room's rules and places held from one batch to the next ([`Rooms`]), as
+//! long as no other connection has committed in between: SQLite's `PRAGMA data_version`,
+//! read once the batch holds the write lock, says so. A busy room's batches then skip the
+//! read that counted its places, which scanned every participant of the room.
 
 use super::{
     AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, MAX_BATCH, READMIT, RoomRules,
@@ -14,6 +19,7 @@ use crate::room::{Admission, Refusal};
 use crate::store::rooms::CLOSE_ROOM;
 use crate::store::{Store, StoreError};
 use rusqlite::{OptionalExtension, named_params};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +40,44 @@ const TOUCH_ROOM: &str = "UPDATE rooms SET last_active_at = $2 WHERE id = $1";
 /// at least (`expire_after` ≥ 1m), and skipping the write spares a busy room's batches a page
 /// of the WAL each: the rooms row is otherwise the one page every batch would write.
 const ACTIVITY_RESOLUTION_MS: i64 = 1000;
+/// Most rooms remembered between batches; past it the writer starts afresh.
+const ROOMS_REMEMBERED: usize = 4096;
+
+/// What the writer knows of the rooms it admitted into, exact while the database holds only
+/// its own commits since `data_version` was read: nothing else can then have changed a room.
+#[derive(Default)]
+struct Rooms {
+    data_version: Option<i64>,
+    rooms: HashMap<String, KnownRoom>,
+}
+
+/// A room as the writer's last read, and its own writes since, left it.
+struct KnownRoom {
+    locked: bool,
+    knock: bool,
+    max: i64,
+    held: i64,
+    last_active: i64,
+}
+
+impl Rooms {
+    /// Called inside the write lock, before the batch reads anything: forgets every room if
+    /// another connection (a lock, a leave, a removal, another process) has committed since.
+    fn check(&mut self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let version = db.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.data_version != Some(version) || self.rooms.len() > ROOMS_REMEMBERED {
+            self.rooms.clear();
+            self.data_version = Some(version);
+        }
+        Ok(())
+    }
+
+    /// Forgets everything: a batch rolled back, so what it wrote into `rooms` never happened.
+    fn forget(&mut self) {
+        self.rooms.clear();
+        self.data_version = None;
+    }
+}
 
 /// The writer's loop; runs on a blocking thread until `cancel` fires or the queue closes.
 pub(super) fn run_writer(
@@ -46,6 +90,7 @@ pub(super) fn run_writer(
     let rt = tokio::runtime::Handle::current();
     let expire_ms = expire_after.as_millis() as i64;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut rooms = Rooms::default();
     loop {
         let received = rt.block_on(async {
             tokio::select! {
@@ -61,12 +106,12 @@ pub(super) fn run_writer(
         loop {
             batch.sort_by(|a, b| a.req.room_id.cmp(&b.req.room_id));
             let now = store.clock.now_ms();
-            match decide(&rt, &mut db, &batch, now, expire_ms) {
+            match decide(&rt, &mut db, &mut rooms, &batch, now, expire_ms) {
                 Ok(answers) => answer_all(&mut batch, answers),
                 Err(error) => {
                     retrying(&error, &batch);
                     for job in batch.drain(..) {
-                        let answer = decide(&rt, &mut db, std::slice::from_ref(&job), now, expire_ms);
+                        let answer = decide(&rt, &mut db, &mut rooms, std::slice::from_ref(&job), now, expire_ms);
                         let _ = job.reply.send(answer.map(|mut a| a.remove(0)));
                     }
                 }
@@ -108,59 +153,84 @@ pub(super) fn open(store: &Store) -> Result<rusqlite::Connection, rusqlite::Erro
 }
 
 /// Decides a batch in one IMMEDIATE transaction (the write lock from the start).
-fn decide(rt: &tokio::runtime::Handle, db: &mut rusqlite::Connection, batch: &[Job], now: i64, expire_ms: i64) -> Result<Vec<Admission>, StoreError> {
+fn decide(
+    rt: &tokio::runtime::Handle,
+    db: &mut rusqlite::Connection,
+    rooms: &mut Rooms,
+    batch: &[Job],
+    now: i64,
+    expire_ms: i64,
+) -> Result<Vec<Admission>, StoreError> {
     db.execute_batch("BEGIN IMMEDIATE")?;
-    let decided = rt.block_on(decide_batch(&mut Tx(db), batch, now, expire_ms));
-    match decided {
-        Ok(answers) => match db.execute_batch("COMMIT") {
-            Ok(()) => Ok(answers),
-            Err(error) => {
-                let _ = db.execute_batch("ROLLBACK");
-                Err(error.into())
-            }
-        },
-        Err(error) => {
-            let _ = db.execute_batch("ROLLBACK");
-            Err(error)
-        }
+    let decided = match rooms.check(db) {
+        Ok(()) => rt.block_on(decide_batch(&mut Tx { db: &mut *db, rooms: &mut *rooms }, batch, now, expire_ms)),
+        Err(error) => Err(error.into()),
+    };
+    let committed = decided.and_then(|answers| db.execute_batch("COMMIT").map(|()| answers).map_err(StoreError::from));
+    if committed.is_err() {
+        let _ = db.execute_batch("ROLLBACK");
+        rooms.forget();
     }
+    committed
 }
 
 /// The writer's connection inside its open transaction, as [`AdmissionDb`]: each statement
 /// is a plain call (the futures are ready at once). Parameters are bound by name: SQLite
 /// numbers `$N` by first appearance, not by N. It holds the connection by `&mut`, which
-/// is `Send`, where rusqlite's own `Transaction` is not.
-struct Tx<'a>(&'a mut rusqlite::Connection);
+/// is `Send`, where rusqlite's own `Transaction` is not. Every write it makes to a room's
+/// places it also makes to what `rooms` remembers of the room.
+struct Tx<'a> {
+    db: &'a mut rusqlite::Connection,
+    rooms: &'a mut Rooms,
+}
 
 impl AdmissionDb for Tx<'_> {
     async fn lock_room(&mut self, room_id: &str, now: i64, active_since: i64) -> Result<Option<RoomRules>, StoreError> {
-        let mut stmt = self.0.prepare_cached(RULES_COUNTING)?;
-        let Some((rules, last_active)) = stmt
-            .query_row(named_params! { "$1": room_id, "$3": active_since }, |r| {
-                let rules = RoomRules { locked: r.get::<_, i64>(0)? != 0, knock: r.get::<_, i64>(1)? != 0, max: r.get(2)?, held: r.get(4)? };
-                Ok((rules, r.get::<_, i64>(3)?))
-            })
-            .optional()?
-        else {
-            return Ok(None);
+        let room = match self.rooms.rooms.get_mut(room_id) {
+            Some(room) => room,
+            None => {
+                let mut stmt = self.db.prepare_cached(RULES_COUNTING)?;
+                let Some(room) = stmt
+                    .query_row(named_params! { "$1": room_id, "$3": active_since }, |r| {
+                        Ok(KnownRoom {
+                            locked: r.get::<_, i64>(0)? != 0,
+                            knock: r.get::<_, i64>(1)? != 0,
+                            max: r.get(2)?,
+                            last_active: r.get(3)?,
+                            held: r.get(4)?,
+                        })
+                    })
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                self.rooms.rooms.entry(room_id.to_owned()).or_insert(room)
+            }
         };
-        if now - last_active >= ACTIVITY_RESOLUTION_MS {
-            self.0.prepare_cached(TOUCH_ROOM)?.execute(named_params! { "$1": room_id, "$2": now })?;
+        // A remembered room may have expired since; the caller then marks it so.
+        if room.last_active < active_since {
+            self.rooms.rooms.remove(room_id);
+            return Ok(None);
         }
-        Ok(Some(rules))
+        if now - room.last_active >= ACTIVITY_RESOLUTION_MS {
+            self.db.prepare_cached(TOUCH_ROOM)?.execute(named_params! { "$1": room_id, "$2": now })?;
+            room.last_active = now;
+        }
+        Ok(Some(RoomRules { locked: room.locked, knock: room.knock, max: room.max, held: room.held }))
     }
     async fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> Result<Refusal, StoreError> {
-        let reason = self.0.prepare_cached(END_REASON)?.query_row(named_params! { "$1": room_id }, |r| r.get::<_, Option<String>>(0)).optional()?;
+        self.rooms.rooms.remove(room_id);
+        let reason = self.db.prepare_cached(END_REASON)?.query_row(named_params! { "$1": room_id }, |r| r.get::<_, Option<String>>(0)).optional()?;
         let (refusal, expire) = refusal_for(reason);
-        if expire && self.0.execute(CLOSE_ROOM[0], named_params! { "$1": room_id, "$2": now, "$3": "expired" })? > 0 {
+        if expire && self.db.execute(CLOSE_ROOM[0], named_params! { "$1": room_id, "$2": now, "$3": "expired" })? > 0 {
             for sql in &CLOSE_ROOM[1..] {
-                self.0.execute(sql, named_params! { "$1": room_id, "$2": now })?;
+                self.db.execute(sql, named_params! { "$1": room_id, "$2": now })?;
             }
         }
         Ok(refusal)
     }
     async fn by_token(&mut self, room_id: &str, participant_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
-        let mut stmt = self.0.prepare_cached(BY_TOKEN)?;
+        let mut stmt = self.db.prepare_cached(BY_TOKEN)?;
         Ok(stmt
             .query_row(named_params! { "$1": room_id, "$2": participant_id, "$3": token_hash }, |r| {
                 Ok(Known { id: r.get(0)?, name: r.get(1)?, banned: r.get::<_, Option<i64>>(2)?.is_some() })
@@ -168,19 +238,28 @@ impl AdmissionDb for Tx<'_> {
             .optional()?)
     }
     async fn readmit(&mut self, room_id: &str, participant_id: &str, now: i64) -> Result<(), StoreError> {
-        self.0.prepare_cached(READMIT)?.execute(named_params! { "$1": room_id, "$2": participant_id, "$3": now })?;
+        // The participant may or may not have held a place: the count is read again.
+        self.rooms.rooms.remove(room_id);
+        self.db.prepare_cached(READMIT)?.execute(named_params! { "$1": room_id, "$2": participant_id, "$3": now })?;
         Ok(())
     }
     async fn user_banned(&mut self, room_id: &str, user_ref: &str) -> Result<bool, StoreError> {
-        Ok(self.0.prepare_cached(USER_BANNED)?.exists(named_params! { "$1": room_id, "$2": user_ref })?)
+        Ok(self.db.prepare_cached(USER_BANNED)?.exists(named_params! { "$1": room_id, "$2": user_ref })?)
     }
     async fn held(&mut self, room_id: &str) -> Result<i64, StoreError> {
-        Ok(self.0.prepare_cached(HELD)?.query_row(named_params! { "$1": room_id }, |r| r.get(0))?)
+        let held = self.db.prepare_cached(HELD)?.query_row(named_params! { "$1": room_id }, |r| r.get(0))?;
+        if let Some(room) = self.rooms.rooms.get_mut(room_id) {
+            room.held = held;
+        }
+        Ok(held)
     }
     async fn insert(&mut self, room_id: &str, fresh: &[Fresh], now: i64) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(INSERT_ROW)?;
+        let mut stmt = self.db.prepare_cached(INSERT_ROW)?;
         for f in fresh {
             stmt.execute(named_params! { "$1": room_id, "$2": now, "$3": f.id, "$4": f.token_hash, "$5": f.name, "$6": f.user_ref })?;
+        }
+        if let Some(room) = self.rooms.rooms.get_mut(room_id) {
+            room.held += fresh.len() as i64;
         }
         Ok(())
     }
