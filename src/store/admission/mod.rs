@@ -13,7 +13,9 @@
 //! has one writer anyway, runs them on a thread of its own through rusqlite (the same SQLite
 //! library sqlx links): a batch is then plain function calls, where every statement through
 //! sqlx's worker thread cost a wake-up of another thread, and on a busy machine that
-//! scheduling, not SQLite, bounded how many joins a second one writer could decide.
+//! scheduling, not SQLite, bounded how many joins a second one writer could decide; it also
+//! keeps each room's rules and count from one batch to the next while no other connection
+//! has committed.
 
 use super::{Backend, Store, StoreError};
 use crate::ids::{hash_token, new_participant_id, new_participant_token, participant_token_id};
