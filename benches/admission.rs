@@ -9,9 +9,9 @@
 //! then both stop and PostgreSQL's turns follow the same way. This machine's speed drifts from
 //! one minute to the next, and taking turns puts a target and its bare handler in the same
 //! spells, where one whole run after another could give the bare handler a fast minute and
-//! callbridge a slow one. One target's server never runs beside another's, whose background
-//! work (PostgreSQL's checkpoints and vacuum after hundreds of thousands of inserts) would
-//! land in its windows. Every ratio is taken against the bare handler of the same turns, and
+//! callbridge a slow one. One target's server never runs beside another's: with all of them
+//! in one rotation, SQLite's rounds missed their target far more often, most likely because
+//! PostgreSQL's server was still checkpointing and vacuuming what its windows wrote. Every ratio is taken against the bare handler of the same turns, and
 //! the summary gives the medians of the rounds and how many rounds met the target.
 //!
 //! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
@@ -52,8 +52,8 @@ fn main() {
     let (seconds, connections, rounds) = (arg("--seconds", 10), arg("--connections", 64) as usize, arg("--rounds", 3).max(1));
     let slices = arg("--slices", 5).clamp(1, seconds.max(1)) as u32;
     let targets = args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)).map_or("sqlite,postgres", |v| v.as_str());
-    // The bare handler always runs first in each round: every figure is read against the bare
-    // handler's figure of its own round, so a slow or fast spell of the machine moves both.
+    // Every target is read against a bare handler loaded in turns with it, so a slow or fast
+    // spell of the machine moves both.
     let targets: Vec<&str> = targets.split(',').filter(|t| ["sqlite", "postgres"].contains(t)).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
@@ -342,8 +342,7 @@ impl Tally {
 /// One target's turns: it and a bare handler run side by side, idle but for their turn; after
 /// a warm-up each, the load visits them in turn, `slices` windows each, so that a slow or fast
 /// spell of the machine falls on both alike. Each target gets its own turns, after the one
-/// before has stopped and its database has settled: PostgreSQL's server, left running beside
-/// SQLite's windows, would go on checkpointing and vacuuming what its own windows wrote.
+/// before has stopped (see the module's doc).
 async fn take_turns(target: &str, seconds: u64, connections: usize, slices: u32) -> Pair {
     let servers = [Server::start("bare", seconds, connections).await, Server::start(target, seconds, connections).await];
     for server in &servers {
