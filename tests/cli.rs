@@ -4,10 +4,15 @@
 mod common;
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
+/// The binary with none of this environment's `CALLBRIDGE_*` settings.
 fn callbridge() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
-    c.env_remove("CALLBRIDGE_CONFIG").env_remove("CALLBRIDGE_API_TOKEN").env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CALLBRIDGE_")) {
+        c.env_remove(key);
+    }
+    c.env("RUST_LOG", "warn");
     c
 }
 
@@ -72,4 +77,51 @@ async fn rooms_are_minted_and_steered_from_the_shell() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no power"));
     h.stop().await;
+}
+
+/// The README's first command: the daemon with no config file and no environment, on its
+/// embedded defaults (SQLite under ./data, http://127.0.0.1:8080), minting a room from the
+/// shell, admitting a joiner, and stopping cleanly on SIGTERM. It needs port 8080 free, as a
+/// newcomer's machine has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_command_runs_on_embedded_defaults() {
+    const BASE: &str = "http://127.0.0.1:8080";
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon(callbridge().current_dir(dir.path()).spawn().unwrap());
+    let http = reqwest::Client::new();
+    let up = eventually(Duration::from_secs(30), || async { http.get(format!("{BASE}/healthz")).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    assert!(up, "the daemon on its embedded defaults did not answer {BASE}/healthz (is port 8080 taken?)");
+
+    let out = tokio::task::spawn_blocking({
+        let path = dir.path().to_owned();
+        move || callbridge().current_dir(path).args(["create", "--title", "Standup", "--json"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (id, host) = (created["id"].as_str().unwrap(), created["host_token"].as_str().unwrap());
+    assert_eq!(created["url"], format!("{BASE}/r/{id}"));
+    let joined = http.post(format!("{BASE}/r/{id}/join")).json(&serde_json::json!({"name": "Ada"})).send().await.unwrap();
+    assert_eq!(joined.status(), 200);
+    let room: serde_json::Value =
+        http.get(format!("{BASE}/api/v1/rooms/{id}")).bearer_auth(host).send().await.unwrap().json().await.unwrap();
+    assert_eq!(room["participants"][0]["name"], "Ada", "{room}");
+
+    let stopped = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    let status = tokio::task::spawn_blocking(move || daemon.0.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "the daemon exited with {status} on SIGTERM");
+    assert!(dir.path().join("data").read_dir().unwrap().next().is_some(), "no database under ./data");
+}
+
+/// A daemon the test started, killed if the test fails before stopping it, so that it does not
+/// keep port 8080.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
