@@ -11,8 +11,9 @@
 //! spells, where one whole run after another could give the bare handler a fast minute and
 //! callbridge a slow one. One target's server never runs beside another's: with all of them
 //! in one rotation, SQLite's rounds missed their target far more often, most likely because
-//! PostgreSQL's server was still checkpointing and vacuuming what its windows wrote. Every ratio is taken against the bare handler of the same turns, and
-//! the summary gives the medians of the rounds and how many rounds met the target.
+//! PostgreSQL's server was still checkpointing and vacuuming what its windows wrote. Every
+//! ratio is taken against the bare handler of the same turns, and the summary gives the
+//! medians of the rounds and how many rounds met the target.
 //!
 //! Each server runs in its own child process (this binary again, with `CB_BENCH_SERVE` set);
 //! this process is the load generator, with `--connections` keep-alive connections each

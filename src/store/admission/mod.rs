@@ -5,8 +5,9 @@
 //! decision sees the ones before it, so the rules hold exactly; the batch shares one
 //! BEGIN/COMMIT, one read of each room's rules and occupancy (under PostgreSQL's row lock;
 //! SQLite's writer holds the whole database), and the writes of its new participants. Joins
-//! are routed to a writer by room id, so one room's joins keep their arrival order. Within a batch the joins are sorted by room id, so two writers (or two
-//! daemons) always take room row locks in the same order and cannot deadlock.
+//! are routed to a writer by room id, so one room's joins keep their arrival order. Within a
+//! batch the joins are sorted by room id, so two writers (or two daemons) always take room
+//! row locks in the same order and cannot deadlock.
 //!
 //! The rules are written once ([`decide_room`]) over the few statements they need
 //! ([`AdmissionDb`]). PostgreSQL runs them through sqlx on four writer tasks. SQLite, which

@@ -247,11 +247,8 @@ impl AdmissionDb for Tx<'_> {
         Ok(self.db.prepare_cached(USER_BANNED)?.exists(named_params! { "$1": room_id, "$2": user_ref })?)
     }
     async fn held(&mut self, room_id: &str) -> Result<i64, StoreError> {
-        let held = self.db.prepare_cached(HELD)?.query_row(named_params! { "$1": room_id }, |r| r.get(0))?;
-        if let Some(room) = self.rooms.rooms.get_mut(room_id) {
-            room.held = held;
-        }
-        Ok(held)
+        // Only asked after a readmission, which made the writer forget the room.
+        Ok(self.db.prepare_cached(HELD)?.query_row(named_params! { "$1": room_id }, |r| r.get(0))?)
     }
     async fn insert(&mut self, room_id: &str, fresh: &[Fresh], now: i64) -> Result<(), StoreError> {
         let mut stmt = self.db.prepare_cached(INSERT_ROW)?;
