@@ -97,16 +97,17 @@ async fn run(rounds: u64, warmup: u64, pause: Duration) -> bool {
     // callbridge: the real daemon, its bot paced for latency rather than spacing.
     let db = TestDb::new(Db::Sqlite).await;
     let mut c = config(&db);
-    c.matrix = Some(callbridge::config::MatrixConfig {
-        homeserver: hs.url.clone(),
+    let matrix = callbridge_matrix::Settings {
+        homeserver: Some(hs.url.parse().unwrap()),
         user: cb_bot.user_id.clone(),
         password: Some(callbridge::config::Secret::new(cb_bot.password.clone())),
         min_interval: Duration::from_millis(10),
         per_minute: 600,
         widget: false,
         ..Default::default()
-    });
-    let pacing = c.matrix.as_ref().map(|m| (m.min_interval, m.per_minute)).unwrap();
+    };
+    c.adapters.push(Box::new(matrix.clone()));
+    let pacing = (matrix.min_interval, matrix.per_minute);
     let h = Harness::start(c).await;
 
     // The echo bot.

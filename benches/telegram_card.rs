@@ -45,13 +45,14 @@ async fn run(rounds: u64, joins: u64, spread_ms: u64) {
     let mut c = config(&db);
     // A mesh room's default of 8 would turn most of the burst away; this is a town-hall room.
     c.rooms.max_participants = (joins as u32).max(8);
-    c.telegram = Some(callbridge::config::TelegramConfig {
+    let telegram = callbridge_telegram::Settings {
         token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
-        api_url: double.url.clone(),
+        api_url: double.url.parse().unwrap(),
         poll_timeout: Duration::from_secs(2),
         ..Default::default()
-    });
-    let pacing = c.telegram.as_ref().map(|t| (t.min_interval, t.per_minute, t.debounce)).unwrap();
+    };
+    c.adapters.push(Box::new(telegram.clone()));
+    let pacing = (telegram.min_interval, telegram.per_minute, telegram.debounce);
     let h = Harness::start(c).await;
     println!(
         "telegram card benchmark: {joins} joins over {spread_ms} ms, {rounds} rounds; pacing ≥ {:?} apart, ≤ {}/min, debounce {:?}",

@@ -4,7 +4,8 @@
 //! change at once), with the API token from the config, the environment, or the token file the
 //! daemon generated in its data directory.
 
-use crate::config::{Config, RoomKind};
+use crate::config::Config;
+use crate::room::RoomKind;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};

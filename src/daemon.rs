@@ -1,9 +1,14 @@
 //! The daemon's lifecycle: wire the parts, serve, and stop in order.
 //!
+//! Every configured chat adapter is built from its settings and started the same way, in one
+//! loop ([`Adapters`]); the web server mounts the webhook routes they offer.
+//!
 //! Shutdown order: stop accepting and finish in-flight requests; tell every room page why it
-//! closes and stop timers; stop the background workers (admission writers, housekeeping,
+//! closes and stop timers; stop the chat adapters and their bridges; stop the background workers (admission writers, housekeeping,
 //! dispatcher); close the database pools. Each wait is bounded.
 
+use crate::bridge::BridgeSettings;
+use crate::bridge::adapters::Adapters;
 use crate::identity::IdentityKey;
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
@@ -13,6 +18,7 @@ use crate::service::RoomService;
 use crate::store::{AdmissionWriter, Store};
 use crate::web::{AppState, Shared, app};
 use anyhow::Context;
+use callbridge_chat::{AdapterSettings, BuildContext, Env, Platform, SettingsError};
 use governor::{Quota, RateLimiter};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -35,6 +41,8 @@ pub struct Daemon {
     /// The address the web server listens on.
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The chat adapters: each can be stopped and started on its own.
+    pub adapters: Adapters,
     stop_server: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     stop_workers: CancellationToken,
@@ -75,8 +83,8 @@ impl Daemon {
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
         store.heartbeat(&node_id).await?;
 
-        #[cfg(feature = "discord")]
-        let discord = start_discord(&config, &rooms, &workers, &stop_workers)?;
+        let adapters = Adapters::new(rooms.clone(), stop_workers.child_token());
+        let webhooks = build_adapters(&config, &adapters)?;
         let (sessions_cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
         let state = AppState::new(Shared {
             rooms: rooms.clone(),
@@ -86,22 +94,20 @@ impl Daemon {
             join_limiter,
             cancel: sessions_cancel,
             tracker: sessions,
-            #[cfg(feature = "discord")]
-            discord,
         });
         workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
         workers.spawn(checkpoints(store.clone(), stop_workers.clone()));
-        start_adapters(&config, &rooms, &workers, &stop_workers)?;
+        adapters.start_all();
 
         let stop_server = CancellationToken::new();
-        let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let router = app(state.clone(), webhooks).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn({
             let stop = stop_server.clone();
             async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
         });
         tracing::info!(%addr, public_url = %config.public_url(), node_id = %node_id, "callbridge is listening");
-        Ok(Daemon { addr, state, stop_server, server, stop_workers, workers })
+        Ok(Daemon { addr, state, adapters, stop_server, server, stop_workers, workers })
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down.
@@ -124,6 +130,7 @@ impl Daemon {
         if tokio::time::timeout(STAGE_TIMEOUT, self.state.tracker.wait()).await.is_err() {
             tracing::warn!("room sockets did not close in time");
         }
+        self.adapters.stop_all().await;
         self.stop_workers.cancel();
         self.workers.close();
         if tokio::time::timeout(STAGE_TIMEOUT, self.workers.wait()).await.is_err() {
@@ -134,112 +141,55 @@ impl Daemon {
     }
 }
 
-/// Starts the Discord adapter and its bridge when `[discord]` is on: in gateway mode with its
-/// websocket, in interactions mode behind the web server's endpoint, fed through the returned
-/// hook.
-#[cfg(feature = "discord")]
-fn start_discord(
-    config: &Config,
-    rooms: &RoomService,
-    workers: &TaskTracker,
-    stop: &CancellationToken,
-) -> anyhow::Result<Option<crate::web::discord::DiscordHook>> {
-    use callbridge_chat::Pacing;
-    let Some(d) = config.discord_enabled() else { return Ok(None) };
-    let settings = callbridge_discord::Settings {
-        token: d.token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
-        application_id: d.application_id.clone(),
-        public_key: Some(d.public_key.clone()).filter(|k| !k.is_empty()),
-        guild_ids: d.guild_ids.clone(),
-        admin_role_ids: d.admin_role_ids.clone(),
-        api_url: url::Url::parse(&d.api_url).context("discord.api_url")?,
-        request_timeout: d.request_timeout,
-        pacing: Pacing { min_interval: d.min_interval, per_minute: d.per_minute },
-    };
-    let adapter = callbridge_discord::DiscordAdapter::new(settings)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    crate::bridge::start(rooms.clone(), adapter.clone(), rx, crate::bridge::BridgeSettings { debounce: d.debounce }, workers, stop.clone());
-    workers.spawn(adapter.clone().run(stop.clone()));
-    match d.mode {
-        crate::config::DiscordMode::Gateway => {
-            workers.spawn(callbridge_discord::gateway::run(adapter, tx, stop.clone()));
-            tracing::info!(api_url = %d.api_url, "discord adapter started (gateway)");
-            Ok(None)
-        }
-        crate::config::DiscordMode::Interactions => {
-            tracing::info!(api_url = %d.api_url, "discord adapter started (interactions endpoint: POST /discord/interactions)");
-            Ok(Some(crate::web::discord::DiscordHook { adapter, inbox: tx }))
+/// The chat platforms this build has, as the config reads them. A platform left out of the
+/// build still knows its section, to say so instead of calling it an unknown key.
+pub fn platforms() -> Vec<&'static dyn Platform> {
+    vec![
+        #[cfg(feature = "discord")]
+        callbridge_discord::platform(),
+        #[cfg(not(feature = "discord"))]
+        &NotBuilt("discord"),
+        #[cfg(feature = "matrix")]
+        callbridge_matrix::platform(),
+        #[cfg(not(feature = "matrix"))]
+        &NotBuilt("matrix"),
+        #[cfg(feature = "telegram")]
+        callbridge_telegram::platform(),
+        #[cfg(not(feature = "telegram"))]
+        &NotBuilt("telegram"),
+    ]
+}
+
+/// A platform whose cargo feature this build lacks.
+#[allow(dead_code)]
+struct NotBuilt(&'static str);
+
+impl Platform for NotBuilt {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn configure(&self, doc: Option<&str>, _env: Env<'_>) -> Result<Option<Box<dyn AdapterSettings>>, SettingsError> {
+        match doc.map(|doc| callbridge_chat::settings::section::<toml::Value>(doc, self.0)).transpose()? {
+            Some(Some(_)) => Err(callbridge_chat::invalid(self.0, format!("is configured but this build has no `{}` feature", self.0))),
+            _ => Ok(None),
         }
     }
 }
 
-/// Starts each enabled chat adapter and its bridge on the workers; they stop with them.
-fn start_adapters(config: &Config, rooms: &RoomService, workers: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
-    #[cfg(feature = "telegram")]
-    if let Some(t) = config.telegram_enabled() {
-        use callbridge_chat::Pacing;
-        let settings = callbridge_telegram::Settings {
-            token: t.token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
-            api_url: url::Url::parse(&t.api_url).context("telegram.api_url")?,
-            allowed_chats: t.allowed_chats.clone(),
-            pacing: Pacing { min_interval: t.min_interval, per_minute: t.per_minute },
-            poll_timeout: t.poll_timeout,
-            request_timeout: t.request_timeout,
-            admin_cache: t.admin_cache,
-        };
-        let adapter = callbridge_telegram::TelegramAdapter::new(settings)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        crate::bridge::start(
-            rooms.clone(),
-            adapter.clone(),
-            rx,
-            crate::bridge::BridgeSettings { debounce: t.debounce },
-            workers,
-            stop.clone(),
-        );
-        workers.spawn(adapter.run(tx, stop.clone()));
-        tracing::info!(api_url = %t.api_url, "telegram adapter started");
+/// Builds every configured adapter, stopped, and the webhook routes they offer.
+fn build_adapters(config: &Config, adapters: &Adapters) -> anyhow::Result<Vec<axum::Router>> {
+    let mut webhooks = Vec::new();
+    for settings in &config.adapters {
+        let platform = settings.platform();
+        let ctx = BuildContext { state_dir: config.storage.data_dir.join(platform), on_secret: crate::logging::mask };
+        let adapter = settings.build(&ctx).map_err(|e| anyhow::anyhow!("cannot build the {platform} adapter: {e}"))?;
+        webhooks.extend(adapter.clone().webhook());
+        adapters.add(adapter, BridgeSettings { debounce: settings.debounce() });
     }
-    #[cfg(feature = "matrix")]
-    if let Some(m) = config.matrix_enabled() {
-        use callbridge_chat::Pacing;
-        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().trim().to_owned()).filter(|s| !s.is_empty());
-        let settings = callbridge_matrix::Settings {
-            homeserver: url::Url::parse(&m.homeserver).context("matrix.homeserver")?,
-            user: m.user.clone(),
-            password: expose(&m.password),
-            access_token: expose(&m.access_token),
-            device_name: m.device_name.clone(),
-            command_prefix: m.command_prefix.clone(),
-            admin_power_level: m.admin_power_level,
-            auto_join: callbridge_matrix::AutoJoin { inviters: m.auto_join_inviters.clone(), servers: m.auto_join_servers.clone() },
-            widget: m.widget,
-            store_dir: config.storage.data_dir.join("matrix"),
-            max_command_age: Duration::from_secs(600),
-            pacing: Pacing { min_interval: m.min_interval, per_minute: m.per_minute },
-            request_timeout: m.request_timeout,
-            on_secret: crate::logging::mask,
-        };
-        let adapter = callbridge_matrix::MatrixAdapter::new(settings);
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        crate::bridge::start(rooms.clone(), adapter.clone(), rx, crate::bridge::BridgeSettings { debounce: m.debounce }, workers, stop.clone());
-        workers.spawn(adapter.run(tx, stop.clone()));
-        tracing::info!(homeserver = %m.homeserver, "matrix adapter started");
-    }
-    #[cfg(not(feature = "matrix"))]
-    if config.matrix_enabled().is_some() {
-        anyhow::bail!("[matrix] is configured but this build has no `matrix` feature");
-    }
-    #[cfg(not(feature = "discord"))]
-    if config.discord_enabled().is_some() {
-        anyhow::bail!("[discord] is configured but this build has no `discord` feature");
-    }
-    #[cfg(not(feature = "telegram"))]
-    if config.telegram_enabled().is_some() {
-        anyhow::bail!("[telegram] is configured but this build has no `telegram` feature");
-    }
-    let _ = (config, rooms, workers, stop);
-    Ok(())
+    Ok(webhooks)
 }
 
 /// Heartbeat, presence sweeps, expiry and limiter upkeep.

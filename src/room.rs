@@ -3,9 +3,33 @@
 //! The rules themselves run inside the store's transactions (see `store::admission`); this
 //! module holds the vocabulary and the checks that need no database (names, titles).
 
-use crate::config::RoomKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// Video (camera and microphone) or voice (microphone only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    #[default]
+    Video,
+    Voice,
+}
+
+impl RoomKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Video => "video",
+            RoomKind::Voice => "voice",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RoomKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "video" => Some(RoomKind::Video),
+            "voice" | "audio" => Some(RoomKind::Voice),
+            _ => None,
+        }
+    }
+}
 
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;

@@ -2,7 +2,8 @@
 //! all come through here; it runs the store's rules and publishes an event for each change.
 
 use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
-use crate::config::{Config, RoomKind};
+use crate::config::Config;
+use crate::room::RoomKind;
 use crate::events::{EventBus, RoomEventKind};
 use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomView, clean_name, clean_title};
 use crate::store::{AdmissionWriter, HostCheck, KnockAnswer, KnockOutcome, RemoveOutcome, StateChange, Store, StoreError};

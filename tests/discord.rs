@@ -10,7 +10,7 @@ use common::{Db, Harness, TestDb, config, eventually};
 use discord_double::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use callbridge::config::DiscordMode;
+use callbridge_discord::Mode as DiscordMode;
 use std::time::{Duration, Instant};
 
 const HOST: &str = "6000000000000000006";
@@ -21,20 +21,28 @@ const CALL_ADMIN_ROLE: &str = "7000000000000000007";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn discord_config(db: &TestDb, double: &DiscordDouble, mode: DiscordMode) -> callbridge::config::Config {
+    with_discord(db, discord_settings(double, mode))
+}
+
+fn with_discord(db: &TestDb, settings: callbridge_discord::Settings) -> callbridge::config::Config {
     let mut c = config(db);
-    c.discord = Some(callbridge::config::DiscordConfig {
-        mode,
-        token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
-        application_id: APP_ID.into(),
-        public_key: public_key_hex(),
-        guild_ids: vec![GUILD.into()],
-        admin_role_ids: vec![CALL_ADMIN_ROLE.into()],
-        api_url: double.url.clone(),
-        debounce: Duration::from_millis(200),
-        ..Default::default()
-    });
+    c.adapters.push(Box::new(settings));
     c.rooms.max_participants = 60;
     c
+}
+
+fn discord_settings(double: &DiscordDouble, mode: DiscordMode) -> callbridge_discord::Settings {
+    callbridge_discord::Settings {
+        mode,
+        token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
+        application_id: Some(APP_ID.parse().unwrap()),
+        public_key: public_key_hex(),
+        guild_ids: vec![GUILD.parse().unwrap()],
+        admin_role_ids: vec![CALL_ADMIN_ROLE.parse().unwrap()],
+        api_url: double.url.parse().unwrap(),
+        debounce: Duration::from_millis(200),
+        ..Default::default()
+    }
 }
 
 /// Delivers an interaction as Discord would in `mode`, and returns the bot's immediate answer
@@ -266,9 +274,8 @@ async fn cards_converge_under_injected_faults() {
     double.set_faults(Faults { every: 2, retry_after: 1.5, stall: Duration::from_millis(1500) });
     let db = TestDb::new(Db::Sqlite).await;
     let mode = DiscordMode::Gateway;
-    let mut c = discord_config(&db, &double, mode);
-    c.discord.as_mut().unwrap().request_timeout = Duration::from_millis(500);
-    let h = Harness::start(c).await;
+    let settings = callbridge_discord::Settings { request_timeout: Duration::from_millis(500), ..discord_settings(&double, mode) };
+    let h = Harness::start(with_discord(&db, settings)).await;
     const LONG: Duration = Duration::from_secs(60);
     send(&h, &double, mode, &command("100", "call", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(LONG, || async { double.card(CHANNEL).is_some() }).await, "a card is posted despite faults");

@@ -22,13 +22,14 @@ async fn hostile_strings_render_inert_everywhere() {
     double.start_bot(HOST);
     let db = TestDb::new(Db::Sqlite).await;
     let mut c = config(&db);
-    c.telegram = Some(callbridge::config::TelegramConfig {
+    let telegram = callbridge_telegram::Settings {
         token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
-        api_url: double.url.clone(),
+        api_url: double.url.parse().unwrap(),
         debounce: Duration::from_millis(100),
         poll_timeout: Duration::from_secs(1),
         ..Default::default()
-    });
+    };
+    c.adapters.push(Box::new(telegram));
     let h = Harness::start(c).await;
     let wait = Duration::from_secs(15);
 

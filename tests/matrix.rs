@@ -21,8 +21,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn matrix_config(db: &TestDb, hs: &Synapse, bot: &User) -> callbridge::config::Config {
     let mut c = config(db);
-    c.matrix = Some(callbridge::config::MatrixConfig {
-        homeserver: hs.url.clone(),
+    c.adapters.push(Box::new(matrix_settings(hs, bot)));
+    c
+}
+
+fn matrix_settings(hs: &Synapse, bot: &User) -> callbridge_matrix::Settings {
+    callbridge_matrix::Settings {
+        homeserver: Some(hs.url.parse().unwrap()),
         user: bot.user_id.clone(),
         password: Some(callbridge::config::Secret::new(bot.password.clone())),
         debounce: Duration::from_millis(200),
@@ -31,8 +36,7 @@ fn matrix_config(db: &TestDb, hs: &Synapse, bot: &User) -> callbridge::config::C
         per_minute: 120,
         widget: true,
         ..Default::default()
-    });
-    c
+    }
 }
 
 /// The bot's card in a room as `user` reads it now: (event id, body, formatted body), with
@@ -266,8 +270,8 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
     let bob = hs.register("bob", false).await;
     let b = bot.user_id.as_str();
     let db = TestDb::new(Db::Sqlite).await;
-    let mut cfg = matrix_config(&db, &hs, &bot);
-    cfg.matrix.as_mut().unwrap().widget = false;
+    let mut cfg = config(&db);
+    cfg.adapters.push(Box::new(callbridge_matrix::Settings { widget: false, ..matrix_settings(&hs, &bot) }));
     let h = Harness::start(cfg).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -359,9 +363,10 @@ async fn a_rate_limited_bot_still_converges() {
     hs.call_ok(&admin, Method::POST, &format!("/_synapse/admin/v1/users/{b}/override_ratelimit"), Some(&limit)).await;
     let room = hs.create_room(&admin, "busy", &[b], false).await;
     let db = TestDb::new(Db::Sqlite).await;
-    let mut cfg = matrix_config(&db, &hs, &bot);
-    let m = cfg.matrix.as_mut().unwrap();
+    let mut cfg = config(&db);
+    let mut m = matrix_settings(&hs, &bot);
     (m.widget, m.password, m.access_token) = (false, None, Some(callbridge::config::Secret::new(bot.access_token.clone())));
+    cfg.adapters.push(Box::new(m));
     let h = Harness::start(cfg).await;
     hs.wait_for_join(&admin, &room, b, WAIT).await;
     let devices = hs.call_ok(&bot, Method::GET, "/_matrix/client/v3/devices", None).await;
@@ -395,8 +400,8 @@ async fn a_group_flagged_direct_never_gets_a_host_link() {
     let body = json!({"preset": "private_chat", "is_direct": true, "invite": [b]});
     let room = hs.call_ok(&mallory, Method::POST, "/_matrix/client/v3/createRoom", Some(&body)).await["room_id"].as_str().unwrap().to_owned();
     let db = TestDb::new(Db::Sqlite).await;
-    let mut cfg = matrix_config(&db, &hs, &bot);
-    cfg.matrix.as_mut().unwrap().widget = false;
+    let mut cfg = config(&db);
+    cfg.adapters.push(Box::new(callbridge_matrix::Settings { widget: false, ..matrix_settings(&hs, &bot) }));
     let h = Harness::start(cfg).await;
     hs.wait_for_join(&mallory, &room, b, WAIT).await;
     hs.invite(&mallory, &room, &member.user_id).await;

@@ -18,15 +18,23 @@ const OTHER: i64 = 222;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn telegram_config(db: &TestDb, double: &BotApiDouble) -> callbridge::config::Config {
+    with_telegram(db, telegram_settings(double))
+}
+
+fn with_telegram(db: &TestDb, settings: callbridge_telegram::Settings) -> callbridge::config::Config {
     let mut c = config(db);
-    c.telegram = Some(callbridge::config::TelegramConfig {
+    c.adapters.push(Box::new(settings));
+    c
+}
+
+fn telegram_settings(double: &BotApiDouble) -> callbridge_telegram::Settings {
+    callbridge_telegram::Settings {
         token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
-        api_url: double.url.clone(),
+        api_url: double.url.parse().unwrap(),
         debounce: Duration::from_millis(200),
         poll_timeout: Duration::from_secs(2),
         ..Default::default()
-    });
-    c
+    }
 }
 
 /// The card (first message with a Join button) in `chat`: (message id, text, markup).
@@ -227,9 +235,8 @@ async fn cards_converge_under_injected_faults() {
     double.start_bot(HOST);
     double.set_faults(Faults { every: 3, retry_after: 2, stall: Duration::from_millis(1500) });
     let db = TestDb::new(Db::Sqlite).await;
-    let mut c = telegram_config(&db, &double);
-    c.telegram.as_mut().unwrap().request_timeout = Duration::from_millis(500);
-    let h = Harness::start(c).await;
+    let settings = callbridge_telegram::Settings { request_timeout: Duration::from_millis(500), ..telegram_settings(&double) };
+    let h = Harness::start(with_telegram(&db, settings)).await;
     const LONG: Duration = Duration::from_secs(60);
 
     double.say(GROUP, HOST, HOST_NAME, "/call Faulty");

@@ -1,6 +1,6 @@
 //! Posted cards: the room ↔ message mapping in the `cards` table, and `RoomView` → `Card`.
 
-use crate::config::RoomKind;
+use crate::room::RoomKind;
 use crate::room::{RoomStatus, RoomView};
 use crate::store::{Store, StoreError};
 use callbridge_chat::{Attendance, Card, CardStatus, ChatRef, Kind, Knock, MessageRef};

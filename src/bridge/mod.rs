@@ -3,15 +3,17 @@
 //! An adapter delivers [`ChatEvent`]s (commands and card-button presses); the bridge decides
 //! through [`RoomService`] and answers through the adapter. It never names a platform.
 //!
+//! * `adapters` — every adapter's lifecycle: start and stop, all or one.
 //! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
 //! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
 //! * `updater` — `CardUpdater`, which keeps posted cards current.
 
+pub mod adapters;
 pub mod cards;
 pub mod pacer;
 pub mod updater;
 
-use crate::config::RoomKind;
+use crate::room::RoomKind;
 use crate::service::{CreateOptions, RoomService, ServiceError};
 use crate::store::{KnockAnswer, StateChange};
 use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, SendError};

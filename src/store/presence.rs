@@ -100,12 +100,6 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a node that stops cleanly, after its participants were marked left.
-    pub async fn retire_node(&self, node_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM nodes WHERE id = $1").bind(node_id).execute(&self.write).await?;
-        Ok(())
-    }
-
     /// Marks as left everyone whose room page sat on a node that stopped beating for
     /// `stale_ms`, and everyone admitted more than `connect_timeout_ms` ago whose page never
     /// connected. Returns who left.

@@ -2,7 +2,7 @@
 
 use super::{Store, StoreError};
 use crate::clock::rfc3339;
-use crate::config::RoomKind;
+use crate::room::RoomKind;
 use crate::ids::{hash_token, is_token, new_room_id, new_token, secret_eq};
 use crate::room::{CreatedRoom, KnockView, NewRoom, ParticipantView, RoomStatus, RoomView};
 use sqlx::{AnyConnection, Row};

@@ -4,7 +4,7 @@ use super::AppState;
 use super::auth::{require_api, require_host};
 use super::error::{ApiError, ErrorBody, json_rejection};
 use super::json_object::JsonObject;
-use crate::config::RoomKind;
+use crate::room::RoomKind;
 use crate::room::RoomView;
 use crate::service::CreateOptions;
 use crate::store::{KnockAnswer, RemoveOutcome, StateChange};

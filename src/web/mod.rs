@@ -8,8 +8,6 @@
 pub mod api;
 pub mod auth;
 pub mod client_addr;
-#[cfg(feature = "discord")]
-pub mod discord;
 pub mod error;
 pub mod i18n;
 pub mod join;
@@ -63,19 +61,12 @@ pub struct Shared {
     pub cancel: CancellationToken,
     /// Owns every socket session and timer, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// Where Discord's interactions go, when Discord is on.
-    #[cfg(feature = "discord")]
-    pub discord: Option<discord::DiscordHook>,
 }
 
-/// The whole application.
-pub fn app(state: AppState) -> Router {
+/// The whole application, with the inbound webhooks chat adapters offer mounted as given.
+pub fn app(state: AppState, webhooks: Vec<Router>) -> Router {
     let max_body = state.rooms.config().server.max_body_bytes;
-    let router = Router::new();
-    #[cfg(feature = "discord")]
-    // A button press carries its whole message (embed and buttons): more than a join body.
-    let router = router.route("/discord/interactions", post(discord::interactions).layer(DefaultBodyLimit::max(256 * 1024)));
-    router
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/r/{id}/join", post(join::join))
         .route("/r/{id}/knock", post(join::knock))
@@ -92,13 +83,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(pages::routes())
         .fallback(|| async { error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page") })
+        .with_state(state);
+    webhooks
+        .into_iter()
+        .fold(router, Router::merge)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             // The span names the path only: queries carry tokens and never reach the logs.
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())),
         )
-        .with_state(state)
 }
 
 /// Liveness and readiness.

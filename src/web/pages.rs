@@ -307,7 +307,7 @@ mod tests {
         RoomView {
             id: "AbCdEfGhIjKlMnOpQrStUv".into(),
             url: "https://calls.example.org/r/AbCdEfGhIjKlMnOpQrStUv".into(),
-            kind: crate::config::RoomKind::Video,
+            kind: crate::room::RoomKind::Video,
             title: Some(title.into()),
             host_name: Some(name.into()),
             status,

@@ -1,15 +1,23 @@
 //! The adapter trait: what the core asks of a chat platform.
 //!
-//! Inbound, an adapter delivers [`ChatEvent`](crate::ChatEvent)s over an mpsc channel it is
-//! given when started. Outbound, the core calls the methods below. Every method makes one
+//! One lifecycle for every adapter: it is built from its settings (see [`crate::platform`]),
+//! then [`ChatAdapter::run`] until its cancellation token fires; the daemon may stop it and
+//! run it again. Inbound, `run` delivers [`ChatEvent`]s to the inbox it is given; a platform
+//! that pushes events over HTTP also offers a [`ChatAdapter::webhook`] router, which the web
+//! server mounts as given. Outbound, the core calls the other methods. Every one makes one
 //! platform request and reports rate limits and failures as [`SendError`]s, so that pacing,
 //! retries and coalescing live once, in the core.
 
 use crate::card::Card;
-use crate::{ChatRef, MessageRef, UserRef};
+use crate::{ChatEvent, ChatRef, MessageRef, UserRef};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// A boxed future, so the trait can be used as `dyn ChatAdapter`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -58,6 +66,19 @@ pub trait ChatAdapter: Send + Sync + 'static {
         "/"
     }
 
+    /// Runs the inbound side until `cancel` fires: logs in, polls or holds a session, and sends
+    /// every command and button press to `inbox`. Failures are retried here; nothing ends the
+    /// daemon. Returns soon after `cancel`. May be called again after it returned, to start the
+    /// adapter anew with a new inbox.
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()>;
+
+    /// Routes to mount on the bridge's web server when the platform pushes events over HTTP
+    /// (Discord's interactions endpoint). Called once, before the adapter first runs; the routes
+    /// deliver to the inbox of the current run and answer 503 while the adapter is stopped.
+    fn webhook(self: Arc<Self>) -> Option<axum::Router> {
+        None
+    }
+
     /// The per-chat limits every send and edit of the bot must keep.
     fn pacing(&self) -> Pacing;
 
@@ -93,4 +114,10 @@ pub trait ChatAdapter: Send + Sync + 'static {
     /// the presser must see (a dialog on Telegram, a private message on Discord) rather than a
     /// passing notice. Refusals and personal links are alerts.
     fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>>;
+}
+
+/// An error answer of a webhook route, in the shape of every error the bridge's web server
+/// gives: `{"error": "<code>", "message": "..."}`.
+pub fn webhook_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({"error": code, "message": message}))).into_response()
 }

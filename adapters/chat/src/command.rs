@@ -46,6 +46,37 @@ pub enum Command {
     Help,
 }
 
+impl Command {
+    /// Whether only the host, a chat admin or a host-token holder may give this command. The
+    /// core decides; an adapter asks the platform whether the sender administers the chat only
+    /// for these, since that question costs a request.
+    pub fn needs_host(&self) -> bool {
+        matches!(self, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. })
+    }
+}
+
+/// A command as a chat's menu lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// What follows the prefix (`call`).
+    pub name: &'static str,
+    /// The arguments it takes, as help shows them (`[voice|video] [title]`), or empty.
+    pub usage: &'static str,
+    /// One line on what it does (at most 100 characters: Discord's limit).
+    pub description: &'static str,
+}
+
+/// The commands every platform's menu shows, in order: the one source of Telegram's
+/// `setMyCommands`, Discord's registration and the bridge's help.
+pub const MENU: &[CommandInfo] = &[
+    CommandInfo { name: "call", usage: "[voice|video] [title]", description: "Start a call and post its join card" },
+    CommandInfo { name: "lock", usage: "", description: "Stop new people joining the call (host or admins)" },
+    CommandInfo { name: "unlock", usage: "", description: "Let new people join the call again" },
+    CommandInfo { name: "end", usage: "", description: "End the call for everyone (host or admins)" },
+    CommandInfo { name: "who", usage: "", description: "Who is in the call" },
+    CommandInfo { name: "help", usage: "", description: "What this bot does" },
+];
+
 /// Longest command text the parser looks at; anything longer is not a command.
 const MAX_COMMAND_BYTES: usize = 4096;
 
@@ -141,6 +172,17 @@ mod tests {
         assert_eq!(p("/deny Bob"), Some(Command::Deny { name: "Bob".into() }));
         assert_eq!(p("/admit"), None);
         assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()) }));
+    }
+
+    #[test]
+    fn the_menu_parses_and_names_the_host_commands() {
+        for info in MENU {
+            let text = format!("/{}", info.name);
+            assert!(p(&text).is_some(), "{text}");
+            assert!(info.description.len() <= 100, "{}", info.name);
+        }
+        assert!(p("/lock").unwrap().needs_host() && p("/admit x").unwrap().needs_host());
+        assert!(!p("/call").unwrap().needs_host() && !p("/who").unwrap().needs_host());
     }
 
     #[test]

@@ -7,17 +7,29 @@
 //!
 //! * [`command`] — the `Command` enum and its pure parser.
 //! * [`card`] — the `Card` an adapter renders, and the button actions it can carry.
-//! * [`adapter`] — the `ChatAdapter` trait, its errors and its pacing limits.
+//! * [`adapter`] — the `ChatAdapter` trait (its lifecycle, its webhook, its sends), its errors
+//!   and its pacing limits.
+//! * [`platform`] — how an adapter's config section becomes opaque settings the daemon builds
+//!   it from, without the core naming the platform.
+//! * [`settings`] — what every section shares: `Secret`, human durations, the section reader
+//!   that keeps line numbers, and the common checks.
+//! * [`retry`] — the one backoff helper.
 //! * [`text`] — escaping and length budgets the card renderers share.
 
 pub mod adapter;
 pub mod card;
 pub mod command;
+pub mod platform;
+pub mod retry;
+pub mod settings;
 pub mod text;
 
-pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError};
+pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, Knock, human_seconds};
-pub use command::{Command, Kind, parse_command};
+pub use command::{Command, CommandInfo, Kind, MENU, parse_command};
+pub use platform::{AdapterSettings, BuildContext, BuildError, Env, Platform, Section, platform};
+pub use retry::{Backoff, sleep_or_cancel};
+pub use settings::{Secret, SettingsError, human_duration, invalid};
 
 /// An opaque reference to a chat (a Telegram chat id, a Matrix room id, a Discord channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

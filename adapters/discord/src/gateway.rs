@@ -1,10 +1,10 @@
 //! Gateway mode: the bot keeps a websocket to Discord (serenity's client and shard) and gets
 //! interactions over it, so it needs no public URL. Each interaction goes through the same
-//! [`DiscordAdapter::interaction`] as in endpoint mode; the immediate answer is POSTed to the
+//! [`DiscordAdapter::interaction`](crate::DiscordAdapter::interaction) as in endpoint mode; the immediate answer is POSTed to the
 //! interaction's callback instead of being the HTTP response.
 
 use super::DiscordAdapter;
-use callbridge_chat::ChatEvent;
+use callbridge_chat::{Backoff, ChatEvent};
 use serde_json::json;
 use serenity::all::{ApplicationId, ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction, Ready};
 use std::sync::Arc;
@@ -53,13 +53,11 @@ impl EventHandler for Handler {
 /// Keeps the gateway connection until `cancel` fires, reconnecting with backoff.
 pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
     let settings = adapter.settings.clone();
-    let Ok(app_id) = settings.application_id.parse::<u64>() else {
-        return tracing::error!("discord.application_id is not a number; the gateway cannot start");
-    };
-    let mut backoff = Duration::from_secs(1);
+    let token = settings.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let api = settings.api_url.as_str().trim_end_matches('/');
-        let mut http = HttpBuilder::new(&settings.token).application_id(ApplicationId::new(app_id));
+        let mut http = HttpBuilder::new(&token).application_id(ApplicationId::new(adapter.application_id.0));
         if api != DISCORD {
             // serenity only honours another base URL with its own rate limiter off; ours (the
             // pacer, the buckets in `rest`) still applies to every card and reply.
@@ -70,11 +68,10 @@ pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<ChatEvent>, c
         let mut client = match built {
             Ok(c) => c,
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "discord: cannot build the gateway client; retrying");
-                if !super::sleep_or_cancel(&cancel, backoff).await {
+                tracing::warn!(%error, "discord: cannot build the gateway client; retrying");
+                if !backoff.wait(&cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
                 continue;
             }
         };
@@ -85,11 +82,10 @@ pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<ChatEvent>, c
                 return;
             }
             result = client.start() => {
-                tracing::warn!(result = ?result.err(), ?backoff, "discord: the gateway connection ended; reconnecting");
-                if !super::sleep_or_cancel(&cancel, backoff).await {
+                tracing::warn!(result = ?result.err(), "discord: the gateway connection ended; reconnecting");
+                if !backoff.wait(&cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
     }

@@ -4,66 +4,205 @@
 //!
 //! * **gateway** ([`gateway`], the default): the bot holds a websocket to Discord (serenity) and
 //!   answers each interaction with a REST callback;
-//! * **interactions endpoint**: Discord POSTs them to the bridge's own web server
-//!   (`POST /discord/interactions`), signed with Ed25519; the core's web layer hands the raw
-//!   request to [`DiscordAdapter::verify`] and [`DiscordAdapter::interaction`] and answers
-//!   with the returned JSON.
+//! * **interactions endpoint** ([`webhook`]): Discord POSTs them to the bridge's own web server
+//!   (`POST /discord/interactions`, a route this adapter offers the web server), signed with
+//!   Ed25519.
 //!
-//! Either way the [`ChatEvent`] goes to the bridge. Everything the bot sends goes over Discord's REST API with the
+//! Either way [`inbound`] turns the interaction into Discord's immediate answer and a
+//! [`ChatEvent`] for the bridge. Everything the bot sends goes over Discord's REST API with the
 //! bot token ([`rest`]), reading `X-RateLimit-*` and honouring 429 `retry_after`.
 //!
 //! A slash command is answered at once with a deferred, ephemeral ("only you can see this")
 //! response; the event carries its token, and the bridge's answer (or the host link) fills it
-//! in. The join card itself is
-//! a channel message, so it can be edited with the bot token long after the interaction's
-//! 15-minute token has expired.
+//! in. The join card itself is a channel message, so it can be edited with the bot token long
+//! after the interaction's 15-minute token has expired.
 //!
+//! * this file — the `[discord]` settings, building and running the adapter, its sends.
 //! * [`card`] — `Card` → embed and buttons.
-//! * [`gateway`] — gateway mode.
-//! * [`interaction`] — signature checks and interaction payloads → `ChatEvent`s.
+//! * [`inbound`] — signature checks, the slash commands we register, interactions → `ChatEvent`s.
+//! * [`gateway`] — gateway mode; [`webhook`] — the interactions endpoint.
 //! * [`rest`] — the REST client and its rate-limit buckets.
 
 pub mod card;
 pub mod gateway;
-pub mod interaction;
+pub mod inbound;
 pub mod rest;
+pub mod webhook;
 
-use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageRef, Pacing, SendError};
+use callbridge_chat::settings::{check_http_url, check_limits};
+use callbridge_chat::{
+    ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef,
+    Pacing, Platform, Secret, Section, SendError, SettingsError, human_duration, invalid, sleep_or_cancel,
+};
 use reqwest::Method;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What the adapter needs to run.
-#[derive(Clone)]
-pub struct Settings {
-    /// The bot token (Developer Portal → Bot).
-    pub token: String,
-    /// The application id (Developer Portal → General Information).
-    pub application_id: String,
-    /// The application's public key, hex (Developer Portal → General Information); needed by
-    /// the interactions endpoint only.
-    pub public_key: Option<String>,
-    /// Guilds to register the commands in (instantly); empty registers them globally.
-    pub guild_ids: Vec<String>,
-    /// Roles whose members have host powers in every room of their guild.
-    pub admin_role_ids: Vec<String>,
-    /// Discord's API base (`https://discord.com`), or a test server.
-    pub api_url: url::Url,
-    /// How long one REST call may take.
-    pub request_timeout: Duration,
-    /// Per-channel limits of the bot's messages and edits.
-    pub pacing: Pacing,
+/// A Discord id (application, guild, role): a number, written as a string in the file as
+/// Discord writes it (a TOML integer is taken too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Snowflake(pub u64);
+
+impl std::str::FromStr for Snowflake {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(Snowflake)
+    }
+}
+impl std::fmt::Display for Snowflake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl Serialize for Snowflake {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for Snowflake {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Number(u64),
+        }
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(Snowflake(n)),
+            Written::Text(t) => t.parse().map_err(|_| serde::de::Error::custom("must be a numeric Discord id")),
+        }
+    }
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("token", &"<redacted>")
-            .field("application_id", &self.application_id)
-            .field("api_url", &self.api_url.as_str())
-            .finish()
+/// How Discord reaches the bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Discord POSTs interactions to `POST /discord/interactions` on this server.
+    Interactions,
+    /// The bot holds a websocket to Discord's gateway; no public URL needed.
+    Gateway,
+}
+
+/// `[discord]`: the bot that answers `/call` in Discord channels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The bot token. REQUIRED when enabled (or `CALLBRIDGE_DISCORD_TOKEN`).
+    pub token: Option<Secret>,
+    /// The application id. REQUIRED (or `CALLBRIDGE_DISCORD_APPLICATION_ID`).
+    pub application_id: Option<Snowflake>,
+    /// The application's public key, hex. REQUIRED in interactions mode (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
+    pub public_key: String,
+    /// How Discord reaches the bot.
+    pub mode: Mode,
+    /// Guilds to register the commands in at once; empty registers them globally.
+    pub guild_ids: Vec<Snowflake>,
+    /// Roles whose members have host powers, beside Manage Channels.
+    pub admin_role_ids: Vec<Snowflake>,
+    /// Discord's API base (a test server in tests).
+    pub api_url: url::Url,
+    /// Least time between two messages or edits of the bot in one channel.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per channel per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
+    /// How long one REST call may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            enabled: true,
+            token: None,
+            application_id: None,
+            public_key: String::new(),
+            mode: Mode::Gateway,
+            guild_ids: Vec::new(),
+            admin_role_ids: Vec::new(),
+            api_url: url::Url::parse("https://discord.com").expect("a valid default"),
+            min_interval: Duration::from_secs(1),
+            per_minute: 50,
+            debounce: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(10),
+        }
     }
+}
+
+impl Section for Settings {
+    const NAME: &'static str = "discord";
+    const ENV: &'static [(&'static str, &'static str)] = &[
+        ("CALLBRIDGE_DISCORD_TOKEN", "[discord] token (turns Discord on when the section is absent)"),
+        ("CALLBRIDGE_DISCORD_APPLICATION_ID", "[discord] application_id"),
+        ("CALLBRIDGE_DISCORD_PUBLIC_KEY", "[discord] public_key"),
+    ];
+
+    fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
+        let mut section = section;
+        let get = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("CALLBRIDGE_DISCORD_TOKEN") {
+            section.get_or_insert_with(Settings::default).token = Some(Secret::new(v));
+        }
+        if let Some(v) = get("CALLBRIDGE_DISCORD_APPLICATION_ID") {
+            let id = v.parse().map_err(|_| invalid("discord.application_id", "CALLBRIDGE_DISCORD_APPLICATION_ID must be the application's numeric id"))?;
+            section.get_or_insert_with(Settings::default).application_id = Some(id);
+        }
+        if let Some(v) = get("CALLBRIDGE_DISCORD_PUBLIC_KEY") {
+            section.get_or_insert_with(Settings::default).public_key = v;
+        }
+        Ok(section)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.token.as_ref().is_none_or(Secret::is_blank) {
+            return Err(invalid("discord.token", "is required (or set CALLBRIDGE_DISCORD_TOKEN)"));
+        }
+        check_http_url("discord.api_url", &self.api_url)?;
+        check_limits("discord", self.per_minute, 120, self.request_timeout)?;
+        if self.application_id.is_none() {
+            return Err(invalid("discord.application_id", "is required: the application's numeric id"));
+        }
+        let needs_key = self.mode == Mode::Interactions || !self.public_key.is_empty();
+        if needs_key && inbound::public_key(&self.public_key).is_none() {
+            return Err(invalid(
+                "discord.public_key",
+                "must be the application's 64-character hex public key (required in interactions mode)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.token.iter().map(|t| t.expose().to_owned()).collect()
+    }
+
+    fn debounce(&self) -> Duration {
+        self.debounce
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
+        Ok(DiscordAdapter::new(self.clone())?)
+    }
+}
+
+/// The platform entry the daemon registers.
+pub fn platform() -> &'static dyn Platform {
+    callbridge_chat::platform::<Settings>()
 }
 
 /// Errors of the adapter itself.
@@ -71,6 +210,8 @@ impl std::fmt::Debug for Settings {
 pub enum DiscordError {
     #[error("discord.public_key must be the application's 64-character hex public key")]
     PublicKey,
+    #[error("discord.application_id is required")]
+    ApplicationId,
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -78,50 +219,59 @@ pub enum DiscordError {
 /// The Discord adapter. Share it as `Arc<DiscordAdapter>`.
 pub struct DiscordAdapter {
     settings: Settings,
+    /// The application id (required, checked when built).
+    application_id: Snowflake,
     /// Checks interactions-endpoint requests; `None` in gateway mode.
     key: Option<ed25519_dalek::VerifyingKey>,
     rest: rest::Rest,
+    /// Where the interactions endpoint delivers while the adapter runs; `None` while stopped.
+    endpoint_inbox: Mutex<Option<mpsc::Sender<ChatEvent>>>,
 }
 
 impl DiscordAdapter {
-    pub fn new(settings: Settings) -> Result<std::sync::Arc<Self>, DiscordError> {
-        let key = match settings.public_key.as_deref() {
-            Some(hex_key) => Some(interaction::public_key(hex_key).ok_or(DiscordError::PublicKey)?),
-            None => None,
+    pub fn new(settings: Settings) -> Result<Arc<Self>, DiscordError> {
+        let key = match settings.public_key.as_str() {
+            "" => None,
+            hex_key => Some(inbound::public_key(hex_key).ok_or(DiscordError::PublicKey)?),
         };
+        let application_id = settings.application_id.ok_or(DiscordError::ApplicationId)?;
         let rest = rest::Rest::new(&settings).map_err(|e| DiscordError::Client(e.to_string()))?;
-        Ok(std::sync::Arc::new(DiscordAdapter { settings, key, rest }))
+        Ok(Arc::new(DiscordAdapter { settings, application_id, key, rest, endpoint_inbox: Mutex::default() }))
     }
 
-    /// Registers the slash commands (retried until they are in), then idles until `cancel`.
-    pub async fn run(self: std::sync::Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(500);
+    /// Registers the slash commands, retried until they are in.
+    async fn register_until_done(&self, cancel: &CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
             match self.register_commands().await {
                 Ok(()) => {
                     tracing::info!(guilds = self.settings.guild_ids.len(), "discord slash commands registered");
-                    break;
+                    return;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, "discord: cannot register the slash commands; retrying");
+                    tracing::warn!(%error, "discord: cannot register the slash commands; retrying");
+                    let wait = backoff.next_wait();
                     let wait = match error {
                         SendError::RetryAfter(d) => d,
-                        _ => backoff,
+                        _ => wait,
                     };
-                    if !sleep_or_cancel(&cancel, wait).await {
+                    if !sleep_or_cancel(cancel, wait).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
         }
-        cancel.cancelled().await;
+    }
+
+    /// The endpoint's inbox, a std Mutex never held across an `.await`.
+    fn endpoint_inbox(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<ChatEvent>>> {
+        self.endpoint_inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bulk-overwrites the commands: per guild when `guild_ids` is set, else globally.
     pub async fn register_commands(&self) -> Result<(), SendError> {
-        let app = &self.settings.application_id;
-        let commands = interaction::command_definitions();
+        let app = self.application_id;
+        let commands = inbound::command_definitions();
         if self.settings.guild_ids.is_empty() {
             self.rest.call(Method::PUT, &format!("/applications/{app}/commands"), Some(commands.clone())).await?;
         }
@@ -162,8 +312,29 @@ impl ChatAdapter for DiscordAdapter {
         "discord"
     }
 
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            match self.settings.mode {
+                // The gateway connects while the commands register.
+                Mode::Gateway => {
+                    tokio::join!(self.register_until_done(&cancel), gateway::run(self.clone(), inbox, cancel.clone()));
+                }
+                Mode::Interactions => {
+                    *self.endpoint_inbox() = Some(inbox);
+                    self.register_until_done(&cancel).await;
+                    cancel.cancelled().await;
+                    *self.endpoint_inbox() = None;
+                }
+            }
+        })
+    }
+
+    fn webhook(self: Arc<Self>) -> Option<axum::Router> {
+        (self.settings.mode == Mode::Interactions).then(|| webhook::routes(self))
+    }
+
     fn pacing(&self) -> Pacing {
-        self.settings.pacing
+        Pacing { min_interval: self.settings.min_interval, per_minute: self.settings.per_minute }
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
@@ -193,7 +364,7 @@ impl ChatAdapter for DiscordAdapter {
     fn answer_command<'a>(&'a self, ack: &'a ActionAck, text: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             // Fills in the deferred ("thinking…") answer only the sender sees.
-            let app = &self.settings.application_id;
+            let app = self.application_id;
             let body = json!({"content": clip(&card::escape_markdown(text)), "allowed_mentions": card::no_mentions()});
             self.webhook(Method::PATCH, &format!("/webhooks/{app}/{}/messages/@original", ack.0), body).await
         })
@@ -204,16 +375,59 @@ impl ChatAdapter for DiscordAdapter {
             // The press was acknowledged when it arrived; the card's edit shows what it did.
             // A refusal is told to the presser alone.
             let Some(text) = text.filter(|_| alert) else { return Ok(()) };
-            let app = &self.settings.application_id;
+            let app = self.application_id;
             let body = json!({"content": clip(&card::escape_markdown(text)), "flags": 64, "allowed_mentions": card::no_mentions()});
             self.webhook(Method::POST, &format!("/webhooks/{app}/{}", ack.0), body).await
         })
     }
 }
 
-async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_chat::settings::{commented_example, section};
+
+    fn read(doc: &str, env: &[(&str, &str)]) -> Result<Option<Settings>, SettingsError> {
+        let from_file = section::<Settings>(doc, "discord")?;
+        Settings::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn the_example_section_is_the_defaults() {
+        let example = commented_example(include_str!("../../../config.example.toml"));
+        let c = section::<Settings>(&example, "discord").unwrap().expect("[discord] example");
+        let d = Settings::default();
+        assert_eq!((c.api_url, c.mode, c.min_interval, c.per_minute, c.debounce, c.request_timeout, c.guild_ids),
+                   (d.api_url, d.mode, d.min_interval, d.per_minute, d.debounce, d.request_timeout, d.guild_ids));
+    }
+
+    #[test]
+    fn discord_needs_token_application_and_key() {
+        let c = read("[discord]\nmode = \"interactions\"\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("discord.public_key"));
+        let gateway = read("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
+        gateway.validate().expect("the gateway needs no public key");
+        // Ed25519's base point: a valid public key.
+        let key = format!("58{}", "66".repeat(31));
+        let bad = read(&format!("[discord]\ntoken = \"t\"\napplication_id = \"1\"\npublic_key = \"{}\"\n", "zz".repeat(32)), &[]);
+        assert!(bad.unwrap().unwrap().validate().unwrap_err().to_string().contains("discord.public_key"));
+        let doc = format!("[discord]\napplication_id = \"12\"\npublic_key = \"{key}\"\n");
+        let c = read(&doc, &[]).unwrap().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("discord.token"));
+        let c = read(&doc, &[("CALLBRIDGE_DISCORD_TOKEN", "secret-bot-token")]).unwrap().unwrap();
+        c.validate().unwrap();
+        assert!(!toml::to_string(&c).unwrap().contains("secret-bot-token"));
+        let c = read("[discord]\ntoken = \"t\"\n", &[]).unwrap().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("discord.application_id"));
+    }
+
+    #[test]
+    fn ids_are_numbers() {
+        let c = read("[discord]\napplication_id = 12\nguild_ids = [\"34\"]\n", &[]).unwrap().unwrap();
+        assert_eq!((c.application_id, c.guild_ids), (Some(Snowflake(12)), vec![Snowflake(34)]));
+        assert!(read("[discord]\nguild_ids = [\"general\"]\n", &[]).is_err());
+        assert!(read("[discord]\nadmin_role_ids = [\"12a\"]\n", &[]).is_err());
+        let bad_env = read("", &[("CALLBRIDGE_DISCORD_APPLICATION_ID", "app")]).unwrap_err();
+        assert!(bad_env.to_string().contains("discord.application_id"), "{bad_env}");
     }
 }

@@ -36,7 +36,7 @@ impl Rest {
         Ok(Rest {
             http,
             base: format!("{}/api/v10", settings.api_url.as_str().trim_end_matches('/')),
-            authorization: format!("Bot {}", settings.token.trim().trim_start_matches("Bot ")),
+            authorization: format!("Bot {}", settings.token.as_ref().map_or("", |t| t.expose()).trim().trim_start_matches("Bot ")),
             timeout: settings.request_timeout,
             buckets: Mutex::default(),
         })

@@ -10,8 +10,9 @@
 //! commands; later starts resume from the stored sync token.
 
 use crate::card::reaction_action;
-use crate::{MatrixAdapter, encode_ack, session};
-use callbridge_chat::{Actor, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command};
+use crate::session::{self, SYNCED_MARKER};
+use crate::{MAX_COMMAND_AGE, MatrixAdapter, encode_ack};
+use callbridge_chat::{Actor, Backoff, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command, sleep_or_cancel};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -29,26 +30,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Marks a store whose history has been skipped (see the module docs).
-pub(crate) const SYNCED_MARKER: &str = "callbridge-synced";
-
 /// How long one long-poll `/sync` waits for news.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl MatrixAdapter {
-    /// Logs in (or restores), then syncs and sends every command and card reaction to `inbox`
+    /// Logs in (or restores; a run after a stop keeps the client it had), then syncs and sends every command and card reaction to `inbox`
     /// until `cancel` fires. Failures are retried with backoff; nothing here ends the daemon.
-    pub async fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(500);
+    pub(crate) async fn sync(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         let client = loop {
+            if let Some(client) = self.client.get() {
+                break client.clone();
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = session::connect(&self.settings) => match r {
+                r = session::connect(&self.settings, &self.store_dir, self.on_secret) => match r {
                     Ok(client) => break client,
                     Err(error) => {
-                        tracing::warn!(%error, ?backoff, "matrix: cannot log in; retrying");
-                        if !sleep_or_cancel(&cancel, backoff).await { return; }
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        tracing::warn!(%error, "matrix: cannot log in; retrying");
+                        if !backoff.wait(&cancel).await { return; }
                     }
                 }
             }
@@ -57,10 +57,10 @@ impl MatrixAdapter {
             tracing::error!("matrix: the session has no user id");
             return;
         };
-        let marker = self.settings.store_dir.join(SYNCED_MARKER);
+        let marker = self.store_dir.join(SYNCED_MARKER);
         if !marker.exists() {
             // First start: take in the rooms' state and history without acting on any of it.
-            let mut backoff = Duration::from_millis(500);
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             loop {
                 let first = client.sync_once(SyncSettings::default().timeout(Duration::ZERO));
                 tokio::select! {
@@ -69,8 +69,7 @@ impl MatrixAdapter {
                         Ok(_) => break,
                         Err(error) => {
                             tracing::warn!(%error, "matrix: first sync failed; retrying");
-                            if !sleep_or_cancel(&cancel, backoff).await { return; }
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            if !backoff.wait(&cancel).await { return; }
                         }
                     }
                 }
@@ -100,25 +99,24 @@ impl MatrixAdapter {
                 listener.consider_invite(room, invite.inviter_id);
             }
         }
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
             let sync = client.sync_once(SyncSettings::default().timeout(SYNC_TIMEOUT));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = sync => match r {
-                    Ok(_) => backoff = Duration::from_millis(500),
+                    Ok(_) => backoff.reset(),
                     Err(error) => {
                         let unknown_token = matches!(
                             error.as_client_api_error().and_then(|e| e.error_kind()),
                             Some(matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
                         );
                         if unknown_token {
-                            tracing::error!(dir = %self.settings.store_dir.display(), "matrix: the homeserver no longer accepts the bot's session; remove session.json in this directory to log in again");
+                            tracing::error!(dir = %self.store_dir.display(), "matrix: the homeserver no longer accepts the bot's session; remove session.json in this directory to log in again");
                         } else {
-                            tracing::warn!(%error, ?backoff, "matrix: sync failed; retrying");
+                            tracing::warn!(%error, "matrix: sync failed; retrying");
                         }
-                        if !sleep_or_cancel(&cancel, backoff).await { break; }
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        if !backoff.wait(&cancel).await { break; }
                     }
                 }
             }
@@ -183,7 +181,7 @@ impl Listener {
             return true;
         }
         let age_ms = MilliSecondsSinceUnixEpoch::now().get().saturating_sub(sent.get());
-        Duration::from_millis(age_ms.into()) > self.adapter.settings.max_command_age
+        Duration::from_millis(age_ms.into()) > MAX_COMMAND_AGE
     }
 
     async fn on_message(&self, ev: OriginalSyncRoomMessageEvent, room: Room) {
@@ -202,9 +200,7 @@ impl Listener {
             tracing::info!(room = %room.room_id(), "matrix: ignoring a command sent long ago");
             return;
         }
-        let needs_admin =
-            matches!(command, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. });
-        let actor = self.actor(&room, &ev.sender, needs_admin).await;
+        let actor = self.actor(&room, &ev.sender, command.needs_host()).await;
         // Private means just the two of them, counted now: a room's direct flag is set by
         // whoever invited the bot, and a host link must never land in a group.
         let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;
@@ -278,7 +274,7 @@ impl Listener {
     /// Joins an invited room when the allowlist allows the inviter; a refused invitation is
     /// declined so it does not linger.
     fn consider_invite(self: &Arc<Self>, room: Room, inviter: OwnedUserId) {
-        let allowed = self.adapter.settings.auto_join.allows(&inviter);
+        let allowed = self.adapter.settings.accepts_invite_from(&inviter);
         let cancel = self.cancel.clone();
         let this = self.clone();
         self.tasks.spawn(async move {
@@ -320,21 +316,7 @@ fn strip_reply_fallback(body: &str) -> &str {
     }
 }
 
-async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_fallbacks_are_not_the_command() {
-        assert_eq!(strip_reply_fallback("> <@a:b> hello\n> more\n\n!call Standup"), "!call Standup");
-        assert_eq!(strip_reply_fallback("!call"), "!call");
-        assert_eq!(strip_reply_fallback("> quote only"), "> quote only");
-    }
+/// The adapter's run: the sync loop above.
+pub(crate) async fn run(adapter: Arc<MatrixAdapter>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+    adapter.sync(inbox, cancel).await
 }

@@ -3,6 +3,7 @@
 //! A bot account on a homeserver, driven by matrix-sdk with end-to-end encryption and its
 //! SQLite stores, so it reads `!call` and posts cards in encrypted rooms as well as plain ones.
 //!
+//! * this file — the `[matrix]` settings, building the adapter, and the `ChatAdapter` sends.
 //! * [`session`] — logging in once (password or access token), then restoring that session,
 //!   its sync token and its crypto store from the data directory on every later start.
 //! * [`inbound`] — the sync loop: commands from `m.room.message`, reactions on cards as
@@ -17,7 +18,14 @@ pub mod card;
 pub mod inbound;
 pub mod session;
 
-use callbridge_chat::{ActionAck, BoxFuture, Card, ChatAdapter, ChatRef, MessageRef, Pacing, SendError, UserRef};
+use callbridge_chat::settings::{check_http_url, check_limits};
+use callbridge_chat::{
+    ActionAck, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    Platform, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use matrix_sdk::ruma::api::error::{ErrorKind, RetryAfter};
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
@@ -29,66 +37,172 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 use url::Url;
 
-/// Who may invite the bot into a room (it joins only then).
-#[derive(Debug, Clone, Default)]
-pub struct AutoJoin {
-    /// Full user ids (`@alice:example.org`) whose invitations are accepted.
-    pub inviters: Vec<String>,
-    /// Homeservers (`example.org`) whose users' invitations are accepted.
-    pub servers: Vec<String>,
-}
-
-impl AutoJoin {
-    /// Whether an invitation from `inviter` is accepted; an empty allowlist accepts anyone.
-    pub fn allows(&self, inviter: &UserId) -> bool {
-        (self.inviters.is_empty() && self.servers.is_empty())
-            || self.inviters.iter().any(|u| u == inviter.as_str())
-            || self.servers.iter().any(|s| s == inviter.server_name().as_str())
-    }
-}
-
-/// What the adapter needs to run.
-#[derive(Clone)]
+/// `[matrix]`: the bot account that answers `!call` in Matrix rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// The homeserver's client-server API base.
-    pub homeserver: Url,
-    /// The bot's user id (`@callbridge:example.org`) or localpart.
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The homeserver's client-server API base, e.g. `https://matrix.example.org`. REQUIRED.
+    pub homeserver: Option<Url>,
+    /// The bot's user id, `@callbridge:example.org` (or its localpart). REQUIRED.
     pub user: String,
-    /// The bot's password, used once to log in; the session is kept afterwards.
-    pub password: Option<String>,
-    /// Or an access token of an existing device.
-    pub access_token: Option<String>,
-    /// The device's display name on first login.
+    /// The bot's password, used for the first login only (or `CALLBRIDGE_MATRIX_PASSWORD`).
+    pub password: Option<Secret>,
+    /// Or an access token of an existing device (or `CALLBRIDGE_MATRIX_ACCESS_TOKEN`).
+    pub access_token: Option<Secret>,
+    /// The name of the bot's device, shown in members' device lists.
     pub device_name: String,
-    /// What starts a command (`!`); `/call` works too.
+    /// What starts a command; `/call` works as well.
     pub command_prefix: String,
-    /// Least power level that gives host powers in a room.
+    /// Least power level that gives host powers (50 is a moderator).
     pub admin_power_level: i64,
-    /// Whose invitations are accepted.
-    pub auto_join: AutoJoin,
-    /// Also add an Element widget with the join link to the room.
+    /// User ids whose invitations the bot accepts; with `auto_join_servers` both empty, anyone's.
+    pub auto_join_inviters: Vec<String>,
+    /// Homeservers whose users' invitations the bot accepts.
+    pub auto_join_servers: Vec<String>,
+    /// Also add an Element widget with the join link to the room (needs the power to send state).
     pub widget: bool,
-    /// Where the session, sync token and crypto store are kept.
-    pub store_dir: PathBuf,
-    /// Commands older than this (the bot was away) are not acted on.
-    pub max_command_age: Duration,
-    pub pacing: Pacing,
+    /// Least time between two messages or edits of the bot in one room.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per room per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
     /// How long one request may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
     pub request_timeout: Duration,
-    /// Told the session's access token once known, so the logs can mask it.
-    pub on_secret: fn(&str),
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("homeserver", &self.homeserver.as_str())
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            enabled: true,
+            homeserver: None,
+            user: String::new(),
+            password: None,
+            access_token: None,
+            device_name: "callbridge".into(),
+            command_prefix: "!".into(),
+            admin_power_level: 50,
+            auto_join_inviters: Vec::new(),
+            auto_join_servers: Vec::new(),
+            widget: false,
+            // Synapse's default allows a user 0.2 messages a second after a burst of 10.
+            min_interval: Duration::from_secs(1),
+            per_minute: 12,
+            debounce: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(10),
+        }
     }
 }
+
+impl Settings {
+    /// The password, when one is set and not blank.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_ref().filter(|s| !s.is_blank()).map(|s| s.expose().trim())
+    }
+
+    /// The access token, when one is set and not blank.
+    pub fn access_token(&self) -> Option<&str> {
+        self.access_token.as_ref().filter(|s| !s.is_blank()).map(|s| s.expose().trim())
+    }
+
+    /// Whether an invitation from `inviter` is accepted; an empty allowlist accepts anyone.
+    pub fn accepts_invite_from(&self, inviter: &UserId) -> bool {
+        (self.auto_join_inviters.is_empty() && self.auto_join_servers.is_empty())
+            || self.auto_join_inviters.iter().any(|u| u == inviter.as_str())
+            || self.auto_join_servers.iter().any(|s| s == inviter.server_name().as_str())
+    }
+
+    fn homeserver(&self) -> &Url {
+        self.homeserver.as_ref().expect("validated: the homeserver is set")
+    }
+}
+
+impl Section for Settings {
+    const NAME: &'static str = "matrix";
+    const ENV: &'static [(&'static str, &'static str)] = &[
+        ("CALLBRIDGE_MATRIX_PASSWORD", "[matrix] password"),
+        ("CALLBRIDGE_MATRIX_ACCESS_TOKEN", "[matrix] access_token"),
+    ];
+
+    fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
+        // The Matrix secrets never turn the adapter on alone: it needs a homeserver and a user.
+        let mut section = section;
+        if let Some(m) = section.as_mut() {
+            if let Some(v) = env("CALLBRIDGE_MATRIX_PASSWORD").filter(|v| !v.is_empty()) {
+                m.password = Some(Secret::new(v));
+            }
+            if let Some(v) = env("CALLBRIDGE_MATRIX_ACCESS_TOKEN").filter(|v| !v.is_empty()) {
+                m.access_token = Some(Secret::new(v));
+            }
+        }
+        Ok(section)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.password().is_none() && self.access_token().is_none() {
+            return Err(invalid(
+                "matrix.password",
+                "or matrix.access_token is required (or set CALLBRIDGE_MATRIX_PASSWORD or CALLBRIDGE_MATRIX_ACCESS_TOKEN)",
+            ));
+        }
+        match &self.homeserver {
+            None => return Err(invalid("matrix.homeserver", "is required: the homeserver's http(s) URL")),
+            Some(url) => check_http_url("matrix.homeserver", url)?,
+        }
+        check_limits("matrix", self.per_minute, 600, self.request_timeout)?;
+        let user_ok = match self.user.strip_prefix('@') {
+            Some(full) => full.split_once(':').is_some_and(|(local, server)| !local.is_empty() && !server.is_empty()),
+            None => !self.user.is_empty() && !self.user.contains(':'),
+        };
+        if !user_ok || self.user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("matrix.user", "is required: the bot's user id (@name:server) or localpart"));
+        }
+        let prefix_ok = (1..=8).contains(&self.command_prefix.chars().count())
+            && !self.command_prefix.chars().any(|c| c.is_whitespace() || c.is_control() || c.is_alphanumeric());
+        if !prefix_ok {
+            return Err(invalid("matrix.command_prefix", "must be 1 to 8 symbols, such as ! or ."));
+        }
+        if !self.auto_join_inviters.iter().all(|u| UserId::parse(u.as_str()).is_ok()) {
+            return Err(invalid("matrix.auto_join_inviters", "must be full user ids (@name:server)"));
+        }
+        if !self.auto_join_servers.iter().all(|s| !s.is_empty() && !s.contains(['@', '/', ' '])) {
+            return Err(invalid("matrix.auto_join_servers", "must be server names (example.org)"));
+        }
+        Ok(())
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        [&self.password, &self.access_token].into_iter().flatten().map(|s| s.expose().to_owned()).collect()
+    }
+
+    fn debounce(&self) -> Duration {
+        self.debounce
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
+        if self.homeserver.is_none() {
+            return Err(MatrixError::Setup("matrix.homeserver is required".into()).into());
+        }
+        Ok(MatrixAdapter::new(self.clone(), ctx))
+    }
+}
+
+/// The platform entry the daemon registers.
+pub fn platform() -> &'static dyn Platform {
+    callbridge_chat::platform::<Settings>()
+}
+
+/// Commands older than this (the bot was away) are not acted on.
+const MAX_COMMAND_AGE: Duration = Duration::from_secs(600);
 
 /// Errors of the adapter itself (as opposed to a request's [`SendError`]).
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +217,10 @@ const KNOWN_CARDS: usize = 4096;
 /// The Matrix adapter. Share it as `Arc<MatrixAdapter>`.
 pub struct MatrixAdapter {
     settings: Settings,
+    /// Where the session, sync token and crypto store are kept.
+    store_dir: PathBuf,
+    /// Told the session's access token once known, so the logs can mask it.
+    on_secret: fn(&str),
     /// Set once logged in; requests made before then are transient failures.
     client: OnceLock<Client>,
     /// Cards this process posted or saw reacted to (newest last), bounded.
@@ -110,8 +228,14 @@ pub struct MatrixAdapter {
 }
 
 impl MatrixAdapter {
-    pub fn new(settings: Settings) -> Arc<Self> {
-        Arc::new(MatrixAdapter { settings, client: OnceLock::new(), cards: Mutex::default() })
+    pub fn new(settings: Settings, ctx: &BuildContext) -> Arc<Self> {
+        Arc::new(MatrixAdapter {
+            settings,
+            store_dir: ctx.state_dir.clone(),
+            on_secret: ctx.on_secret,
+            client: OnceLock::new(),
+            cards: Mutex::default(),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -249,8 +373,12 @@ impl ChatAdapter for MatrixAdapter {
         "matrix"
     }
 
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(inbound::run(self, inbox, cancel))
+    }
+
     fn pacing(&self) -> Pacing {
-        self.settings.pacing
+        Pacing { min_interval: self.settings.min_interval, per_minute: self.settings.per_minute }
     }
 
     fn command_prefix(&self) -> &str {
@@ -323,5 +451,57 @@ impl ChatAdapter for MatrixAdapter {
             let room = ack.0.split_once(' ').map(|(room, _)| room).unwrap_or_default();
             self.reply(&ChatRef(room.to_owned()), text).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_chat::settings::{commented_example, section};
+
+    fn read(doc: &str, env: &[(&str, &str)]) -> Result<Option<Settings>, SettingsError> {
+        let from_file = section::<Settings>(doc, "matrix")?;
+        Settings::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn the_example_section_is_the_defaults() {
+        let example = commented_example(include_str!("../../../config.example.toml"));
+        let m = section::<Settings>(&example, "matrix").unwrap().expect("[matrix] example");
+        let d = Settings::default();
+        assert_eq!(
+            (m.device_name, m.command_prefix, m.admin_power_level, m.widget, m.min_interval, m.per_minute, m.debounce, m.request_timeout),
+            (d.device_name, d.command_prefix, d.admin_power_level, d.widget, d.min_interval, d.per_minute, d.debounce, d.request_timeout)
+        );
+    }
+
+    #[test]
+    fn matrix_needs_homeserver_user_and_a_credential() {
+        let base = "[matrix]\nhomeserver = \"https://hs.example\"\nuser = \"@bot:hs.example\"\n";
+        let m = read(base, &[]).unwrap().unwrap();
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains("matrix.password") && err.contains("CALLBRIDGE_MATRIX_ACCESS_TOKEN"), "{err}");
+        let m = read(base, &[("CALLBRIDGE_MATRIX_PASSWORD", "hunter2-secret")]).unwrap().unwrap();
+        m.validate().unwrap();
+        assert!(!toml::to_string(&m).unwrap().contains("hunter2-secret"));
+        assert!(m.secrets().contains(&"hunter2-secret".to_owned()));
+        for (bad, key) in [
+            ("user = \"@bot\"", "matrix.user"),
+            ("command_prefix = \"go \"", "matrix.command_prefix"),
+            ("auto_join_inviters = [\"alice\"]", "matrix.auto_join_inviters"),
+            ("homeserver = \"ftp://matrix.example\"", "matrix.homeserver"),
+        ] {
+            let text = format!("[matrix]\nhomeserver = \"https://hs.example\"\nuser = \"bot\"\npassword = \"p\"\n{bad}\n");
+            // A later duplicate key is a parse error; build the section from the pieces instead.
+            let text = text.lines().filter(|l| l.split('=').next() != bad.split('=').next() || l.contains(bad)).collect::<Vec<_>>().join("\n");
+            let m = read(&text, &[]).unwrap().unwrap();
+            assert!(m.validate().unwrap_err().to_string().contains(key), "{bad}");
+        }
+        // A homeserver that is not a URL at all is refused where it is written.
+        let doc = "[matrix]\nhomeserver = \"matrix.example\"\n";
+        let err = section::<Settings>(doc, "matrix").unwrap_err();
+        assert!(callbridge_chat::settings::describe(doc, &err).starts_with("line 2: matrix.homeserver"));
+        // The environment alone does not turn Matrix on: it needs a homeserver and a user.
+        assert!(read("", &[("CALLBRIDGE_MATRIX_PASSWORD", "x")]).unwrap().is_none());
     }
 }

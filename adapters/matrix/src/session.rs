@@ -14,6 +14,9 @@ use std::path::Path;
 
 const SESSION_FILE: &str = "session.json";
 
+/// Marks a store whose history has been skipped (see [`crate::inbound`]).
+pub(crate) const SYNCED_MARKER: &str = "callbridge-synced";
+
 /// The session on disk, with the homeserver it belongs to.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
@@ -23,43 +26,43 @@ struct Saved {
 }
 
 /// A logged-in client: restored from `store_dir`, or logged in and saved there.
-pub async fn connect(settings: &Settings) -> Result<Client, MatrixError> {
+pub async fn connect(settings: &Settings, store_dir: &Path, on_secret: fn(&str)) -> Result<Client, MatrixError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| MatrixError::Setup(format!("{what}: {e}"));
-    std::fs::create_dir_all(&settings.store_dir).map_err(|e| setup("cannot create the store directory", &e))?;
+    std::fs::create_dir_all(store_dir).map_err(|e| setup("cannot create the store directory", &e))?;
     // The crypto store holds the bot's encryption keys: for its owner's eyes only.
     #[cfg(unix)]
-    std::fs::set_permissions(&settings.store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+    std::fs::set_permissions(store_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| setup("cannot restrict the store directory", &e))?;
-    let saved = read_saved(&settings.store_dir)?.filter(|s| {
+    let saved = read_saved(store_dir)?.filter(|s| {
         // A changed homeserver, user or access token starts over with the new one.
         let user = s.session.meta.user_id.as_str();
-        s.homeserver == settings.homeserver.as_str()
+        s.homeserver == settings.homeserver().as_str()
             && (user == settings.user || s.session.meta.user_id.localpart() == settings.user)
-            && settings.access_token.as_deref().is_none_or(|t| t == s.session.tokens.access_token)
+            && settings.access_token().is_none_or(|t| t == s.session.tokens.access_token)
     });
     if saved.is_none() {
         // The stores belong to the old device; a new login must not inherit its crypto state.
-        clear_stores(&settings.store_dir)?;
+        clear_stores(store_dir)?;
     }
     let client = Client::builder()
-        .homeserver_url(settings.homeserver.as_str())
-        .sqlite_store(&settings.store_dir, None)
+        .homeserver_url(settings.homeserver().as_str())
+        .sqlite_store(store_dir, None)
         // One attempt per request: the core paces and retries with the server's retry_after.
         .request_config(RequestConfig::new().retry_limit(1).timeout(settings.request_timeout))
         .build()
         .await
         .map_err(|e| setup("cannot build the client", &e))?;
     if let Some(saved) = saved {
-        (settings.on_secret)(&saved.session.tokens.access_token);
+        on_secret(&saved.session.tokens.access_token);
         client.restore_session(saved.session).await.map_err(|e| setup("cannot restore the session", &e))?;
         return Ok(client);
     }
-    let session = match (&settings.access_token, &settings.password) {
+    let session = match (settings.access_token(), settings.password()) {
         (Some(token), _) => {
             let (user_id, device_id) = whoami(settings, token).await?;
             MatrixSession {
                 meta: SessionMeta { user_id, device_id },
-                tokens: SessionTokens { access_token: token.clone(), refresh_token: None },
+                tokens: SessionTokens { access_token: token.to_owned(), refresh_token: None },
             }
         }
         (None, Some(password)) => {
@@ -74,11 +77,11 @@ pub async fn connect(settings: &Settings) -> Result<Client, MatrixError> {
         }
         (None, None) => return Err(MatrixError::Setup("matrix.password or matrix.access_token is required".into())),
     };
-    (settings.on_secret)(&session.tokens.access_token);
-    if settings.access_token.is_some() {
+    on_secret(&session.tokens.access_token);
+    if settings.access_token().is_some() {
         client.restore_session(session.clone()).await.map_err(|e| setup("cannot adopt the access token", &e))?;
     }
-    write_saved(&settings.store_dir, &Saved { homeserver: settings.homeserver.to_string(), session })?;
+    write_saved(store_dir, &Saved { homeserver: settings.homeserver().to_string(), session })?;
     tracing::info!(user = %client.user_id().map(|u| u.to_string()).unwrap_or_default(), "matrix: logged in; session saved");
     Ok(client)
 }
@@ -90,7 +93,7 @@ async fn whoami(settings: &Settings, token: &str) -> Result<(OwnedUserId, OwnedD
         user_id: OwnedUserId,
         device_id: Option<OwnedDeviceId>,
     }
-    let url = settings.homeserver.join("_matrix/client/v3/account/whoami").map_err(|e| MatrixError::Setup(e.to_string()))?;
+    let url = settings.homeserver().join("_matrix/client/v3/account/whoami").map_err(|e| MatrixError::Setup(e.to_string()))?;
     let failed = |e: matrix_sdk::reqwest::Error| MatrixError::Setup(format!("whoami failed: {}", e.without_url()));
     let body = matrix_sdk::reqwest::Client::new()
         .get(url)
@@ -145,7 +148,7 @@ fn clear_stores(dir: &Path) -> Result<(), MatrixError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("matrix-sdk-") || name == crate::inbound::SYNCED_MARKER {
+        if name.starts_with("matrix-sdk-") || name == SYNCED_MARKER {
             let _ = std::fs::remove_file(entry.path());
         }
     }

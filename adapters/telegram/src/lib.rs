@@ -5,53 +5,124 @@
 //! It holds no room rule: it only reports whether a user administers a chat
 //! (`getChatMember`, cached briefly), and the core decides.
 //!
+//! * this file — the `[telegram]` settings, building the adapter, and the `ChatAdapter` sends.
+//! * [`inbound`] — `getUpdates` → `ChatEvent`s, and the admin checks they carry.
 //! * `card` — `Card` → HTML text and inline keyboard (every user string escaped).
-//! * this file — the adapter: polling, commands, admin checks, and the `ChatAdapter` methods.
 
 mod card;
+pub mod inbound;
 
 pub use card::{escape_html, render_html, render_keyboard};
 
+use callbridge_chat::settings::{check_http_url, check_limits};
 use callbridge_chat::{
-    ActionAck, Actor, BoxFuture, Card, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, MessageRef, Pacing,
-    SendError, UserRef, parse_command,
+    ActionAck, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    Platform, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
-use teloxide::requests::{Request, Requester};
-use teloxide::types::{
-    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, ChatId, LinkPreviewOptions, Message, MessageId,
-    ParseMode, UpdateKind, UserId,
-};
+use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageTextSetters, SendMessageSetters};
+use teloxide::requests::Requester;
+use teloxide::types::{CallbackQueryId, ChatId, LinkPreviewOptions, MessageId, ParseMode};
 use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What the adapter needs to run.
-#[derive(Clone)]
+/// `[telegram]`: the bot that posts join cards in Telegram chats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// The bot token from @BotFather.
-    pub token: String,
-    /// The Bot API server.
+    /// Turns the adapter off without removing the section.
+    pub enabled: bool,
+    /// The bot token from @BotFather. REQUIRED when enabled (or `CALLBRIDGE_TELEGRAM_TOKEN`).
+    pub token: Option<Secret>,
+    /// The Bot API server (a local `telegram-bot-api` or a test double).
     pub api_url: url::Url,
-    /// Chats the bot serves; empty means all.
+    /// Chat ids the bot serves; empty means every chat it is added to.
     pub allowed_chats: Vec<i64>,
-    /// Per-chat limits of the bot's messages and edits.
-    pub pacing: Pacing,
+    /// Least time between two messages or edits of the bot in one chat.
+    #[serde(with = "human_duration")]
+    pub min_interval: Duration,
+    /// Most messages and edits of the bot per chat per minute.
+    pub per_minute: u32,
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    #[serde(with = "human_duration")]
+    pub debounce: Duration,
     /// Long-polling timeout of `getUpdates`.
+    #[serde(with = "human_duration")]
     pub poll_timeout: Duration,
-    /// Timeout of every other call.
+    /// How long any other Bot API call may take before it is abandoned and retried.
+    #[serde(with = "human_duration")]
     pub request_timeout: Duration,
-    /// How long an admin check is trusted.
+    /// How long a chat member's admin status is cached.
+    #[serde(with = "human_duration")]
     pub admin_cache: Duration,
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings").field("token", &"<redacted>").field("api_url", &self.api_url.as_str()).finish()
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            enabled: true,
+            token: None,
+            api_url: url::Url::parse("https://api.telegram.org").expect("a valid default"),
+            allowed_chats: Vec::new(),
+            min_interval: Duration::from_secs(1),
+            per_minute: 20,
+            debounce: Duration::from_millis(300),
+            poll_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            admin_cache: Duration::from_secs(60),
+        }
     }
+}
+
+impl Section for Settings {
+    const NAME: &'static str = "telegram";
+    const ENV: &'static [(&'static str, &'static str)] =
+        &[("CALLBRIDGE_TELEGRAM_TOKEN", "[telegram] token (turns Telegram on when the section is absent)")];
+
+    fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
+        let mut section = section;
+        if let Some(v) = env("CALLBRIDGE_TELEGRAM_TOKEN").filter(|v| !v.is_empty()) {
+            section.get_or_insert_with(Settings::default).token = Some(Secret::new(v));
+        }
+        Ok(section)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.token.as_ref().is_none_or(Secret::is_blank) {
+            return Err(invalid("telegram.token", "is required (or set CALLBRIDGE_TELEGRAM_TOKEN)"));
+        }
+        check_http_url("telegram.api_url", &self.api_url)?;
+        check_limits("telegram", self.per_minute, 60, self.request_timeout)?;
+        if self.poll_timeout > Duration::from_secs(50) {
+            return Err(invalid("telegram.poll_timeout", "must be at most 50s"));
+        }
+        Ok(())
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.token.iter().map(|t| t.expose().to_owned()).collect()
+    }
+
+    fn debounce(&self) -> Duration {
+        self.debounce
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
+        Ok(TelegramAdapter::new(self.clone())?)
+    }
+}
+
+/// The platform entry the daemon registers.
+pub fn platform() -> &'static dyn Platform {
+    callbridge_chat::platform::<Settings>()
 }
 
 /// Errors of the adapter itself.
@@ -74,154 +145,20 @@ pub struct TelegramAdapter {
     admins: Mutex<HashMap<(i64, u64), (bool, Instant)>>,
 }
 
-/// The commands shown in Telegram's command menu.
-const COMMANDS: &[(&str, &str)] = &[
-    ("call", "Start a call: /call [voice|video] [title]"),
-    ("lock", "Stop new people joining the call (host or admins)"),
-    ("unlock", "Let new people join the call again"),
-    ("end", "End the call for everyone (host or admins)"),
-    ("who", "Who is in the call"),
-    ("help", "What this bot does"),
-];
-
 impl TelegramAdapter {
-    /// Builds the adapter; nothing is sent until [`run`](Self::run).
+    /// Builds the adapter; nothing is sent until it runs.
     pub fn new(settings: Settings) -> Result<Arc<Self>, TelegramError> {
+        let token = settings.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
         let bot_with_timeout = |timeout: Duration| {
             let client = teloxide::net::default_reqwest_settings()
                 .timeout(timeout)
                 .build()
                 .map_err(|e| TelegramError::Client(e.to_string()))?;
-            Ok::<_, TelegramError>(Bot::with_client(settings.token.clone(), client).set_api_url(settings.api_url.clone()))
+            Ok::<_, TelegramError>(Bot::with_client(token.clone(), client).set_api_url(settings.api_url.clone()))
         };
         let bot = bot_with_timeout(settings.request_timeout)?;
         let poller = bot_with_timeout(settings.poll_timeout + Duration::from_secs(15))?;
         Ok(Arc::new(TelegramAdapter { bot, poller, settings, username: OnceLock::new(), admins: Mutex::default() }))
-    }
-
-    /// Says hello (`getMe`, `setMyCommands`, retried until they work), then long-polls and
-    /// sends every command and button press to `inbox` until `cancel` fires.
-    pub async fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(500);
-        while self.username.get().is_none() {
-            let hello = async {
-                let me = self.call(self.bot.get_me()).await?;
-                let commands = COMMANDS.iter().map(|(c, d)| BotCommand::new(*c, *d));
-                self.call(self.bot.set_my_commands(commands)).await?;
-                Ok::<_, SendError>(me)
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = hello => match r {
-                    Ok(me) => {
-                        let name = me.user.username.clone().unwrap_or_default();
-                        tracing::info!(bot = %name, "telegram bot connected");
-                        let _ = self.username.set(name);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, ?backoff, "telegram: getMe/setMyCommands failed; retrying");
-                        if !sleep_or_cancel(&cancel, backoff).await { return; }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        }
-        let mut offset: i32 = 0;
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let poll = self
-                .poller
-                .get_updates()
-                .offset(offset)
-                .timeout(self.settings.poll_timeout.as_secs() as u32)
-                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
-                .send();
-            // Bounded as a whole, like every call (see `call`), with room for the long poll.
-            let poll = tokio::time::timeout(self.settings.poll_timeout + self.settings.request_timeout, poll);
-            let updates = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = poll => r.unwrap_or_else(|_| Err(RequestError::Io(std::sync::Arc::new(std::io::ErrorKind::TimedOut.into())))),
-            };
-            let updates = match updates {
-                Ok(u) => {
-                    backoff = Duration::from_millis(500);
-                    u
-                }
-                Err(RequestError::RetryAfter(s)) => {
-                    if !sleep_or_cancel(&cancel, s.duration()).await { return; }
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, ?backoff, "telegram: getUpdates failed; retrying");
-                    if !sleep_or_cancel(&cancel, backoff).await { return; }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            };
-            for update in updates {
-                offset = offset.max(update.id.0 as i32 + 1);
-                let event = match update.kind {
-                    UpdateKind::Message(m) => self.on_message(&m).await,
-                    UpdateKind::CallbackQuery(q) => self.on_callback(&q).await,
-                    _ => None,
-                };
-                if let Some(event) = event {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        r = inbox.send(event) => if r.is_err() { return },
-                    }
-                }
-            }
-        }
-    }
-
-    fn allowed(&self, chat: ChatId) -> bool {
-        self.settings.allowed_chats.is_empty() || self.settings.allowed_chats.contains(&chat.0)
-    }
-
-    async fn on_message(&self, m: &Message) -> Option<ChatEvent> {
-        let text = m.text()?;
-        let from = m.from.as_ref().filter(|u| !u.is_bot)?;
-        let command = parse_command(text, "/", self.username.get().map(String::as_str))?;
-        if !self.allowed(m.chat.id) {
-            tracing::info!(chat = m.chat.id.0, "telegram: command from a chat not in allowed_chats; ignored");
-            return None;
-        }
-        let private = m.chat.is_private();
-        let needs_admin = matches!(
-            command,
-            Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. }
-        );
-        let is_admin = needs_admin && !private && self.is_admin(m.chat.id, from.id).await;
-        Some(ChatEvent::Command {
-            answer: None,
-            chat: ChatRef(m.chat.id.0.to_string()),
-            actor: Actor { user: UserRef(from.id.0.to_string()), display_name: from.full_name(), is_admin },
-            command,
-            private,
-        })
-    }
-
-    async fn on_callback(&self, q: &CallbackQuery) -> Option<ChatEvent> {
-        let message = q.message.as_ref();
-        let action = q.data.as_deref().and_then(CardAction::decode);
-        let (Some(message), Some(action)) = (message, action) else {
-            let _ = self.call(self.bot.answer_callback_query(q.id.clone())).await;
-            return None;
-        };
-        let chat = message.chat();
-        if !self.allowed(chat.id) {
-            let _ = self.call(self.bot.answer_callback_query(q.id.clone())).await;
-            return None;
-        }
-        let is_admin = !chat.is_private() && self.is_admin(chat.id, q.from.id).await;
-        Some(ChatEvent::Action {
-            chat: ChatRef(chat.id.0.to_string()),
-            message: MessageRef(message.id().0.to_string()),
-            actor: Actor { user: UserRef(q.from.id.0.to_string()), display_name: q.from.full_name(), is_admin },
-            action,
-            ack: ActionAck(q.id.0.clone()),
-        })
     }
 
     /// Sends one Bot API request, bounded as a whole by `request_timeout`: a stalled server must
@@ -233,44 +170,6 @@ impl TelegramAdapter {
         }
     }
 
-    /// Whether `user` administers `chat` (creator or administrator), cached for `admin_cache`.
-    async fn is_admin(&self, chat: ChatId, user: UserId) -> bool {
-        let key = (chat.0, user.0);
-        if let Some((admin, at)) = self.admins.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
-            && at.elapsed() < self.settings.admin_cache
-        {
-            return *admin;
-        }
-        // A throttled or failed check is retried a little: refusing a real admin over a
-        // passing error would be wrong, and this runs while the update waits.
-        let mut attempt = 0;
-        let admin = loop {
-            attempt += 1;
-            match self.call(self.bot.get_chat_member(chat, user)).await {
-                Ok(member) => break member.kind.is_privileged(),
-                Err(SendError::RetryAfter(wait)) if attempt < 3 => tokio::time::sleep(wait.min(Duration::from_secs(5))).await,
-                Err(SendError::Transient(_)) if attempt < 3 => tokio::time::sleep(Duration::from_millis(300)).await,
-                Err(error) => {
-                    tracing::warn!(%error, chat = chat.0, "telegram: getChatMember failed; treating as not an admin");
-                    return false;
-                }
-            }
-        };
-        let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
-        if admins.len() > 10_000 {
-            let ttl = self.settings.admin_cache;
-            admins.retain(|_, (_, at)| at.elapsed() < ttl);
-        }
-        admins.insert(key, (admin, Instant::now()));
-        admin
-    }
-}
-
-async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
 }
 
 fn chat_id(chat: &ChatRef) -> Result<ChatId, SendError> {
@@ -312,8 +211,12 @@ impl ChatAdapter for TelegramAdapter {
         "telegram"
     }
 
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(inbound::run(self, inbox, cancel))
+    }
+
     fn pacing(&self) -> Pacing {
-        self.settings.pacing
+        Pacing { min_interval: self.settings.min_interval, per_minute: self.settings.per_minute }
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
@@ -377,5 +280,48 @@ impl ChatAdapter for TelegramAdapter {
             self.call(req).await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbridge_chat::settings::{commented_example, section};
+
+    fn read(doc: &str, env: &[(&str, &str)]) -> Option<Settings> {
+        let from_file = section::<Settings>(doc, "telegram").unwrap();
+        Settings::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn the_example_section_is_the_defaults() {
+        let example = commented_example(include_str!("../../../config.example.toml"));
+        let t = section::<Settings>(&example, "telegram").unwrap().expect("[telegram] example");
+        let d = Settings::default();
+        assert_eq!((t.api_url, t.min_interval, t.per_minute, t.debounce, t.poll_timeout, t.request_timeout, t.admin_cache),
+                   (d.api_url, d.min_interval, d.per_minute, d.debounce, d.poll_timeout, d.request_timeout, d.admin_cache));
+    }
+
+    #[test]
+    fn telegram_needs_a_token_from_file_or_env() {
+        let t = read("[telegram]\n", &[]).unwrap();
+        assert!(t.validate().unwrap_err().to_string().contains("telegram.token"));
+        let t = read("[telegram]\n", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).unwrap();
+        t.validate().unwrap();
+        // The token alone turns the adapter on.
+        let t = read("", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).expect("on from the environment");
+        assert_eq!(t.token.as_ref().unwrap().expose(), "123:abc");
+        assert!(!toml::to_string(&t).unwrap().contains("123:abc"));
+        assert_eq!(t.secrets(), vec!["123:abc".to_owned()]);
+        assert!(read("", &[]).is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut t = read("[telegram]\ntoken = \"t\"\npoll_timeout = \"2m\"\n", &[]).unwrap();
+        assert!(t.validate().unwrap_err().to_string().contains("telegram.poll_timeout"));
+        (t.poll_timeout, t.per_minute) = (Duration::from_secs(5), 0);
+        assert!(t.validate().unwrap_err().to_string().contains("telegram.per_minute"));
+        assert!(section::<Settings>("[telegram]\napi_url = \"not a url\"\n", "telegram").is_err());
     }
 }

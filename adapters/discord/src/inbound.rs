@@ -2,7 +2,7 @@
 //! interaction payloads → neutral [`ChatEvent`]s.
 
 use super::DiscordAdapter;
-use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MessageRef, UserRef};
+use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MENU, MessageRef, UserRef};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,21 +20,20 @@ pub(crate) fn public_key(hex_key: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
-/// The slash commands, as `PUT /applications/{id}/commands` takes them.
+/// The slash commands of the port's menu, as `PUT /applications/{id}/commands` takes them.
 pub fn command_definitions() -> Value {
-    let plain = |name: &str, description: &str| json!({"type": 1, "name": name, "description": description});
-    json!([
-        {"type": 1, "name": "call", "description": "Start a call and post its join card", "options": [
-            {"type": 3, "name": "kind", "description": "Video or voice", "required": false,
-             "choices": [{"name": "video", "value": "video"}, {"name": "voice", "value": "voice"}]},
-            {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120}
-        ]},
-        plain("lock", "Stop new people joining the call (host or admins)"),
-        plain("unlock", "Let new people join the call again"),
-        plain("end", "End the call for everyone (host or admins)"),
-        plain("who", "Who is in the call"),
-        plain("help", "What this bot does"),
-    ])
+    let commands = MENU.iter().map(|c| {
+        let mut command = json!({"type": 1, "name": c.name, "description": c.description});
+        if c.name == "call" {
+            command["options"] = json!([
+                {"type": 3, "name": "kind", "description": "Video or voice", "required": false,
+                 "choices": [{"name": "video", "value": "video"}, {"name": "voice", "value": "voice"}]},
+                {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120}
+            ]);
+        }
+        command
+    });
+    Value::Array(commands.collect())
 }
 
 #[derive(Deserialize)]
@@ -149,7 +148,7 @@ impl DiscordAdapter {
         let actor = match (&i.member, &i.user) {
             (Some(m), _) => {
                 let bits = m.permissions.as_deref().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
-                let by_role = m.roles.iter().any(|r| self.settings.admin_role_ids.contains(r));
+                let by_role = m.roles.iter().filter_map(|r| r.parse().ok()).any(|r| self.settings.admin_role_ids.contains(&r));
                 Actor {
                     user: UserRef(m.user.id.clone()),
                     display_name: m.nick.clone().or_else(|| m.user.global_name.clone()).unwrap_or_else(|| m.user.username.clone()),

@@ -1,0 +1,137 @@
+//! How the daemon knows a platform without naming it: each adapter crate describes its config
+//! section as a [`Section`], and the daemon holds every configured one as an opaque
+//! [`AdapterSettings`], builds the adapter from it and runs it through [`ChatAdapter::run`].
+//!
+//! [`Platform`] is the entry the daemon registers for each adapter compiled in: the section's
+//! name, the environment variables it reads, and [`Platform::configure`], which reads the
+//! section out of the whole file (see [`crate::settings::section`]) and applies the
+//! environment.
+
+use crate::adapter::ChatAdapter;
+use crate::settings::{SettingsError, section};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads an environment variable (the real environment, or a test's map).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Why an adapter could not be built from its settings.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the daemon lends an adapter it builds.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// A folder of the adapter's own for state it keeps across restarts (a login session, an
+    /// encryption store), below the daemon's data directory. Created by the adapter if needed.
+    pub state_dir: PathBuf,
+    /// Told every secret the adapter learns while running (an access token), so the logs can
+    /// mask it.
+    pub on_secret: fn(&str),
+}
+
+/// An adapter's `[section]`, typed by its crate. The port turns it into a [`Platform`] and an
+/// [`AdapterSettings`]; the adapter writes only what is its own.
+pub trait Section: Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static {
+    /// The section's name (`telegram`), which is also the platform's name on stored cards.
+    const NAME: &'static str;
+    /// The environment variables the section reads, with what each sets.
+    const ENV: &'static [(&'static str, &'static str)];
+
+    /// Applies the environment over the file's section (`None`: the file has none). A secret
+    /// may turn the adapter on by itself, so the result may be `Some` when `section` was not.
+    fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError>;
+    /// Whether the adapter is on (`enabled = false` keeps the section but turns it off).
+    fn enabled(&self) -> bool;
+    /// Checks the values; the error names the full key.
+    fn validate(&self) -> Result<(), SettingsError>;
+    /// Every secret in the section, to keep out of logs.
+    fn secrets(&self) -> Vec<String>;
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    fn debounce(&self) -> Duration;
+    /// Builds the adapter. Nothing is sent until it is run.
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError>;
+}
+
+/// One configured adapter's settings, opaque to the core.
+pub trait AdapterSettings: Debug + Send + Sync {
+    /// The platform's name, as [`Section::NAME`].
+    fn platform(&self) -> &'static str;
+    fn validate(&self) -> Result<(), SettingsError>;
+    fn secrets(&self) -> Vec<String>;
+    /// The section as TOML, secrets redacted (what `check-config` prints).
+    fn to_redacted_toml(&self) -> toml::Value;
+    fn debounce(&self) -> Duration;
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError>;
+    fn clone_box(&self) -> Box<dyn AdapterSettings>;
+}
+
+impl<S: Section> AdapterSettings for S {
+    fn platform(&self) -> &'static str {
+        S::NAME
+    }
+    fn validate(&self) -> Result<(), SettingsError> {
+        Section::validate(self)
+    }
+    fn secrets(&self) -> Vec<String> {
+        Section::secrets(self)
+    }
+    fn to_redacted_toml(&self) -> toml::Value {
+        toml::Value::try_from(self).unwrap_or_else(|e| toml::Value::String(format!("cannot render: {e}")))
+    }
+    fn debounce(&self) -> Duration {
+        Section::debounce(self)
+    }
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
+        Section::build(self, ctx)
+    }
+    fn clone_box(&self) -> Box<dyn AdapterSettings> {
+        Box::new(self.clone())
+    }
+}
+
+impl Clone for Box<dyn AdapterSettings> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// A platform compiled into the daemon, as its registry lists it.
+pub trait Platform: Send + Sync {
+    /// The section's name.
+    fn name(&self) -> &'static str;
+    /// The environment variables it reads, with what each sets.
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)];
+    /// Reads `[name]` from the whole document (`None`: no file), applies the environment, and
+    /// returns the settings when the adapter is on. Validation is the caller's next step.
+    fn configure(&self, doc: Option<&str>, env: Env<'_>) -> Result<Option<Box<dyn AdapterSettings>>, SettingsError>;
+}
+
+struct PlatformOf<S>(PhantomData<fn() -> S>);
+
+impl<S: Section> Platform for PlatformOf<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
+        S::ENV
+    }
+    fn configure(&self, doc: Option<&str>, env: Env<'_>) -> Result<Option<Box<dyn AdapterSettings>>, SettingsError> {
+        let from_file = match doc {
+            Some(doc) => section::<S>(doc, S::NAME)?,
+            None => None,
+        };
+        let settings = S::apply_env(from_file, env)?.filter(Section::enabled);
+        Ok(settings.map(|s| Box::new(s) as Box<dyn AdapterSettings>))
+    }
+}
+
+/// The [`Platform`] of a section type.
+pub fn platform<S: Section>() -> &'static dyn Platform {
+    // A zero-sized value: leaking it allocates nothing.
+    Box::leak(Box::new(PlatformOf::<S>(PhantomData)))
+}
