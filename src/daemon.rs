@@ -9,13 +9,10 @@
 
 use crate::bridge::BridgeSettings;
 use crate::bridge::adapters::Adapters;
-use crate::identity::IdentityKey;
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
-use crate::events::{EventBus, RoomEventKind};
 use crate::live::{Live, run_dispatcher};
 use crate::service::RoomService;
-use crate::store::{AdmissionWriter, Store};
 use crate::web::{AppState, Shared, app};
 use anyhow::Context;
 use callbridge_chat::{AdapterSettings, BuildContext, Env, Platform, SettingsError};
@@ -66,22 +63,16 @@ impl Daemon {
             config.server.public_url = Some(format!("http://{addr}"));
         }
         let config = Arc::new(config);
-        let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock)
+        let api_token = ensure_api_token(&config)?;
+        let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
+        let rooms = RoomService::start(config.clone(), api_token, clock, &workers, stop_workers.clone())
             .await
             .context("cannot open the database")?;
-        let api_token = ensure_api_token(&config)?;
-
-        let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
-        let events = EventBus::default();
-        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, &workers, stop_workers.clone())?;
-        let identity_key = store.secret("identity_key", IdentityKey::generate_hex).await?;
-        let identity = IdentityKey::from_hex(&identity_key).context("the stored identity key is not 32 bytes of hex")?;
-        let rooms = RoomService::new(store.clone(), events.clone(), admissions, config.clone(), identity);
         let live = Live::default();
         let join_limiter = NonZeroU32::new(config.server.join_rate_per_minute)
             .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
-        store.heartbeat(&node_id).await?;
+        rooms.heartbeat(&node_id).await?;
 
         let adapters = Adapters::new(rooms.clone(), stop_workers.child_token());
         let webhooks = build_adapters(&config, &adapters)?;
@@ -90,14 +81,12 @@ impl Daemon {
             rooms: rooms.clone(),
             live: live.clone(),
             node_id: node_id.clone(),
-            api_token,
             join_limiter,
             cancel: sessions_cancel,
             tracker: sessions,
         });
-        workers.spawn(run_dispatcher(rooms.clone(), live, events.subscribe(), stop_workers.clone()));
+        workers.spawn(run_dispatcher(rooms.clone(), live, rooms.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
-        workers.spawn(checkpoints(store.clone(), stop_workers.clone()));
         adapters.start_all();
 
         let stop_server = CancellationToken::new();
@@ -136,7 +125,7 @@ impl Daemon {
         if tokio::time::timeout(STAGE_TIMEOUT, self.workers.wait()).await.is_err() {
             tracing::warn!("background workers did not stop in time");
         }
-        self.state.rooms.store.close().await;
+        self.state.rooms.close().await;
         tracing::info!("stopped");
     }
 }
@@ -204,44 +193,20 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         rounds += 1;
-        if let Err(error) = rooms.store.heartbeat(&state.node_id).await {
+        if let Err(error) = rooms.heartbeat(&state.node_id).await {
             tracing::warn!(%error, "heartbeat failed");
             continue;
         }
-        match rooms.store.sweep_presence(NODE_STALE.as_millis() as i64, config.rooms.connect_timeout.as_millis() as i64).await {
-            Ok(left) => {
-                for p in left {
-                    rooms.events.publish(&p.room_id, RoomEventKind::Left { participant_id: p.participant_id, name: p.name });
-                }
-            }
-            Err(error) => tracing::warn!(%error, "presence sweep failed"),
+        if let Err(error) = rooms.sweep_presence(NODE_STALE, config.rooms.connect_timeout).await {
+            tracing::warn!(%error, "presence sweep failed");
         }
         if rounds % 12 == 1 {
-            match rooms.store.sweep_expired(config.rooms.expire_after.as_millis() as i64).await {
-                Ok(ids) => ids.iter().for_each(|id| rooms.events.publish(id, RoomEventKind::Ended { expired: true })),
-                Err(error) => tracing::warn!(%error, "expiry sweep failed"),
+            if let Err(error) = rooms.sweep_expired().await {
+                tracing::warn!(%error, "expiry sweep failed");
             }
             if let Some(limiter) = &state.join_limiter {
                 limiter.retain_recent();
             }
-        }
-    }
-}
-
-/// Keeps SQLite's WAL short from outside the writer's path (see `Store::checkpoint`).
-async fn checkpoints(store: Store, cancel: CancellationToken) {
-    if store.backend() != crate::store::Backend::Sqlite {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = store.checkpoint().await {
-            tracing::debug!(%error, "checkpoint skipped");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! subscriber that falls behind is told how many it missed (`RecvError::Lagged`) and re-reads
 //! the room from the store, because events say *that* a room changed and the store says *how*.
 
+use crate::ids::{KnockId, ParticipantId, RoomId};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -15,22 +16,22 @@ pub enum RoomEventKind {
     /// Admitted (a new joiner, or a rejoin when `rejoin`).
     Joined { participant_id: String, name: String, rejoin: bool },
     /// A room page connected.
-    Arrived { participant_id: String, name: String },
+    Arrived { participant_id: ParticipantId, name: String },
     /// The participant's page closed and did not come back within the grace period.
-    Left { participant_id: String, name: String },
+    Left { participant_id: ParticipantId, name: String },
     Locked,
     Unlocked,
     /// The host ended the room, or it expired.
     Ended { expired: bool },
-    Removed { participant_id: String, name: String },
+    Removed { participant_id: ParticipantId, name: String },
     Knocked { knock_id: String, name: String },
-    KnockAnswered { knock_id: String, name: String, admitted: bool },
+    KnockAnswered { knock_id: KnockId, name: String, admitted: bool },
 }
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoomEvent {
-    pub room_id: String,
+    pub room_id: RoomId,
     #[serde(flatten)]
     pub kind: RoomEventKind,
 }
@@ -49,10 +50,10 @@ impl Default for EventBus {
 }
 
 impl EventBus {
-    pub fn publish(&self, room_id: &str, kind: RoomEventKind) {
-        tracing::debug!(room_id, event = ?kind, "room event");
+    pub fn publish(&self, room_id: &RoomId, kind: RoomEventKind) {
+        tracing::debug!(%room_id, event = ?kind, "room event");
         // No subscriber is fine: nothing listens in a bare API deployment.
-        let _ = self.tx.send(RoomEvent { room_id: room_id.to_owned(), kind });
+        let _ = self.tx.send(RoomEvent { room_id: room_id.clone(), kind });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {

@@ -14,8 +14,70 @@
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// Declares an id type: a `String` of a checked shape. Made only by [`parse`](RoomId::parse)
+/// at the edge (a malformed id is answered 404 there) or from what the database returns.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id, when `s` has its shape.
+            pub fn parse(s: &str) -> Option<$name> {
+                $check(s).then(|| $name(s.to_owned()))
+            }
+            /// An id the bridge made or stored itself.
+            pub(crate) fn trusted(s: String) -> $name {
+                debug_assert!($check(&s), "{s:?}");
+                $name(s)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A room's id: [`ROOM_ID_LEN`] characters of `[A-Za-z0-9]` from a CSPRNG.
+    RoomId,
+    is_room_id
+);
+id_type!(
+    /// A participant's id, unique within its room (see [`new_participant_id`]).
+    ParticipantId,
+    is_participant_id
+);
+id_type!(
+    /// A request to join's id, unique within its room; shaped like a participant id.
+    KnockId,
+    is_participant_id
+);
 
 /// Length of a room id.
 pub const ROOM_ID_LEN: usize = 22;
@@ -120,6 +182,19 @@ mod tests {
             assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
             assert!(is_room_id(id));
         }
+    }
+
+    #[test]
+    fn typed_ids_parse_only_their_shape() {
+        let room = new_room_id();
+        assert_eq!(RoomId::parse(&room).unwrap().as_str(), room);
+        assert_eq!(serde_json::to_string(&RoomId::parse(&room).unwrap()).unwrap(), format!("\"{room}\""));
+        for bad in ["", "short", "aaaaaaaaaaaaaaaaaaaaa-", "../../../etc/passwdxxx"] {
+            assert!(RoomId::parse(bad).is_none(), "{bad}");
+        }
+        let pid = new_participant_id();
+        assert!(ParticipantId::parse(&pid).is_some() && KnockId::parse(&pid).is_some());
+        assert!(ParticipantId::parse(&room).is_none(), "a room id is not a participant id");
     }
 
     #[test]

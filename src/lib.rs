@@ -13,7 +13,8 @@
 //! * [`events`] — every room change, published after it commits.
 //! * [`service`] — `RoomService`, the one door to rooms for the web, the CLI and chat commands.
 //! * [`bridge`] — chat commands → `RoomService` → join cards; the `CardUpdater` keeps them current.
-//! * [`live`] — connected room pages on this node: signaling relay and live updates.
+//! * [`live`] — connected room pages on this node: signaling relay and live updates;
+//!   [`signaling`] — the room socket's messages, typed.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
 //!   [`logging`] — logs with every configured secret masked.
@@ -30,5 +31,6 @@ pub mod live;
 pub mod logging;
 pub mod room;
 pub mod service;
+pub mod signaling;
 pub mod store;
 pub mod web;

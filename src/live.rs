@@ -7,9 +7,10 @@
 //! rather than letting one slow page grow the daemon's memory.
 
 use crate::events::{RoomEvent, RoomEventKind};
-use crate::service::RoomService;
+use crate::ids::RoomId;
+use crate::service::{Knocks, RoomService};
+use crate::signaling::ToPage;
 use axum::extract::ws::Utf8Bytes;
-use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,16 +140,11 @@ fn deliver(peer: &Peer, msg: Outbound) {
     }
 }
 
-/// Text of a JSON value, as a frame.
-pub fn frame(value: serde_json::Value) -> Utf8Bytes {
-    Utf8Bytes::from(value.to_string())
-}
-
 /// Applies room events to the connected pages until `cancel`: ended rooms and removed
 /// participants are disconnected at once; other changes are coalesced and pushed as a fresh
 /// room view at most every 100 ms per room.
 pub async fn run_dispatcher(rooms: RoomService, live: Live, mut events: broadcast::Receiver<RoomEvent>, cancel: CancellationToken) {
-    let mut dirty: HashSet<String> = HashSet::new();
+    let mut dirty: HashSet<RoomId> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,7 +168,7 @@ pub async fn run_dispatcher(rooms: RoomService, live: Live, mut events: broadcas
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "room page updates lagged; refreshing every live room");
-                    dirty.extend(live.room_ids());
+                    dirty.extend(live.room_ids().into_iter().map(RoomId::trusted));
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -185,14 +181,14 @@ pub async fn run_dispatcher(rooms: RoomService, live: Live, mut events: broadcas
     }
 }
 
-async fn push_room_view(rooms: &RoomService, live: &Live, room_id: &str) {
-    match rooms.view(room_id, true).await {
+async fn push_room_view(rooms: &RoomService, live: &Live, room_id: &RoomId) {
+    match rooms.view(room_id, Knocks::Shown).await {
         Ok(mut view) => {
-            let host_msg = frame(json!({"type": "room", "room": &view}));
+            let host_msg = ToPage::Room { room: &view }.frame();
             view.knocks = None;
-            let guest_msg = frame(json!({"type": "room", "room": &view}));
+            let guest_msg = ToPage::Room { room: &view }.frame();
             live.broadcast_split(room_id, host_msg, guest_msg);
         }
-        Err(error) => tracing::warn!(room_id, %error, "cannot refresh room pages"),
+        Err(error) => tracing::warn!(%room_id, %error, "cannot refresh room pages"),
     }
 }

@@ -53,14 +53,14 @@ pub struct NewRoom {
 /// A minted room: its id and the host token, which is shown once and stored only hashed.
 #[derive(Debug, Clone)]
 pub struct CreatedRoom {
-    pub id: String,
+    pub id: crate::ids::RoomId,
     pub host_token: String,
 }
 
 /// A request to enter a room.
 #[derive(Debug, Clone)]
 pub struct JoinRequest {
-    pub room_id: String,
+    pub room_id: crate::ids::RoomId,
     pub name: String,
     /// A previous admission's token: a rejoin is not a new joiner.
     pub token: Option<String>,

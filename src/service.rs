@@ -1,17 +1,38 @@
-//! `RoomService`: the one door to rooms. Web handlers, the CLI's API calls and chat commands
-//! all come through here; it runs the store's rules and publishes an event for each change.
+//! `RoomService`: the one door to rooms. Web handlers, room sockets, the CLI's API calls, chat
+//! commands, the card updater and the housekeeping sweeps all come through here; it runs the
+//! store's rules and publishes an event for each change. The store and the event bus are its
+//! own: nothing else reads or writes them.
+//!
+//! Host powers are decided in one place, [`RoomService::authorize`], for the web, the socket
+//! and the chat alike.
 
+use crate::clock::Clock;
+use crate::config::{Config, MAX_PARTICIPANTS_LIMIT, Secret};
+use crate::events::{EventBus, RoomEvent, RoomEventKind};
 use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
-use crate::config::Config;
-use crate::room::RoomKind;
-use crate::events::{EventBus, RoomEventKind};
-use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomView, clean_name, clean_title};
-use crate::store::{AdmissionWriter, HostCheck, KnockAnswer, KnockOutcome, RemoveOutcome, StateChange, Store, StoreError};
+use crate::ids::{KnockId, ParticipantId, RoomId, secret_eq};
+use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomKind, RoomView, clean_name, clean_title};
+use crate::store::{
+    AdmissionWriter, Backend, HostCheck, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
+    Store, StoreError,
+};
+use callbridge_chat::{ChatRef, MessageRef};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often SQLite's WAL is copied into the database file, beside the admission writer.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Errors a caller can act on, each with a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// A display name that breaks the naming rules (`invalid_name`).
+    #[error("{0}")]
+    InvalidName(&'static str),
+    /// Any other value that breaks a rule (`invalid_request`).
     #[error("{0}")]
     Invalid(&'static str),
     #[error("room not found")]
@@ -31,25 +52,94 @@ pub struct CreateOptions {
     pub max_participants: Option<u32>,
 }
 
+/// Whether a room view carries the pending requests to join (hosts see them, guests do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knocks {
+    Shown,
+    Hidden,
+}
+
+/// A lock's new state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Locked,
+    Unlocked,
+}
+
+/// A host's answer to a request to join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnockDecision {
+    Admit,
+    Deny,
+}
+
+/// What someone presents to claim host powers over a room.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// A token from the web or a room socket: the API token, or the room's host token.
+    Token(&'a str),
+    /// A chat user, as their platform reports them.
+    ChatUser { user_ref: &'a str, chat_admin: bool },
+}
+
+/// The powers a credential gives over a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// None: a guest at most.
+    Guest,
+    /// The room's host: its host token, its host in the chat, or an admin of that chat.
+    Host,
+    /// The API token: host powers over every room.
+    Api,
+}
+
+impl Power {
+    /// Whether this is host power over the room (the API token's included).
+    pub fn is_host(self) -> bool {
+        self != Power::Guest
+    }
+}
+
 /// The room service. Cheap to clone.
 #[derive(Clone)]
 pub struct RoomService {
-    pub store: Store,
-    pub events: EventBus,
+    store: Store,
+    events: EventBus,
     admissions: AdmissionWriter,
     config: Arc<Config>,
     base_url: Arc<str>,
     identity: IdentityKey,
+    api_token: Secret,
 }
 
 impl RoomService {
-    pub fn new(store: Store, events: EventBus, admissions: AdmissionWriter, config: Arc<Config>, identity: IdentityKey) -> Self {
+    /// Opens the database (migrating it), starts the admission writers and SQLite's
+    /// checkpoints on `tracker`; they stop when `cancel` fires.
+    pub async fn start(
+        config: Arc<Config>,
+        api_token: Secret,
+        clock: Clock,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<RoomService, ServiceError> {
+        let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock).await?;
+        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, tracker, cancel.clone())?;
+        let identity_key = store.secret("identity_key", IdentityKey::generate_hex).await?;
+        let identity = IdentityKey::from_hex(&identity_key).ok_or(ServiceError::Invalid("the stored identity key is not 32 bytes of hex"))?;
+        if store.backend() == Backend::Sqlite {
+            tracker.spawn(checkpoints(store.clone(), cancel));
+        }
         let base_url = config.public_url().into();
-        RoomService { store, events, admissions, config, base_url, identity }
+        Ok(RoomService { store, events: EventBus::default(), admissions, config, base_url, identity, api_token })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Every room change from now on, in order.
+    pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
+        self.events.subscribe()
     }
 
     /// The base URL links are minted with.
@@ -58,38 +148,60 @@ impl RoomService {
     }
 
     /// A room's join link.
-    pub fn room_url(&self, room_id: &str) -> String {
-        format!("{}/r/{room_id}", self.base_url)
+    pub fn room_url(&self, room: &RoomId) -> String {
+        format!("{}/r/{room}", self.base_url)
     }
 
     /// A room's host link: the host token rides in the fragment, which browsers never send
     /// to a server, so it stays out of access logs and `Referer` headers.
-    pub fn host_url(&self, room_id: &str, host_token: &str) -> String {
-        format!("{}/r/{room_id}#host={host_token}", self.base_url)
+    pub fn host_url(&self, room: &RoomId, host_token: &str) -> String {
+        format!("{}/r/{room}#host={host_token}", self.base_url)
     }
 
     /// A link that joins `name` (vouched for by a chat, as `user_ref`) into a room, whatever
     /// name the joiner types; it works for [`PERSONAL_LINK_TTL_MS`]. The token rides in the
     /// fragment, like the host token.
-    pub fn personal_url(&self, room_id: &str, user_ref: &str, name: &str) -> String {
+    pub fn personal_url(&self, room: &RoomId, user_ref: &str, name: &str) -> String {
         let expires = self.store.clock().now_ms() + PERSONAL_LINK_TTL_MS;
-        format!("{}/r/{room_id}#as={}", self.base_url, self.identity.sign(room_id, user_ref, name, expires))
+        format!("{}/r/{room}#as={}", self.base_url, self.identity.sign(room, user_ref, name, expires))
     }
 
     /// Who a personal link's token says the joiner is.
-    pub fn identity(&self, room_id: &str, token: &str) -> Result<Identity, ServiceError> {
-        self.identity.verify(room_id, token, self.store.clock().now_ms()).map_err(ServiceError::Invalid)
+    pub fn identity(&self, room: &RoomId, token: &str) -> Result<Identity, ServiceError> {
+        self.identity.verify(room, token, self.store.clock().now_ms()).map_err(ServiceError::Invalid)
+    }
+
+    /// The powers `credential` gives over `room` (the one place host powers are decided).
+    /// A wrong token and an unknown room both give none, so tokens cannot probe for rooms.
+    pub async fn authorize(&self, room: &RoomId, credential: Credential<'_>) -> Result<Power, ServiceError> {
+        match credential {
+            Credential::Token(token) if self.is_api_token(token) => Ok(Power::Api),
+            Credential::Token(token) => Ok(match self.store.check_host_token(room, token).await? {
+                HostCheck::Host => Power::Host,
+                HostCheck::NotHost | HostCheck::NoRoom => Power::Guest,
+            }),
+            Credential::ChatUser { chat_admin: true, .. } => Ok(Power::Host),
+            Credential::ChatUser { user_ref, chat_admin: false } => {
+                let host = self.store.room_host_ref(room).await?;
+                Ok(if host.as_deref() == Some(user_ref) { Power::Host } else { Power::Guest })
+            }
+        }
+    }
+
+    /// Whether `token` is the API token (compared in constant time).
+    pub fn is_api_token(&self, token: &str) -> bool {
+        secret_eq(token, self.api_token.expose())
     }
 
     /// Mints a room.
     pub async fn create(&self, opts: CreateOptions) -> Result<CreatedRoom, ServiceError> {
         let title = clean_title(opts.title.as_deref()).map_err(ServiceError::Invalid)?;
         let host_name = match opts.host_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            Some(n) => Some(clean_name(n).map_err(ServiceError::Invalid)?),
+            Some(n) => Some(clean_name(n).map_err(ServiceError::InvalidName)?),
             None => None,
         };
         let max = opts.max_participants.unwrap_or(self.config.rooms.max_participants);
-        if !(1..=crate::config::MAX_PARTICIPANTS_LIMIT).contains(&max) {
+        if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&max) {
             return Err(ServiceError::Invalid("max_participants must be between 1 and 1000"));
         }
         let new = NewRoom {
@@ -109,106 +221,197 @@ impl RoomService {
 
     /// Asks to enter. The name is checked here; the rules run in the store.
     pub async fn join(&self, mut req: JoinRequest) -> Result<Admission, ServiceError> {
-        req.name = clean_name(&req.name).map_err(ServiceError::Invalid)?;
-        if !crate::ids::is_room_id(&req.room_id) {
-            return Ok(Admission::Refused(Refusal::NotFound));
-        }
-        let room_id = req.room_id.clone();
+        req.name = clean_name(&req.name).map_err(ServiceError::InvalidName)?;
+        let room = req.room_id.clone();
         let admission = self.admissions.join(req).await?;
         match &admission {
             Admission::Admitted(a) => self.events.publish(
-                &room_id,
+                &room,
                 RoomEventKind::Joined { participant_id: a.participant_id.clone(), name: a.name.clone(), rejoin: a.rejoin },
             ),
-            Admission::Refused(Refusal::Expired) => self.events.publish(&room_id, RoomEventKind::Ended { expired: true }),
+            Admission::Refused(Refusal::Expired) => self.events.publish(&room, RoomEventKind::Ended { expired: true }),
             Admission::Refused(_) => {}
         }
         Ok(admission)
     }
 
-    /// Locks (`true`) or unlocks a room.
-    pub async fn set_locked(&self, room_id: &str, locked: bool) -> Result<StateChange, ServiceError> {
-        if !crate::ids::is_room_id(room_id) {
-            return Ok(StateChange::NotFound);
-        }
-        let change = self.store.set_locked(room_id, locked).await?;
+    /// Locks or unlocks a room.
+    pub async fn set_lock(&self, room: &RoomId, lock: Lock) -> Result<StateChange, ServiceError> {
+        let change = self.store.set_locked(room, lock == Lock::Locked).await?;
         if change == StateChange::Changed {
-            tracing::info!(room_id, locked, "room lock changed");
-            self.events.publish(room_id, if locked { RoomEventKind::Locked } else { RoomEventKind::Unlocked });
+            tracing::info!(room_id = %room, ?lock, "room lock changed");
+            self.events.publish(room, if lock == Lock::Locked { RoomEventKind::Locked } else { RoomEventKind::Unlocked });
         }
         Ok(change)
     }
 
     /// Ends a room for everyone.
-    pub async fn end(&self, room_id: &str) -> Result<StateChange, ServiceError> {
-        if !crate::ids::is_room_id(room_id) {
-            return Ok(StateChange::NotFound);
-        }
-        let change = self.store.end_room(room_id).await?;
+    pub async fn end(&self, room: &RoomId) -> Result<StateChange, ServiceError> {
+        let change = self.store.end_room(room).await?;
         if change == StateChange::Changed {
-            tracing::info!(room_id, "room ended");
-            self.events.publish(room_id, RoomEventKind::Ended { expired: false });
+            tracing::info!(room_id = %room, "room ended");
+            self.events.publish(room, RoomEventKind::Ended { expired: false });
         }
         Ok(change)
     }
 
     /// Removes and bans a participant.
-    pub async fn remove(&self, room_id: &str, participant_id: &str) -> Result<RemoveOutcome, ServiceError> {
-        if !crate::ids::is_room_id(room_id) || !crate::ids::is_participant_id(participant_id) {
-            return Ok(RemoveOutcome::NotFound);
-        }
-        let outcome = self.store.remove_participant(room_id, participant_id).await?;
+    pub async fn remove(&self, room: &RoomId, participant: &ParticipantId) -> Result<RemoveOutcome, ServiceError> {
+        let outcome = self.store.remove_participant(room, participant).await?;
         if let RemoveOutcome::Removed(name) = &outcome {
-            tracing::info!(room_id, participant_id, "participant removed");
-            self.events.publish(
-                room_id,
-                RoomEventKind::Removed { participant_id: participant_id.to_owned(), name: name.clone() },
-            );
+            tracing::info!(room_id = %room, participant_id = %participant, "participant removed");
+            self.events.publish(room, RoomEventKind::Removed { participant_id: participant.clone(), name: name.clone() });
         }
         Ok(outcome)
     }
 
     /// Asks to enter a locked room.
-    pub async fn knock(&self, room_id: &str, name: &str) -> Result<KnockOutcome, ServiceError> {
-        let name = clean_name(name).map_err(ServiceError::Invalid)?;
-        if !crate::ids::is_room_id(room_id) {
-            return Ok(KnockOutcome::Refused(Refusal::NotFound));
-        }
-        let outcome = self.store.knock(room_id, &name).await?;
+    pub async fn knock(&self, room: &RoomId, name: &str) -> Result<KnockOutcome, ServiceError> {
+        let name = clean_name(name).map_err(ServiceError::InvalidName)?;
+        let outcome = self.store.knock(room, &name).await?;
         if let KnockOutcome::Waiting { knock_id, .. } = &outcome {
-            self.events.publish(room_id, RoomEventKind::Knocked { knock_id: knock_id.clone(), name });
+            self.events.publish(room, RoomEventKind::Knocked { knock_id: knock_id.clone(), name });
         }
         Ok(outcome)
     }
 
+    /// Where a request to join stands (`pending`, `admitted`, `denied`); `None` unless `token`
+    /// is that request's own.
+    pub async fn knock_status(&self, room: &RoomId, knock: &KnockId, token: &str) -> Result<Option<String>, ServiceError> {
+        Ok(self.store.knock_status(room, knock, token).await?)
+    }
+
+    /// The oldest pending request to join with this name (chat commands answer by name).
+    pub async fn pending_knock_by_name(&self, room: &RoomId, name: &str) -> Result<Option<KnockId>, ServiceError> {
+        Ok(self.store.pending_knock_by_name(room, name).await?.map(KnockId::trusted))
+    }
+
     /// Admits or denies a knock.
-    pub async fn answer_knock(&self, room_id: &str, knock_id: &str, admit: bool) -> Result<KnockAnswer, ServiceError> {
-        if !crate::ids::is_room_id(room_id) || !crate::ids::is_participant_id(knock_id) {
-            return Ok(KnockAnswer::NotFound);
-        }
-        let answer = self.store.answer_knock(room_id, knock_id, admit).await?;
+    pub async fn answer_knock(&self, room: &RoomId, knock: &KnockId, decision: KnockDecision) -> Result<KnockAnswer, ServiceError> {
+        let admitted = decision == KnockDecision::Admit;
+        let answer = self.store.answer_knock(room, knock, admitted).await?;
         if let KnockAnswer::Answered(name) = &answer {
-            self.events.publish(
-                room_id,
-                RoomEventKind::KnockAnswered { knock_id: knock_id.to_owned(), name: name.clone(), admitted: admit },
-            );
+            self.events.publish(room, RoomEventKind::KnockAnswered { knock_id: knock.clone(), name: name.clone(), admitted });
         }
         Ok(answer)
     }
 
     /// The state of a room.
-    pub async fn view(&self, room_id: &str, with_knocks: bool) -> Result<RoomView, ServiceError> {
-        if !crate::ids::is_room_id(room_id) {
-            return Err(ServiceError::NotFound);
-        }
-        self.store.room_view(room_id, &self.base_url, with_knocks).await?.ok_or(ServiceError::NotFound)
+    pub async fn view(&self, room: &RoomId, knocks: Knocks) -> Result<RoomView, ServiceError> {
+        self.store.room_view(room, &self.base_url, knocks == Knocks::Shown).await?.ok_or(ServiceError::NotFound)
     }
 
-    /// Whether `token` is the room's host token.
-    pub async fn is_host(&self, room_id: &str, token: &str) -> Result<HostCheck, ServiceError> {
-        if !crate::ids::is_room_id(room_id) {
-            return Ok(HostCheck::NoRoom);
+    /// Whether `token` belongs to an admitted participant of the room.
+    pub async fn is_participant(&self, room: &RoomId, token: &str) -> Result<bool, ServiceError> {
+        Ok(self.store.is_participant(room, token).await?)
+    }
+
+    /// A room page opened on `node`: `None` unless `token` is an admitted participant of an
+    /// open room. Publishes the arrival when the participant was away.
+    pub async fn page_opened(&self, room: &RoomId, token: &str, node: &str) -> Result<Option<PresenceChange>, ServiceError> {
+        let Some((who, arrived)) = self.store.connect_participant(room, token, node).await? else { return Ok(None) };
+        if arrived {
+            let participant_id = ParticipantId::trusted(who.participant_id.clone());
+            self.events.publish(room, RoomEventKind::Arrived { participant_id, name: who.name.clone() });
         }
-        Ok(self.store.check_host_token(room_id, token).await?)
+        Ok(Some(who))
+    }
+
+    /// A participant's page on `node` closed and did not come back within the grace period.
+    pub async fn page_left(&self, room: &RoomId, participant: &ParticipantId, node: &str) -> Result<(), ServiceError> {
+        if let Some(left) = self.store.leave_participant(room, participant, node).await? {
+            self.publish_left(left);
+        }
+        Ok(())
+    }
+
+    fn publish_left(&self, left: PresenceChange) {
+        let room = RoomId::trusted(left.room_id);
+        let participant_id = ParticipantId::trusted(left.participant_id);
+        self.events.publish(&room, RoomEventKind::Left { participant_id, name: left.name });
+    }
+
+    /// Tells the other nodes this one is alive.
+    pub async fn heartbeat(&self, node: &str) -> Result<(), ServiceError> {
+        Ok(self.store.heartbeat(node).await?)
+    }
+
+    /// Marks as left the participants of nodes silent for `node_stale` and those admitted
+    /// `connect_timeout` ago whose page never came; publishes each departure.
+    pub async fn sweep_presence(&self, node_stale: Duration, connect_timeout: Duration) -> Result<(), ServiceError> {
+        let left = self.store.sweep_presence(node_stale.as_millis() as i64, connect_timeout.as_millis() as i64).await?;
+        left.into_iter().for_each(|p| self.publish_left(p));
+        Ok(())
+    }
+
+    /// Expires the rooms unused for `[rooms] expire_after`; publishes each.
+    pub async fn sweep_expired(&self) -> Result<(), ServiceError> {
+        for id in self.store.sweep_expired(self.config.rooms.expire_after.as_millis() as i64).await? {
+            self.events.publish(&RoomId::trusted(id), RoomEventKind::Ended { expired: true });
+        }
+        Ok(())
+    }
+
+    /// Records a card just posted in a chat of `platform`.
+    pub async fn record_card(&self, platform: &str, card: &PostedCard) -> Result<(), ServiceError> {
+        Ok(self.store.insert_card(platform, card).await?)
+    }
+
+    /// Every card of `platform` whose final state is not shown yet.
+    pub async fn open_cards(&self, platform: &str) -> Result<Vec<PostedCard>, ServiceError> {
+        Ok(self.store.open_cards(platform).await?)
+    }
+
+    /// Remembers what a card shows now (`digest`); `closed` once that is its final state.
+    pub async fn card_shown(&self, platform: &str, card: &PostedCard, digest: &str, closed: bool) -> Result<(), ServiceError> {
+        Ok(self.store.mark_rendered(platform, card, digest, closed).await?)
+    }
+
+    /// Stops updating a card for good (its message is gone, or the bot was removed).
+    pub async fn close_card(&self, platform: &str, card: &PostedCard) -> Result<(), ServiceError> {
+        Ok(self.store.close_card(platform, card).await?)
+    }
+
+    /// The room a posted card shows.
+    pub async fn room_of_card(&self, platform: &str, chat: &ChatRef, message: &MessageRef) -> Result<Option<RoomId>, ServiceError> {
+        Ok(self.store.room_of_message(platform, chat, message).await?)
+    }
+
+    /// The chat's most recent room that has not ended.
+    pub async fn latest_open_room(&self, platform: &str, chat: &ChatRef) -> Result<Option<RoomId>, ServiceError> {
+        Ok(self.store.latest_open_room(platform, chat).await?)
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn storage_name(&self) -> &'static str {
+        match self.store.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    /// Closes the database, waiting for running queries (after the workers stopped).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
+/// Keeps SQLite's WAL short from outside the writer's path (see `Store::checkpoint`).
+async fn checkpoints(store: Store, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = store.checkpoint().await {
+            tracing::debug!(%error, "checkpoint skipped");
+        }
     }
 }

@@ -346,3 +346,22 @@ async fn two_calls_at_once_each_answer_their_caller() {
     assert_eq!(double.messages_in(CHANNEL).len(), 2, "two cards");
     h.stop().await;
 }
+
+/// A stopped adapter's webhook refuses work it cannot hand over (503), the bridge answers it
+/// again once started, and the route itself stays mounted throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interactions_endpoint_follows_its_adapter() {
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let mode = DiscordMode::Interactions;
+    let h = Harness::start(discord_config(&db, &double, mode)).await;
+    assert!(h.daemon.adapters.stop("discord").await);
+    let (status, body) = post_signed(&h, &command("900", "call", json!([]), HOST, "Ada", "0"), None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")), "{body}");
+    assert_eq!(post_signed(&h, &json!({"type": 1}), None).await.0, StatusCode::OK, "Discord's pings are still answered");
+    assert!(h.daemon.adapters.start("discord"));
+    let (status, answer) = post_signed(&h, &command("901", "call", json!([]), HOST, "Ada", "0"), None).await;
+    assert_eq!((status, answer["type"].as_i64()), (StatusCode::OK, Some(5)), "{answer}");
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "the call after the start gets its card");
+    h.stop().await;
+}

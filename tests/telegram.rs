@@ -15,6 +15,7 @@ const GROUP: i64 = -1001234567890;
 const HOST: i64 = 111;
 const HOST_NAME: &str = "Ada <b>&";
 const OTHER: i64 = 222;
+const OTHER_GROUP: i64 = -1009876543210;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn telegram_config(db: &TestDb, double: &BotApiDouble) -> callbridge::config::Config {
@@ -278,5 +279,42 @@ async fn cards_converge_under_injected_faults() {
         }
     }
     assert_eq!(double.retry_after_violations(), 0, "the bot called a chat before its retry_after had passed");
+    h.stop().await;
+}
+
+/// The daemon stops one adapter on its own and starts it again (what a node that loses or
+/// wins a platform's leadership does): while stopped, nothing is polled or answered; started
+/// again, it picks up what was said meanwhile, once, and the cards already posted stay live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_adapter_stops_and_starts_on_its_own() {
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+    let adapters = &h.daemon.adapters;
+    assert_eq!(adapters.platforms(), vec!["telegram"]);
+    assert!(adapters.is_running("telegram"));
+    let cards_in = |chat: i64| double.messages_in(chat).into_iter().filter(|(_, m)| m.reply_markup.to_string().contains("\"url\"")).count();
+
+    double.say(GROUP, HOST, HOST_NAME, "/call First");
+    assert!(eventually(WAIT, || async { cards_in(GROUP) == 1 }).await, "a card is posted");
+    let room_id = card(&double, GROUP).unwrap().2["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    assert!(adapters.stop("telegram").await, "it was running");
+    assert!(!adapters.is_running("telegram"));
+    assert!(!adapters.stop("telegram").await, "a second stop finds nothing to stop");
+    let polls = double.calls_of("getUpdates").len();
+    double.say(OTHER_GROUP, HOST, HOST_NAME, "/call Second");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cards_in(OTHER_GROUP), 0, "a stopped adapter answers nothing");
+    assert_eq!(double.calls_of("getUpdates").len(), polls, "a stopped adapter polls nothing");
+
+    assert!(adapters.start("telegram"));
+    assert!(!adapters.start("telegram"), "it runs already");
+    assert!(eventually(WAIT, || async { cards_in(OTHER_GROUP) == 1 }).await, "what was said while stopped is answered");
+    // The card posted before the stop is still kept current by the new run.
+    assert_eq!(h.join(&room_id, "Bob", None).await.0, StatusCode::OK);
+    assert!(card_shows(&double, GROUP, "Bob").await, "{:?}", card(&double, GROUP));
+    assert_eq!(cards_in(GROUP), 1, "nothing said before the stop is handled twice");
     h.stop().await;
 }

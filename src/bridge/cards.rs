@@ -1,106 +1,10 @@
-//! Posted cards: the room ↔ message mapping in the `cards` table, and `RoomView` → `Card`.
+//! `RoomView` → `Card`, and the digest that tells whether a posted card shows it already.
+//! (Which message shows which room is kept by the store: `store::cards`.)
 
 use crate::room::RoomKind;
 use crate::room::{RoomStatus, RoomView};
-use crate::store::{Store, StoreError};
-use callbridge_chat::{Attendance, Card, CardStatus, ChatRef, Kind, Knock, MessageRef};
+use callbridge_chat::{Attendance, Card, CardStatus, Kind, Knock};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-/// A card posted in a chat.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostedCard {
-    pub room_id: String,
-    pub chat: ChatRef,
-    pub message: MessageRef,
-    /// Digest of the content last shown (`None` when unknown).
-    pub rendered: Option<String>,
-}
-
-/// Records a freshly posted card.
-pub async fn insert_card(store: &Store, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO cards (room_id, platform, chat_ref, message_ref, created_at, rendered, closed) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0)",
-    )
-    .bind(&card.room_id)
-    .bind(platform)
-    .bind(card.chat.as_str())
-    .bind(card.message.as_str())
-    .bind(store.clock.now_ms())
-    .bind(&card.rendered)
-    .execute(&store.write)
-    .await?;
-    Ok(())
-}
-
-/// Every card of `platform` whose final state is not shown yet.
-pub async fn open_cards(store: &Store, platform: &str) -> Result<Vec<PostedCard>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT room_id, chat_ref, message_ref, rendered FROM cards WHERE platform = $1 AND closed = 0 ORDER BY created_at",
-    )
-    .bind(platform)
-    .fetch_all(&store.read)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(PostedCard {
-                room_id: r.try_get(0)?,
-                chat: ChatRef(r.try_get(1)?),
-                message: MessageRef(r.try_get(2)?),
-                rendered: r.try_get(3)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
-}
-
-/// Remembers what a card shows now; `closed` once it shows the final state.
-pub async fn mark_rendered(store: &Store, platform: &str, card: &PostedCard, digest: &str, closed: bool) -> Result<(), StoreError> {
-    sqlx::query("UPDATE cards SET rendered = $1, closed = $2 WHERE room_id = $3 AND platform = $4 AND chat_ref = $5")
-        .bind(digest)
-        .bind(closed as i64)
-        .bind(&card.room_id)
-        .bind(platform)
-        .bind(card.chat.as_str())
-        .execute(&store.write)
-        .await?;
-    Ok(())
-}
-
-/// Stops updating a card for good (the message is gone or the bot was removed).
-pub async fn close_card(store: &Store, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
-    sqlx::query("UPDATE cards SET closed = 1 WHERE room_id = $1 AND platform = $2 AND chat_ref = $3")
-        .bind(&card.room_id)
-        .bind(platform)
-        .bind(card.chat.as_str())
-        .execute(&store.write)
-        .await?;
-    Ok(())
-}
-
-/// The room a posted message shows.
-pub async fn room_of_message(store: &Store, platform: &str, chat: &ChatRef, message: &MessageRef) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT room_id FROM cards WHERE platform = $1 AND chat_ref = $2 AND message_ref = $3")
-        .bind(platform)
-        .bind(chat.as_str())
-        .bind(message.as_str())
-        .fetch_optional(&store.read)
-        .await?)
-}
-
-/// The chat's most recent room that has not ended.
-pub async fn latest_open_room(store: &Store, platform: &str, chat: &ChatRef) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT c.room_id FROM cards c JOIN rooms r ON r.id = c.room_id \
-         WHERE c.platform = $1 AND c.chat_ref = $2 AND r.ended_at IS NULL \
-         ORDER BY c.created_at DESC LIMIT 1",
-    )
-    .bind(platform)
-    .bind(chat.as_str())
-    .fetch_optional(&store.read)
-    .await?)
-}
 
 /// The card of a room. `view` must carry its knocks.
 pub fn card_from_view(view: &RoomView) -> Card {

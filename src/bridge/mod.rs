@@ -14,10 +14,10 @@ pub mod pacer;
 pub mod updater;
 
 use crate::room::RoomKind;
-use crate::service::{CreateOptions, RoomService, ServiceError};
-use crate::store::{KnockAnswer, StateChange};
-use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, SendError};
-use cards::PostedCard;
+use crate::ids::{KnockId, RoomId};
+use crate::service::{CreateOptions, Credential, KnockDecision, Knocks, Lock, RoomService, ServiceError};
+use crate::store::{KnockAnswer, PostedCard, StateChange};
+use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, MENU, SendError};
 use pacer::ChatPacer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub fn start(
     let pacer = Arc::new(ChatPacer::new(adapter.pacing()));
     let updater =
         CardUpdater::new(rooms.clone(), adapter.clone(), pacer.clone(), settings.debounce, tracker.clone(), cancel.clone());
-    let events = rooms.events.subscribe();
+    let events = rooms.subscribe();
     tracker.spawn({
         let updater = updater.clone();
         async move {
@@ -113,7 +113,7 @@ impl Bridge {
                 }
             }
             ChatEvent::Action { chat, message, actor, action, ack } => {
-                let room = cards::room_of_message(&self.rooms.store, platform, &chat, &message).await;
+                let room = self.rooms.room_of_card(platform, &chat, &message).await;
                 let outcome = match room {
                     Ok(Some(room_id)) if action == CardAction::JoinAsMe => self.personal_link(platform, &room_id, &actor).await,
                     Ok(Some(room_id)) => self.host_action(&room_id, &actor, action).await,
@@ -155,7 +155,7 @@ impl Bridge {
                 return Some("Cannot start a call right now; try again later.".into());
             }
         };
-        let card = match self.rooms.view(&created.id, true).await {
+        let card = match self.rooms.view(&created.id, Knocks::Shown).await {
             Ok(view) => cards::card_from_view(&view),
             Err(error) => {
                 tracing::error!(%error, room_id = %created.id, "cannot read a new room");
@@ -178,7 +178,7 @@ impl Bridge {
             }
         };
         let posted = PostedCard { room_id: created.id.clone(), chat: chat.clone(), message, rendered: Some(cards::digest(&card)) };
-        if let Err(error) = cards::insert_card(&self.rooms.store, self.adapter.platform(), &posted).await {
+        if let Err(error) = self.rooms.record_card(self.adapter.platform(), &posted).await {
             tracing::error!(%error, room_id = %created.id, "cannot record a posted card");
         }
         self.updater.track(posted);
@@ -209,7 +209,7 @@ impl Bridge {
 
     /// `/lock`, `/unlock`, `/end`, `/who`, `/admit`, `/deny` on the chat's latest open room.
     async fn room_command(&self, chat: &ChatRef, actor: &Actor, command: Command) -> Option<String> {
-        let room_id = match cards::latest_open_room(&self.rooms.store, self.adapter.platform(), chat).await {
+        let room_id = match self.rooms.latest_open_room(self.adapter.platform(), chat).await {
             Ok(Some(id)) => id,
             Ok(None) => return Some(format!("No open call in this chat. Start one with {}call.", self.adapter.command_prefix())),
             Err(error) => {
@@ -218,7 +218,7 @@ impl Bridge {
             }
         };
         if command == Command::Who {
-            return Some(match self.rooms.view(&room_id, false).await {
+            return Some(match self.rooms.view(&room_id, Knocks::Hidden).await {
                 Ok(view) => {
                     let card = cards::card_from_view(&view);
                     if card.present.is_empty() {
@@ -237,12 +237,12 @@ impl Bridge {
             Command::Admit { name } | Command::Deny { name } if name.is_empty() => {
                 return Some(format!("Say whom: {}admit NAME", self.adapter.command_prefix()));
             }
-            Command::Admit { name } => match self.rooms.store.pending_knock_by_name(&room_id, &name).await {
-                Ok(Some(id)) => CardAction::Admit(id),
+            Command::Admit { name } => match self.rooms.pending_knock_by_name(&room_id, &name).await {
+                Ok(Some(id)) => CardAction::Admit(id.into()),
                 _ => return Some(format!("Nobody called {name} is waiting to join.")),
             },
-            Command::Deny { name } => match self.rooms.store.pending_knock_by_name(&room_id, &name).await {
-                Ok(Some(id)) => CardAction::Deny(id),
+            Command::Deny { name } => match self.rooms.pending_knock_by_name(&room_id, &name).await {
+                Ok(Some(id)) => CardAction::Deny(id.into()),
                 _ => return Some(format!("Nobody called {name} is waiting to join.")),
             },
             Command::Call { .. } | Command::Who | Command::Help => return None,
@@ -254,8 +254,8 @@ impl Bridge {
     /// A link that joins the presser under their chat name. It goes to them alone, never to
     /// the chat: in a private chat where the platform has one (Telegram), else as an answer
     /// only they see (an alert: Discord's ephemeral message).
-    async fn personal_link(&self, platform: &str, room_id: &str, actor: &Actor) -> Outcome {
-        let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
+    async fn personal_link(&self, platform: &str, room_id: &RoomId, actor: &Actor) -> Outcome {
+        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
         if view.ended {
             return Err("This call has ended.".into());
         }
@@ -275,11 +275,12 @@ impl Bridge {
     }
 
     /// A host power, checked: the room's host or a chat admin.
-    async fn host_action(&self, room_id: &str, actor: &Actor, action: CardAction) -> Outcome {
-        let admit = matches!(action, CardAction::Admit(_));
-        let view = self.rooms.view(room_id, false).await.map_err(|_| "This call is no longer available.".to_owned())?;
-        let is_host = view.host_ref.as_deref() == Some(actor.user.as_str());
-        if !(is_host || actor.is_admin) {
+    async fn host_action(&self, room_id: &RoomId, actor: &Actor, action: CardAction) -> Outcome {
+        let decision = if matches!(action, CardAction::Admit(_)) { KnockDecision::Admit } else { KnockDecision::Deny };
+        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        let credential = Credential::ChatUser { user_ref: actor.user.as_str(), chat_admin: actor.is_admin };
+        let power = self.rooms.authorize(room_id, credential).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        if !power.is_host() {
             let host = view.host_name.as_deref().unwrap_or("the host");
             let what = match action {
                 CardAction::Lock => "lock",
@@ -293,15 +294,16 @@ impl Bridge {
         }
         let gone = || "This call has ended.".to_owned();
         let failed = |e: ServiceError| {
-            tracing::warn!(error = %e, room_id, "host action failed");
+            tracing::warn!(error = %e, %room_id, "host action failed");
             "Something went wrong; try again.".to_owned()
         };
         match action {
             CardAction::Lock | CardAction::Unlock => {
-                let lock = action == CardAction::Lock;
-                match self.rooms.set_locked(room_id, lock).await.map_err(failed)? {
-                    StateChange::Changed => Ok(if lock { "Locked: nobody new can join." } else { "Unlocked." }.into()),
-                    StateChange::Unchanged => Ok(if lock { "Already locked." } else { "Already unlocked." }.into()),
+                let lock = if action == CardAction::Lock { Lock::Locked } else { Lock::Unlocked };
+                let locked = lock == Lock::Locked;
+                match self.rooms.set_lock(room_id, lock).await.map_err(failed)? {
+                    StateChange::Changed => Ok(if locked { "Locked: nobody new can join." } else { "Unlocked." }.into()),
+                    StateChange::Unchanged => Ok(if locked { "Already locked." } else { "Already unlocked." }.into()),
                     StateChange::NotFound | StateChange::Gone => Err(gone()),
                 }
             }
@@ -310,8 +312,13 @@ impl Bridge {
                 StateChange::NotFound | StateChange::Gone => Err(gone()),
             },
             CardAction::Admit(knock) | CardAction::Deny(knock) => {
-                match self.rooms.answer_knock(room_id, &knock, admit).await.map_err(failed)? {
-                    KnockAnswer::Answered(name) => Ok(if admit { format!("{name} may join.") } else { format!("{name} was turned away.") }),
+                // A knock id comes back from a button: one of another shape was never ours.
+                let Some(knock) = KnockId::parse(&knock) else { return Err(knock_refusal(&KnockAnswer::NotFound)) };
+                match self.rooms.answer_knock(room_id, &knock, decision).await.map_err(failed)? {
+                    KnockAnswer::Answered(name) => Ok(match decision {
+                        KnockDecision::Admit => format!("{name} may join."),
+                        KnockDecision::Deny => format!("{name} was turned away."),
+                    }),
                     other => Err(knock_refusal(&other)),
                 }
             }
@@ -347,14 +354,15 @@ fn knock_refusal(answer: &KnockAnswer) -> String {
     }
 }
 
-/// What `/help` says, with the platform's command prefix.
+/// What `/help` says: the port's command menu, with the platform's command prefix.
 fn help(p: &str) -> String {
+    let commands = MENU.iter().map(|c| {
+        let usage = if c.usage.is_empty() { String::new() } else { format!(" {}", c.usage) };
+        format!("{p}{}{usage} — {}", c.name, c.description)
+    });
     format!(
-        "I post call links with a live card of who is in.\n\
-         {p}call [voice|video] [title] — start a call and post its join card\n\
-         {p}who — who is in the call\n\
-         {p}lock, {p}unlock — stop or allow new joiners (host or chat admins)\n\
-         {p}end — end the call for everyone (host or chat admins)\n\
-         People who arrive while a call is locked can ask to join; admit or deny them on the card."
+        "I post call links with a live card of who is in.\n{}\n\
+         People who arrive while a call is locked can ask to join; admit or deny them on the card.",
+        commands.collect::<Vec<_>>().join("\n")
     )
 }

@@ -7,11 +7,14 @@
 //! failures retry with backoff, and a card is only closed once its final state is shown. On
 //! start every card not yet closed is re-rendered, so cards keep updating across restarts.
 
-use super::cards::{self, PostedCard};
+use super::cards;
+use crate::ids::RoomId;
+use crate::service::Knocks;
+use crate::store::PostedCard;
 use super::pacer::ChatPacer;
 use crate::events::RoomEvent;
 use crate::service::{RoomService, ServiceError};
-use callbridge_chat::{ChatAdapter, SendError};
+use callbridge_chat::{Backoff, ChatAdapter, SendError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +38,7 @@ struct Inner {
     pacer: Arc<ChatPacer>,
     debounce: Duration,
     /// Room id → the cards showing it. A std Mutex: never held across an `.await`.
-    cards: Mutex<HashMap<String, Vec<Arc<Slot>>>>,
+    cards: Mutex<HashMap<RoomId, Vec<Arc<Slot>>>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -82,7 +85,7 @@ impl CardUpdater {
 
     /// Re-renders every card whose final state is not shown yet (after a restart).
     pub async fn resume(&self) -> Result<usize, ServiceError> {
-        let open = cards::open_cards(&self.inner.rooms.store, self.inner.adapter.platform()).await?;
+        let open = self.inner.rooms.open_cards(self.inner.adapter.platform()).await?;
         let n = open.len();
         for card in open {
             self.track(card);
@@ -109,13 +112,13 @@ impl CardUpdater {
         });
     }
 
-    fn touch(&self, room_id: &str) {
+    fn touch(&self, room_id: &RoomId) {
         if let Some(slots) = self.lock().get(room_id) {
             slots.iter().for_each(|s| s.dirty.notify_one());
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Slot>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Vec<Arc<Slot>>>> {
         self.inner.cards.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -135,18 +138,17 @@ impl CardUpdater {
             if !self.sleep(inner.debounce).await {
                 return;
             }
-            let mut backoff = FIRST_BACKOFF;
+            let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
             let mut reserved = false;
             loop {
-                let card = match inner.rooms.view(&card_ref.room_id, true).await {
+                let card = match inner.rooms.view(&card_ref.room_id, Knocks::Shown).await {
                     Ok(view) => cards::card_from_view(&view),
                     Err(ServiceError::NotFound) => return,
                     Err(error) => {
                         tracing::warn!(parent: &span, %error, "cannot read the room; retrying");
-                        if !self.sleep(backoff).await {
+                        if !self.sleep(backoff.next_wait()).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
                 };
@@ -154,7 +156,7 @@ impl CardUpdater {
                 let over = card.status.is_over();
                 if shown.as_deref() == Some(digest.as_str()) {
                     if over {
-                        let _ = cards::mark_rendered(&inner.rooms.store, platform, card_ref, &digest, true).await;
+                        let _ = inner.rooms.card_shown(platform, card_ref, &digest, true).await;
                         return;
                     }
                     break;
@@ -175,7 +177,7 @@ impl CardUpdater {
                     Ok(()) | Err(SendError::NotModified) => {
                         tracing::debug!(parent: &span, status = ?card.status, present = card.present.len(), "card edited");
                         shown = Some(digest.clone());
-                        if let Err(error) = cards::mark_rendered(&inner.rooms.store, platform, card_ref, &digest, over).await {
+                        if let Err(error) = inner.rooms.card_shown(platform, card_ref, &digest, over).await {
                             tracing::warn!(parent: &span, %error, "cannot record the card's state");
                         }
                         if over {
@@ -188,15 +190,14 @@ impl CardUpdater {
                         inner.pacer.back_off(&card_ref.chat, wait);
                     }
                     Err(SendError::Transient(error)) => {
-                        tracing::warn!(parent: &span, %error, ?backoff, "card edit failed; retrying");
-                        if !self.sleep(backoff).await {
+                        tracing::warn!(parent: &span, %error, "card edit failed; retrying");
+                        if !self.sleep(backoff.next_wait()).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                     Err(error @ (SendError::Refused(_) | SendError::Unsupported)) => {
                         tracing::warn!(parent: &span, %error, "card cannot be edited any more; dropping it");
-                        let _ = cards::close_card(&inner.rooms.store, platform, card_ref).await;
+                        let _ = inner.rooms.close_card(platform, card_ref).await;
                         return;
                     }
                 }

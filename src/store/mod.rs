@@ -9,13 +9,16 @@
 //! * `rooms` — create, lock, unlock, end, remove, and the room view.
 //! * `knocks` — requests to enter a locked room.
 //! * `presence` — room-page connections, leaving, node heartbeats and sweeps.
+//! * `cards` — which chat message shows which room, and what it shows now.
 
 mod admission;
+mod cards;
 mod knocks;
 mod presence;
 mod rooms;
 
 pub use admission::AdmissionWriter;
+pub use cards::PostedCard;
 pub use knocks::{KnockAnswer, KnockOutcome};
 pub use presence::PresenceChange;
 pub use rooms::{HostCheck, RemoveOutcome, StateChange};

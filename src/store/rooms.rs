@@ -3,7 +3,7 @@
 use super::{Store, StoreError};
 use crate::clock::rfc3339;
 use crate::room::RoomKind;
-use crate::ids::{hash_token, is_token, new_room_id, new_token, secret_eq};
+use crate::ids::{RoomId, hash_token, is_token, new_room_id, new_token, secret_eq};
 use crate::room::{CreatedRoom, KnockView, NewRoom, ParticipantView, RoomStatus, RoomView};
 use sqlx::{AnyConnection, Row};
 
@@ -40,13 +40,13 @@ impl Store {
     /// Mints a room.
     pub async fn create_room(&self, new: &NewRoom) -> Result<CreatedRoom, StoreError> {
         let now = self.clock.now_ms();
-        let (id, host_token) = (new_room_id(), new_token());
+        let (id, host_token) = (RoomId::trusted(new_room_id()), new_token());
         sqlx::query(
             "INSERT INTO rooms (id, kind, title, host_name, host_ref, chat_ref, host_token_hash, \
              max_participants, knock, created_at, last_active_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
-        .bind(&id)
+        .bind(id.as_str())
         .bind(new.kind.as_str())
         .bind(&new.title)
         .bind(&new.host_name)
@@ -59,6 +59,13 @@ impl Store {
         .execute(&self.write)
         .await?;
         Ok(CreatedRoom { id, host_token })
+    }
+
+    /// The chat user who minted a room (`None`: minted on the web, or no such room).
+    pub async fn room_host_ref(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        let host: Option<Option<String>> =
+            sqlx::query_scalar("SELECT host_ref FROM rooms WHERE id = $1").bind(room_id).fetch_optional(&self.read).await?;
+        Ok(host.flatten())
     }
 
     /// Checks a host token in constant time.

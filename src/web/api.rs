@@ -1,12 +1,13 @@
 //! The REST API under `/api/v1`: mint rooms (API token) and act on them (API or host token).
 
 use super::AppState;
-use super::auth::{require_api, require_host};
+use super::auth::{ApiCaller, HostOf};
 use super::error::{ApiError, ErrorBody, json_rejection};
 use super::json_object::JsonObject;
 use crate::room::RoomKind;
 use crate::room::RoomView;
-use crate::service::CreateOptions;
+use crate::ids::{KnockId, ParticipantId};
+use crate::service::{CreateOptions, KnockDecision, Knocks, Lock};
 use crate::store::{KnockAnswer, RemoveOutcome, StateChange};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -49,7 +50,8 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
 /// A minted room.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedRoomResponse {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: crate::ids::RoomId,
     /// The join link to share.
     pub url: String,
     /// The link that opens the room with host powers (carries the host token in its fragment).
@@ -74,10 +76,10 @@ pub struct CreatedRoomResponse {
     ))]
 pub async fn create_room(
     State(state): State<AppState>,
+    _: ApiCaller,
     headers: HeaderMap,
     body: Result<Json<Option<JsonObject<CreateRoomBody>>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedRoomResponse>), ApiError> {
-    require_api(&state, &headers)?;
     // No body (or `null`) is a room on every default.
     let body = match body {
         Ok(Json(b)) => b.map(|JsonObject(b)| b).unwrap_or_default(),
@@ -96,7 +98,7 @@ pub async fn create_room(
             ..Default::default()
         })
         .await?;
-    let view = state.rooms.view(&created.id, false).await?;
+    let view = state.rooms.view(&created.id, Knocks::Hidden).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedRoomResponse {
@@ -116,16 +118,15 @@ pub async fn create_room(
 #[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "api", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_room(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    Ok(Json(state.rooms.view(&id, true).await?))
+pub async fn get_room(State(state): State<AppState>, host: HostOf) -> Result<Json<RoomView>, ApiError> {
+    Ok(Json(state.rooms.view(&host.room, Knocks::Shown).await?))
 }
 
-async fn state_change(state: &AppState, id: &str, change: StateChange) -> Result<Json<RoomView>, ApiError> {
-    match change {
+async fn set_lock(state: &AppState, host: HostOf, lock: Lock) -> Result<Json<RoomView>, ApiError> {
+    match state.rooms.set_lock(&host.room, lock).await? {
         StateChange::NotFound => Err(ApiError::not_found()),
         StateChange::Gone => Err(ApiError::new(StatusCode::GONE, "ended", "this room has ended")),
-        StateChange::Changed | StateChange::Unchanged => Ok(Json(state.rooms.view(id, true).await?)),
+        StateChange::Changed | StateChange::Unchanged => Ok(Json(state.rooms.view(&host.room, Knocks::Shown).await?)),
     }
 }
 
@@ -133,31 +134,26 @@ async fn state_change(state: &AppState, id: &str, change: StateChange) -> Result
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/lock", tag = "api", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
-pub async fn lock(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    let change = state.rooms.set_locked(&id, true).await?;
-    state_change(&state, &id, change).await
+pub async fn lock(State(state): State<AppState>, host: HostOf) -> Result<Json<RoomView>, ApiError> {
+    set_lock(&state, host, Lock::Locked).await
 }
 
 /// Unlock the room.
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/unlock", tag = "api", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
-pub async fn unlock(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    let change = state.rooms.set_locked(&id, false).await?;
-    state_change(&state, &id, change).await
+pub async fn unlock(State(state): State<AppState>, host: HostOf) -> Result<Json<RoomView>, ApiError> {
+    set_lock(&state, host, Lock::Unlocked).await
 }
 
 /// End the room for everyone; the link answers 410 from now on.
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/end", tag = "api", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn end(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    match state.rooms.end(&id).await? {
+pub async fn end(State(state): State<AppState>, host: HostOf) -> Result<Json<RoomView>, ApiError> {
+    match state.rooms.end(&host.room).await? {
         StateChange::NotFound => Err(ApiError::not_found()),
-        _ => Ok(Json(state.rooms.view(&id, true).await?)),
+        _ => Ok(Json(state.rooms.view(&host.room, Knocks::Shown).await?)),
     }
 }
 
@@ -168,22 +164,24 @@ pub async fn end(State(state): State<AppState>, headers: HeaderMap, Path(id): Pa
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, pid)): Path<(String, String)>,
+    host: HostOf,
+    Path(ids): Path<(String, String)>,
 ) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    match state.rooms.remove(&id, &pid).await? {
-        RemoveOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant")),
-        RemoveOutcome::Removed(_) | RemoveOutcome::AlreadyRemoved => Ok(Json(state.rooms.view(&id, true).await?)),
+    let no_such = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant");
+    let pid = ParticipantId::parse(&ids.1).ok_or_else(no_such)?;
+    match state.rooms.remove(&host.room, &pid).await? {
+        RemoveOutcome::NotFound => Err(no_such()),
+        RemoveOutcome::Removed(_) | RemoveOutcome::AlreadyRemoved => Ok(Json(state.rooms.view(&host.room, Knocks::Shown).await?)),
     }
 }
 
-async fn answer(state: AppState, headers: HeaderMap, id: String, kid: String, admit: bool) -> Result<Json<RoomView>, ApiError> {
-    require_host(&state, &headers, &id).await?;
-    match state.rooms.answer_knock(&id, &kid, admit).await? {
-        KnockAnswer::Answered(_) | KnockAnswer::AlreadyAnswered => Ok(Json(state.rooms.view(&id, true).await?)),
+async fn answer(state: AppState, host: HostOf, knock: String, decision: KnockDecision) -> Result<Json<RoomView>, ApiError> {
+    let no_such = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request");
+    let knock = KnockId::parse(&knock).ok_or_else(no_such)?;
+    match state.rooms.answer_knock(&host.room, &knock, decision).await? {
+        KnockAnswer::Answered(_) | KnockAnswer::AlreadyAnswered => Ok(Json(state.rooms.view(&host.room, Knocks::Shown).await?)),
         KnockAnswer::Full => Err(ApiError::new(StatusCode::CONFLICT, "full", "the room is full")),
-        KnockAnswer::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request")),
+        KnockAnswer::NotFound => Err(no_such()),
     }
 }
 
@@ -191,14 +189,14 @@ async fn answer(state: AppState, headers: HeaderMap, id: String, kid: String, ad
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/knocks/{knock_id}/admit", tag = "api",
     params(("id" = String, Path), ("knock_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn admit(State(state): State<AppState>, headers: HeaderMap, Path((id, kid)): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
-    answer(state, headers, id, kid, true).await
+pub async fn admit(State(state): State<AppState>, host: HostOf, Path(ids): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
+    answer(state, host, ids.1, KnockDecision::Admit).await
 }
 
 /// Turn a knocking person away.
 #[utoipa::path(post, path = "/api/v1/rooms/{id}/knocks/{knock_id}/deny", tag = "api",
     params(("id" = String, Path), ("knock_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn deny(State(state): State<AppState>, headers: HeaderMap, Path((id, kid)): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
-    answer(state, headers, id, kid, false).await
+pub async fn deny(State(state): State<AppState>, host: HostOf, Path(ids): Path<(String, String)>) -> Result<Json<RoomView>, ApiError> {
+    answer(state, host, ids.1, KnockDecision::Deny).await
 }

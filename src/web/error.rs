@@ -65,7 +65,7 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Invalid(msg) if msg.starts_with("name") => Self::bad_request("invalid_name", msg),
+            ServiceError::InvalidName(msg) => Self::bad_request("invalid_name", msg),
             ServiceError::Invalid(msg) => Self::bad_request("invalid_request", msg),
             ServiceError::NotFound => Self::not_found(),
             ServiceError::Store(err) => {

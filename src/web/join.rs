@@ -1,12 +1,14 @@
 //! The join gate: `POST /r/{id}/join`, knocking, and the knock status a waiting page polls.
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody, json_rejection};
-use super::json_object::JsonObject;
+use super::error::{ApiError, ErrorBody};
+use super::json_object::ApiJson;
+use crate::ids::{KnockId, RoomId};
 use crate::room::{Admission, JoinRequest, Refusal};
+use crate::service::Credential;
 use crate::store::KnockOutcome;
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -40,7 +42,8 @@ pub struct JoinResponse {
     pub name: String,
     /// True when this token was admitted before.
     pub rejoin: bool,
-    pub room_id: String,
+    #[schema(value_type = String)]
+    pub room_id: RoomId,
     /// Path of the room page's WebSocket (add `?token=`).
     pub ws_path: String,
 }
@@ -111,11 +114,11 @@ pub async fn join(
     State(state): State<AppState>,
     Path(id): Path<String>,
     _: WithinJoinRate,
-    body: Result<Json<JsonObject<JoinBody>>, JsonRejection>,
+    ApiJson(body): ApiJson<JoinBody>,
 ) -> Result<Json<JoinResponse>, ApiError> {
-    let Json(JsonObject(body)) = body.map_err(json_rejection)?;
+    let id = RoomId::parse(&id).ok_or(ApiError::refused(Refusal::NotFound))?;
     let host = match &body.host_token {
-        Some(t) => state.rooms.is_host(&id, t).await? == crate::store::HostCheck::Host,
+        Some(t) => state.rooms.authorize(&id, Credential::Token(t)).await?.is_host(),
         None => false,
     };
     let (name, user_ref) = match body.identity.as_deref() {
@@ -159,9 +162,9 @@ pub async fn knock(
     State(state): State<AppState>,
     Path(id): Path<String>,
     _: WithinJoinRate,
-    body: Result<Json<JsonObject<KnockBody>>, JsonRejection>,
+    ApiJson(body): ApiJson<KnockBody>,
 ) -> Result<(StatusCode, Json<KnockResponse>), ApiError> {
-    let Json(JsonObject(body)) = body.map_err(json_rejection)?;
+    let id = RoomId::parse(&id).ok_or(ApiError::refused(Refusal::NotFound))?;
     match state.rooms.knock(&id, &body.name).await? {
         KnockOutcome::Waiting { knock_id, token } => Ok((StatusCode::ACCEPTED, Json(KnockResponse { knock_id, token }))),
         KnockOutcome::NotLocked => Err(ApiError::new(StatusCode::CONFLICT, "not_locked", "the room is open: join it")),
@@ -183,10 +186,10 @@ pub async fn knock_status(
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<KnockStatus>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-    if !crate::ids::is_room_id(&id) || !crate::ids::is_participant_id(&knock_id) {
+    let (Some(id), Some(knock_id)) = (RoomId::parse(&id), KnockId::parse(&knock_id)) else {
         return Err(ApiError::refused(Refusal::NotFound));
-    }
-    match state.rooms.store.knock_status(&id, &knock_id, &q.token).await.map_err(crate::service::ServiceError::from)? {
+    };
+    match state.rooms.knock_status(&id, &knock_id, &q.token).await? {
         Some(status) => Ok(Json(KnockStatus { status })),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request")),
     }

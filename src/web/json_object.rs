@@ -4,11 +4,27 @@
 //! so `["Ada"]` would join as Ada and `[null, null, null, null]` would create a room. The API
 //! documents objects only; [`JsonObject`] asks the parser for a map and refuses anything else.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
+use super::error::{ApiError, json_rejection};
+use axum::Json;
+use axum::extract::{FromRequest, Request};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
 use std::marker::PhantomData;
 
 /// `T`, read only from a JSON object.
 pub struct JsonObject<T>(pub T);
+
+/// A request body: a JSON object read as `T`, or the contract's error (`invalid_json`,
+/// `too_large`, `unsupported_media_type`).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(JsonObject(body)) = Json::<JsonObject<T>>::from_request(req, state).await.map_err(json_rejection)?;
+        Ok(ApiJson(body))
+    }
+}
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -16,7 +16,6 @@ pub mod openapi;
 pub mod pages;
 pub mod ws;
 
-use crate::config::Secret;
 use crate::live::Live;
 use crate::service::RoomService;
 use axum::extract::{DefaultBodyLimit, State};
@@ -54,7 +53,6 @@ pub struct Shared {
     pub live: Live,
     /// This daemon's id in the `nodes` table.
     pub node_id: Arc<str>,
-    pub api_token: Secret,
     /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.
     pub join_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     /// Fires on shutdown: sockets say goodbye, grace timers stop.
@@ -99,14 +97,8 @@ pub fn app(state: AppState, webhooks: Vec<Router>) -> Router {
 #[utoipa::path(get, path = "/healthz", tag = "ops",
     responses((status = 200, description = "`{\"status\":\"ok\", ...}`"), (status = 503, description = "The database does not answer")))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let storage = match state.rooms.store.backend() {
-        crate::store::Backend::Sqlite => "sqlite",
-        crate::store::Backend::Postgres => "postgres",
-    };
-    let (status, word) = match state.rooms.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
-    };
+    let storage = state.rooms.storage_name();
+    let (status, word) = if state.rooms.ping().await { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "degraded") };
     (status, Json(json!({
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),

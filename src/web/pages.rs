@@ -12,7 +12,8 @@
 use super::AppState;
 use super::i18n::{Lang, Strings, negotiate};
 use crate::room::{RoomStatus, RoomView};
-use crate::service::ServiceError;
+use crate::ids::RoomId;
+use crate::service::{Knocks, ServiceError};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -129,9 +130,10 @@ async fn landing(State(state): State<AppState>, headers: HeaderMap) -> Response 
 
 async fn join_page(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
-    match state.rooms.view(&id, false).await {
+    let Some(id) = RoomId::parse(&id) else { return error_page(lang, ServiceError::NotFound) };
+    match state.rooms.view(&id, Knocks::Hidden).await {
         Ok(view) => {
-            let qr = qr_svg(&state.rooms.room_url(&view.id));
+            let qr = qr_svg(&state.rooms.room_url(&id));
             let (status, page) = join_page_for(lang, Some((view, qr)), None);
             html(status, page.render())
         }
@@ -141,12 +143,13 @@ async fn join_page(State(state): State<AppState>, Path(id): Path<String>, header
 
 async fn room_page(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
-    let view = match state.rooms.view(&id, false).await {
+    let Some(id) = RoomId::parse(&id) else { return error_page(lang, ServiceError::NotFound) };
+    let view = match state.rooms.view(&id, Knocks::Hidden).await {
         Ok(v) => v,
         Err(e) => return error_page(lang, e),
     };
     if matches!(view.status, RoomStatus::Ended | RoomStatus::Expired) {
-        let qr = qr_svg(&state.rooms.room_url(&view.id));
+        let qr = qr_svg(&state.rooms.room_url(&id));
         let (status, page) = join_page_for(lang, Some((view, qr)), None);
         return html(status, page.render());
     }
@@ -208,7 +211,7 @@ fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'s
 
 fn error_page(lang: Lang, e: ServiceError) -> Response {
     let (status, page) = match e {
-        ServiceError::NotFound | ServiceError::Invalid(_) => join_page_for(lang, None, None),
+        ServiceError::NotFound | ServiceError::Invalid(_) | ServiceError::InvalidName(_) => join_page_for(lang, None, None),
         ServiceError::Store(err) => {
             tracing::error!(error = %err, "store error while rendering a page");
             join_page_for(lang, None, Some("error"))

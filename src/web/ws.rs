@@ -3,15 +3,16 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::events::RoomEventKind;
-use crate::live::{Outbound, PeerInfo, SOCKET_QUEUE, frame};
-use crate::store::{HostCheck, PresenceChange};
+use crate::ids::{ParticipantId, RoomId};
+use crate::live::{Outbound, PeerInfo, SOCKET_QUEUE};
+use crate::service::{Credential, Knocks};
+use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
+use crate::store::PresenceChange;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -37,23 +38,17 @@ pub async fn ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let unauthorized = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", "not an admitted participant of this room");
-    if !crate::ids::is_room_id(&id) {
-        return Err(unauthorized());
-    }
+    let Some(id) = RoomId::parse(&id) else { return Err(unauthorized()) };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
-            let known = state.rooms.store.is_participant(&id, &q.token).await.map_err(crate::service::ServiceError::from)?;
+            let known = state.rooms.is_participant(&id, &q.token).await?;
             return if known { Ok(rejection.into_response()) } else { Err(unauthorized()) };
         }
     };
-    let connected = state.rooms.store.connect_participant(&id, &q.token, &state.node_id).await;
-    let Some((who, arrived)) = connected.map_err(crate::service::ServiceError::from)? else { return Err(unauthorized()) };
-    if arrived {
-        state.rooms.events.publish(&id, RoomEventKind::Arrived { participant_id: who.participant_id.clone(), name: who.name.clone() });
-    }
+    let Some(who) = state.rooms.page_opened(&id, &q.token, &state.node_id).await? else { return Err(unauthorized()) };
     let host = match &q.host {
-        Some(token) => state.rooms.is_host(&id, token).await? == HostCheck::Host,
+        Some(token) => state.rooms.authorize(&id, Credential::Token(token)).await?.is_host(),
         None => false,
     };
     let tracker = state.tracker.clone();
@@ -65,17 +60,18 @@ pub async fn ws(
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| tracker.track_future(session(state, who, host, socket))))
+        .on_upgrade(move |socket| tracker.track_future(session(state, id, who, host, socket))))
 }
 
-async fn session(state: AppState, who: PresenceChange, host: bool, socket: WebSocket) {
-    let PresenceChange { room_id: room, participant_id: pid, name } = who;
+async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool, socket: WebSocket) {
+    let pid = ParticipantId::trusted(who.participant_id);
+    let name = who.name;
     let (tx, mut rx) = mpsc::channel(SOCKET_QUEUE);
     let (conn, peers) = state.live.register(&room, &pid, &name, host, tx);
     let (mut sink, mut stream) = socket.split();
 
     let welcome = welcome(&state, &room, &pid, &name, host, &peers).await;
-    state.live.broadcast(&room, Some(&pid), Outbound::Text(frame(json!({"type": "peer-joined", "peer": {"id": &pid, "name": &name}}))));
+    state.live.broadcast(&room, Some(&pid), Outbound::Text(ToPage::PeerJoined { peer: PeerRef { id: &pid, name: &name } }.frame()));
     let mut open = sink.send(Message::Text(welcome)).await.is_ok();
 
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -116,13 +112,13 @@ async fn session(state: AppState, who: PresenceChange, host: bool, socket: WebSo
     }
 
     if state.live.unregister(&room, &pid, conn) {
-        state.live.broadcast(&room, None, Outbound::Text(frame(json!({"type": "peer-left", "id": &pid}))));
+        state.live.broadcast(&room, None, Outbound::Text(ToPage::PeerLeft { id: &pid }.frame()));
         start_grace(state, room, pid);
     }
 }
 
 /// After the grace period, a participant with no socket again has left.
-fn start_grace(state: AppState, room: String, pid: String) {
+fn start_grace(state: AppState, room: RoomId, pid: ParticipantId) {
     let grace = state.rooms.config().rooms.presence_grace;
     let tracker = state.tracker.clone();
     tracker.spawn(async move {
@@ -133,66 +129,48 @@ fn start_grace(state: AppState, room: String, pid: String) {
         if state.live.is_connected(&room, &pid) {
             return;
         }
-        match state.rooms.store.leave_participant(&room, &pid, &state.node_id).await {
-            Ok(Some(left)) => state.rooms.events.publish(&room, RoomEventKind::Left { participant_id: left.participant_id, name: left.name }),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(room_id = %room, %error, "cannot record a departure; the presence sweep will"),
+        if let Err(error) = state.rooms.page_left(&room, &pid, &state.node_id).await {
+            tracing::warn!(room_id = %room, %error, "cannot record a departure; the presence sweep will");
         }
     });
 }
 
-async fn welcome(state: &AppState, room: &str, pid: &str, name: &str, host: bool, peers: &[PeerInfo]) -> axum::extract::ws::Utf8Bytes {
-    let view = match state.rooms.view(room, host).await {
-        Ok(v) => serde_json::to_value(v).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    };
+async fn welcome(state: &AppState, room: &RoomId, pid: &str, name: &str, host: bool, peers: &[PeerInfo]) -> axum::extract::ws::Utf8Bytes {
+    let knocks = if host { Knocks::Shown } else { Knocks::Hidden };
+    let view = state.rooms.view(room, knocks).await.ok();
     // Browsers need TURN credentials in clear; only admitted participants ever get them.
-    let ice: Vec<Value> = state
+    let ice_servers = state
         .rooms
         .config()
         .rooms
         .ice_servers
         .iter()
-        .map(|s| {
-            let mut v = json!({"urls": s.urls});
-            if let Some(u) = &s.username {
-                v["username"] = json!(u);
-            }
-            if let Some(c) = &s.credential {
-                v["credential"] = json!(c.expose());
-            }
-            v
-        })
+        .map(|s| IceServerRef { urls: &s.urls, username: s.username.as_deref(), credential: s.credential.as_ref().map(|c| c.expose()) })
         .collect();
-    let peers: Vec<Value> = peers.iter().map(|p| json!({"id": p.id, "name": p.name})).collect();
-    frame(json!({
-        "type": "welcome",
-        "self": {"id": pid, "name": name, "host": host},
-        "peers": peers,
-        "room": view,
-        "ice_servers": ice,
-    }))
+    ToPage::Welcome {
+        me: Me { id: pid, name, host },
+        peers: peers.iter().map(|p| PeerRef { id: &p.id, name: &p.name }).collect(),
+        room: view.as_ref(),
+        ice_servers,
+    }
+    .frame()
 }
 
 /// Handles one frame from a page: signaling to one peer, or its media state to all.
-fn relay(state: &AppState, room: &str, from: &str, text: &str) {
-    let Ok(msg) = serde_json::from_str::<Value>(text) else { return };
-    match msg.get("type").and_then(Value::as_str) {
-        Some("signal") => {
-            let (Some(to), Some(data)) = (msg.get("to").and_then(Value::as_str), msg.get("data")) else { return };
-            let out = frame(json!({"type": "signal", "from": from, "data": data}));
-            state.live.send_to(room, to, Outbound::Text(out));
+fn relay(state: &AppState, room: &RoomId, from: &str, text: &str) {
+    match serde_json::from_str::<FromPage>(text) {
+        Ok(FromPage::Signal { to, data }) => {
+            state.live.send_to(room, &to, Outbound::Text(ToPage::Signal { from, data: &data }.frame()));
         }
-        Some("media") => {
-            let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
-            let out = frame(json!({"type": "peer-media", "id": from, "audio": flag("audio"), "video": flag("video"), "screen": flag("screen")}));
+        Ok(FromPage::Media { audio, video, screen }) => {
+            let out = ToPage::PeerMedia { id: from, audio, video, screen }.frame();
             state.live.broadcast(room, Some(from), Outbound::Text(out));
         }
-        _ => {}
+        Err(_) => {}
     }
 }
 
 async fn close(sink: &mut futures::stream::SplitSink<WebSocket, Message>, reason: &'static str) -> Result<(), axum::Error> {
-    sink.send(Message::Text(frame(json!({"type": "closed", "reason": reason})))).await?;
+    sink.send(Message::Text(ToPage::Closed { reason }.frame())).await?;
     sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: reason.into() }))).await
 }

@@ -7,6 +7,7 @@ use callbridge_chat::{
     sleep_or_cancel,
 };
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::requests::{Request, Requester};
@@ -42,13 +43,12 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
         }
     }
     let settings = &adapter.settings;
-    let mut offset: i32 = 0;
     backoff.reset();
     loop {
         let poll = adapter
             .poller
             .get_updates()
-            .offset(offset)
+            .offset(adapter.next_update.load(Ordering::Relaxed))
             .timeout(settings.poll_timeout.as_secs() as u32)
             .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .send();
@@ -74,7 +74,8 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
             }
         };
         for update in updates {
-            offset = offset.max(update.id.0 as i32 + 1);
+            // Past this update once it is handed over: a stop before then gets it again.
+            let next = update.id.0 as i32 + 1;
             let event = match update.kind {
                 UpdateKind::Message(m) => adapter.on_message(&m).await,
                 UpdateKind::CallbackQuery(q) => adapter.on_callback(&q).await,
@@ -86,6 +87,7 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
                     r = inbox.send(event) => if r.is_err() { return },
                 }
             }
+            adapter.next_update.fetch_max(next, Ordering::Relaxed);
         }
     }
 }

@@ -21,6 +21,7 @@ use callbridge_chat::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageTextSetters, SendMessageSetters};
@@ -143,6 +144,9 @@ pub struct TelegramAdapter {
     username: OnceLock<String>,
     /// (chat, user) → (is admin, checked at). A std Mutex, never held across an `.await`.
     admins: Mutex<HashMap<(i64, u64), (bool, Instant)>>,
+    /// The `getUpdates` offset: the first update not handled yet. Kept across runs, so a run
+    /// after a stop neither handles an update twice nor skips one.
+    next_update: AtomicI32,
 }
 
 impl TelegramAdapter {
@@ -158,7 +162,14 @@ impl TelegramAdapter {
         };
         let bot = bot_with_timeout(settings.request_timeout)?;
         let poller = bot_with_timeout(settings.poll_timeout + Duration::from_secs(15))?;
-        Ok(Arc::new(TelegramAdapter { bot, poller, settings, username: OnceLock::new(), admins: Mutex::default() }))
+        Ok(Arc::new(TelegramAdapter {
+            bot,
+            poller,
+            settings,
+            username: OnceLock::new(),
+            admins: Mutex::default(),
+            next_update: AtomicI32::new(0),
+        }))
     }
 
     /// Sends one Bot API request, bounded as a whole by `request_timeout`: a stalled server must

@@ -1,0 +1,105 @@
+//! Posted cards: which chat message shows which room (table `cards`), and what it shows now.
+
+use super::{Store, StoreError};
+use crate::ids::RoomId;
+use callbridge_chat::{ChatRef, MessageRef};
+use sqlx::Row;
+
+/// A card posted in a chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedCard {
+    pub room_id: RoomId,
+    pub chat: ChatRef,
+    pub message: MessageRef,
+    /// Digest of the content last shown (`None` when unknown).
+    pub rendered: Option<String>,
+}
+
+impl Store {
+    /// Records a freshly posted card.
+    pub async fn insert_card(&self, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cards (room_id, platform, chat_ref, message_ref, created_at, rendered, closed) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(card.room_id.as_str())
+        .bind(platform)
+        .bind(card.chat.as_str())
+        .bind(card.message.as_str())
+        .bind(self.clock.now_ms())
+        .bind(&card.rendered)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Every card of `platform` whose final state is not shown yet.
+    pub async fn open_cards(&self, platform: &str) -> Result<Vec<PostedCard>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, chat_ref, message_ref, rendered FROM cards WHERE platform = $1 AND closed = 0 ORDER BY created_at",
+        )
+        .bind(platform)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PostedCard {
+                    room_id: RoomId::trusted(r.try_get(0)?),
+                    chat: ChatRef(r.try_get(1)?),
+                    message: MessageRef(r.try_get(2)?),
+                    rendered: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Remembers what a card shows now; `closed` once it shows the final state.
+    pub async fn mark_rendered(&self, platform: &str, card: &PostedCard, digest: &str, closed: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cards SET rendered = $1, closed = $2 WHERE room_id = $3 AND platform = $4 AND chat_ref = $5")
+            .bind(digest)
+            .bind(closed as i64)
+            .bind(card.room_id.as_str())
+            .bind(platform)
+            .bind(card.chat.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops updating a card for good (the message is gone or the bot was removed).
+    pub async fn close_card(&self, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cards SET closed = 1 WHERE room_id = $1 AND platform = $2 AND chat_ref = $3")
+            .bind(card.room_id.as_str())
+            .bind(platform)
+            .bind(card.chat.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The room a posted message shows.
+    pub async fn room_of_message(&self, platform: &str, chat: &ChatRef, message: &MessageRef) -> Result<Option<RoomId>, StoreError> {
+        let room: Option<String> = sqlx::query_scalar("SELECT room_id FROM cards WHERE platform = $1 AND chat_ref = $2 AND message_ref = $3")
+            .bind(platform)
+            .bind(chat.as_str())
+            .bind(message.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(room.map(RoomId::trusted))
+    }
+
+    /// The chat's most recent room that has not ended.
+    pub async fn latest_open_room(&self, platform: &str, chat: &ChatRef) -> Result<Option<RoomId>, StoreError> {
+        let room: Option<String> = sqlx::query_scalar(
+            "SELECT c.room_id FROM cards c JOIN rooms r ON r.id = c.room_id \
+             WHERE c.platform = $1 AND c.chat_ref = $2 AND r.ended_at IS NULL \
+             ORDER BY c.created_at DESC LIMIT 1",
+        )
+        .bind(platform)
+        .bind(chat.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(room.map(RoomId::trusted))
+    }
+}
