@@ -290,7 +290,7 @@ impl Config {
             return Err(invalid("server.max_body_bytes", "must be at least 1024".into()));
         }
         for adapter in &self.adapters {
-            adapter.validate().map_err(|e| match e {
+            adapter.check().map_err(|e| match e {
                 SettingsError::Invalid { key, message } => ConfigError::Invalid { path: path.to_owned(), key, message },
                 other => ConfigError::Parse { path: path.to_owned(), message: other.to_string() },
             })?;
@@ -343,17 +343,25 @@ mod tests {
     use callbridge_chat::{BuildContext, BuildError, ChatAdapter, Section, invalid};
     use std::sync::Arc;
 
-    /// A section of a made-up platform, to test the plumbing every adapter goes through.
-    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    struct Demo {
-        token: Option<Secret>,
-        level: u32,
+    callbridge_chat::adapter_section! {
+        /// A section of a made-up platform, to test the plumbing every adapter goes through.
+        pub struct Demo {
+            pub token: Option<Secret>,
+            pub level: u32,
+        }
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            let second = Duration::from_secs(1);
+            Demo { enabled: true, token: None, level: 0, min_interval: second, per_minute: 10, debounce: second, request_timeout: second }
+        }
     }
 
     impl Section for Demo {
         const NAME: &'static str = "demo";
         const ENV: &'static [(&'static str, &'static str)] = &[("DEMO_TOKEN", "[demo] token")];
+        const MOST_PER_MINUTE: u32 = 20;
         fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
             let mut section = section;
             if let Some(v) = env("DEMO_TOKEN") {
@@ -361,17 +369,8 @@ mod tests {
             }
             Ok(section)
         }
-        fn enabled(&self) -> bool {
-            true
-        }
         fn validate(&self) -> Result<(), SettingsError> {
             if self.level > 3 { Err(invalid("demo.level", "must be 0..=3")) } else { Ok(()) }
-        }
-        fn secrets(&self) -> Vec<String> {
-            self.token.iter().map(|t| t.expose().to_owned()).collect()
-        }
-        fn debounce(&self) -> Duration {
-            Duration::ZERO
         }
         fn build(&self, _: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
             Err("not a real platform".into())
@@ -408,6 +407,10 @@ mod tests {
         assert!(err.contains("d.toml") && err.contains("line 2: demo.levl"), "{err}");
         let c = Config::parse("[demo]\nlevel = 9\n", path, &demo()).unwrap();
         assert!(c.validate(path).unwrap_err().to_string().contains("invalid value for demo.level"));
+        let c = Config::parse("[demo]\nper_minute = 21\n", path, &demo()).unwrap();
+        assert!(c.validate(path).unwrap_err().to_string().contains("invalid value for demo.per_minute"), "the shared keys are checked");
+        let c = Config::parse("[demo]\nenabled = false\n", path, &demo()).unwrap();
+        assert!(c.adapters.is_empty(), "enabled = false keeps the adapter off");
         // The environment alone can turn a platform on.
         let c = Config::read(None, path, &demo(), &|k| (k == "DEMO_TOKEN").then(|| "env-secret".into())).unwrap();
         assert_eq!(c.secrets(), vec!["env-secret".to_owned()]);

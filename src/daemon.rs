@@ -135,15 +135,15 @@ impl Daemon {
 pub fn platforms() -> Vec<&'static dyn Platform> {
     vec![
         #[cfg(feature = "discord")]
-        callbridge_discord::platform(),
+        callbridge_chat::platform::<callbridge_discord::Settings>(),
         #[cfg(not(feature = "discord"))]
         &NotBuilt("discord"),
         #[cfg(feature = "matrix")]
-        callbridge_matrix::platform(),
+        callbridge_chat::platform::<callbridge_matrix::Settings>(),
         #[cfg(not(feature = "matrix"))]
         &NotBuilt("matrix"),
         #[cfg(feature = "telegram")]
-        callbridge_telegram::platform(),
+        callbridge_chat::platform::<callbridge_telegram::Settings>(),
         #[cfg(not(feature = "telegram"))]
         &NotBuilt("telegram"),
     ]

@@ -1,7 +1,7 @@
 //! Personal links: a chat vouches for who someone is, and the join gate takes its word.
 //!
 //! A personal link carries `#as=<token>` in its fragment (never sent to servers or logs). The
-//! token names the room, the person's chat identity (`discord:1234`) and display name, and an
+//! token names the room, the person's chat identity (`chat:1234`) and display name, and an
 //! expiry, sealed with HMAC-SHA256 under a key kept in the database, so every node accepts the
 //! links any node made. Joining with it puts that name on the card (and lets bans by chat
 //! identity hold) whatever the joiner types.
@@ -80,8 +80,8 @@ mod tests {
     #[test]
     fn signed_tokens_verify_only_as_made() {
         let key = IdentityKey::from_hex(&IdentityKey::generate_hex()).unwrap();
-        let t = key.sign("room1", "discord:42", "Ada <b>", 1_000);
-        assert_eq!(key.verify("room1", &t, 999), Ok(Identity { user_ref: "discord:42".into(), name: "Ada <b>".into() }));
+        let t = key.sign("room1", "chat:42", "Ada <b>", 1_000);
+        assert_eq!(key.verify("room1", &t, 999), Ok(Identity { user_ref: "chat:42".into(), name: "Ada <b>".into() }));
         assert!(key.verify("room2", &t, 999).is_err(), "another room");
         assert!(key.verify("room1", &t, 1_001).unwrap_err().contains("expired"));
         let forged = t.replace(&hex::encode("Ada <b>"), &hex::encode("Admin"));

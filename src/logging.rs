@@ -21,18 +21,17 @@ pub fn mask(secret: &str) {
     }
 }
 
-/// The default filter when `RUST_LOG` is unset.
-/// matrix-sdk reports expected 404s (account data not set yet) as errors, and a missing key
-/// backup (the bot keeps none) at every sync; its own failures reach us as results.
-pub const DEFAULT_FILTER: &str =
-    "info,sqlx=warn,tower_http=warn,serenity=warn,matrix_sdk=warn,matrix_sdk::http_client=off,matrix_sdk_crypto=warn,matrix_sdk_crypto::backups=error";
+/// The default filter when `RUST_LOG` is unset; each platform adds its own (`log_filter`).
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
-/// Installs the global subscriber; `secrets` are masked in every line.
-pub fn init(mut secrets: Vec<String>) {
+/// Installs the global subscriber; `secrets` are masked in every line. `platform_filters` are
+/// the chat platforms' default directives for their libraries, used when `RUST_LOG` is unset.
+pub fn init(mut secrets: Vec<String>, platform_filters: &[&str]) {
     // Longest first, so a secret that contains another is masked whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let secrets: Arc<[String]> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
+    let default = [DEFAULT_FILTER].iter().chain(platform_filters).filter(|f| !f.is_empty()).copied().collect::<Vec<_>>().join(",");
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // Websocket frames are logged as raw bytes, which no mask can match: never log them.
     for quiet in ["tungstenite=info", "tokio_tungstenite=info"] {
         filter = filter.add_directive(quiet.parse().expect("a valid directive"));

@@ -12,14 +12,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &callbridge::daemon::platforms()) {
+    let platforms = callbridge::daemon::platforms();
+    let config = match Config::load(cli.config.as_deref(), &platforms) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    callbridge::logging::init(config.secrets());
+    callbridge::logging::init(config.secrets(), &platforms.iter().map(|p| p.log_filter()).collect::<Vec<_>>());
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
         println!("# {} is valid; effective configuration (secrets redacted):", cli.config.as_deref().map_or("<defaults>".into(), |p| p.display().to_string()));

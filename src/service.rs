@@ -73,6 +73,17 @@ pub enum KnockDecision {
     Deny,
 }
 
+/// What a posted card shows, by the digest of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardState<'a> {
+    /// A state that will change again: the card is kept current.
+    Shows(&'a str),
+    /// The room's final state: the card needs no more edits.
+    Final(&'a str),
+    /// The card can be edited no more (its message is gone, or the bot was removed).
+    Abandoned,
+}
+
 /// What someone presents to claim host powers over a room.
 #[derive(Debug, Clone, Copy)]
 pub enum Credential<'a> {
@@ -362,14 +373,14 @@ impl RoomService {
         Ok(self.store.open_cards(platform).await?)
     }
 
-    /// Remembers what a card shows now (`digest`); `closed` once that is its final state.
-    pub async fn card_shown(&self, platform: &str, card: &PostedCard, digest: &str, closed: bool) -> Result<(), ServiceError> {
-        Ok(self.store.mark_rendered(platform, card, digest, closed).await?)
-    }
-
-    /// Stops updating a card for good (its message is gone, or the bot was removed).
-    pub async fn close_card(&self, platform: &str, card: &PostedCard) -> Result<(), ServiceError> {
-        Ok(self.store.close_card(platform, card).await?)
+    /// Remembers what a posted card shows now.
+    pub async fn update_card(&self, platform: &str, card: &PostedCard, state: CardState<'_>) -> Result<(), ServiceError> {
+        let (rendered, closed) = match state {
+            CardState::Shows(digest) => (Some(digest), false),
+            CardState::Final(digest) => (Some(digest), true),
+            CardState::Abandoned => (None, true),
+        };
+        Ok(self.store.update_card(platform, card, rendered, closed).await?)
     }
 
     /// The room a posted card shows.

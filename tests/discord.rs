@@ -45,6 +45,15 @@ fn discord_settings(double: &DiscordDouble, mode: DiscordMode) -> callbridge_dis
     }
 }
 
+/// A daemon on SQLite whose Discord adapter takes interactions at its endpoint, with its double
+/// and database (kept alive by the caller).
+async fn on_the_endpoint() -> (DiscordDouble, TestDb, Harness) {
+    let double = DiscordDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(discord_config(&db, &double, DiscordMode::Interactions)).await;
+    (double, db, h)
+}
+
 /// Delivers an interaction as Discord would in `mode`, and returns the bot's immediate answer
 /// (in gateway mode, what it POSTed to the interaction's callback).
 async fn send(h: &Harness, double: &DiscordDouble, mode: DiscordMode, body: &Value) -> (StatusCode, Value) {
@@ -304,10 +313,8 @@ async fn cards_converge_under_injected_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_rate_limit_holds_every_channel() {
     const OTHER: &str = "3000000000000000004";
-    let double = DiscordDouble::start().await;
-    let db = TestDb::new(Db::Sqlite).await;
+    let (double, _db, h) = on_the_endpoint().await;
     let mode = DiscordMode::Interactions;
-    let h = Harness::start(discord_config(&db, &double, mode)).await;
     send(&h, &double, mode, &command("800", "call", json!([]), HOST, "Ada", "0")).await;
     let mut elsewhere = command("801", "call", json!([]), HOST, "Ada", "0");
     elsewhere["channel_id"] = json!(OTHER);
@@ -331,10 +338,8 @@ async fn a_global_rate_limit_holds_every_channel() {
 /// answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_calls_at_once_each_answer_their_caller() {
-    let double = DiscordDouble::start().await;
-    let db = TestDb::new(Db::Sqlite).await;
+    let (double, _db, h) = on_the_endpoint().await;
     let mode = DiscordMode::Interactions;
-    let h = Harness::start(discord_config(&db, &double, mode)).await;
     let (first, second) = (command("700", "call", json!([]), HOST, "Ada", "0"), command("701", "call", json!([]), MEMBER, "Bob", "0"));
     let (a, b) = tokio::join!(send(&h, &double, mode, &first), send(&h, &double, mode, &second));
     assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
@@ -351,10 +356,7 @@ async fn two_calls_at_once_each_answer_their_caller() {
 /// again once started, and the route itself stays mounted throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interactions_endpoint_follows_its_adapter() {
-    let double = DiscordDouble::start().await;
-    let db = TestDb::new(Db::Sqlite).await;
-    let mode = DiscordMode::Interactions;
-    let h = Harness::start(discord_config(&db, &double, mode)).await;
+    let (double, _db, h) = on_the_endpoint().await;
     assert!(h.daemon.adapters.stop("discord").await);
     let (status, body) = post_signed(&h, &command("900", "call", json!([]), HOST, "Ada", "0"), None).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")), "{body}");

@@ -252,8 +252,8 @@ impl Bridge {
     }
 
     /// A link that joins the presser under their chat name. It goes to them alone, never to
-    /// the chat: in a private chat where the platform has one (Telegram), else as an answer
-    /// only they see (an alert: Discord's ephemeral message).
+    /// the chat: in a private chat where the platform has one, else as an answer only they
+    /// see (an alert, which some platforms show as a message to them alone).
     async fn personal_link(&self, platform: &str, room_id: &RoomId, actor: &Actor) -> Outcome {
         let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
         if view.ended {

@@ -9,7 +9,7 @@
 
 use super::cards;
 use crate::ids::RoomId;
-use crate::service::Knocks;
+use crate::service::{CardState, Knocks};
 use crate::store::PostedCard;
 use super::pacer::ChatPacer;
 use crate::events::RoomEvent;
@@ -156,7 +156,7 @@ impl CardUpdater {
                 let over = card.status.is_over();
                 if shown.as_deref() == Some(digest.as_str()) {
                     if over {
-                        let _ = inner.rooms.card_shown(platform, card_ref, &digest, true).await;
+                        let _ = inner.rooms.update_card(platform, card_ref, CardState::Final(&digest)).await;
                         return;
                     }
                     break;
@@ -177,7 +177,8 @@ impl CardUpdater {
                     Ok(()) | Err(SendError::NotModified) => {
                         tracing::debug!(parent: &span, status = ?card.status, present = card.present.len(), "card edited");
                         shown = Some(digest.clone());
-                        if let Err(error) = inner.rooms.card_shown(platform, card_ref, &digest, over).await {
+                        let state = if over { CardState::Final(&digest) } else { CardState::Shows(&digest) };
+                        if let Err(error) = inner.rooms.update_card(platform, card_ref, state).await {
                             tracing::warn!(parent: &span, %error, "cannot record the card's state");
                         }
                         if over {
@@ -197,7 +198,7 @@ impl CardUpdater {
                     }
                     Err(error @ (SendError::Refused(_) | SendError::Unsupported)) => {
                         tracing::warn!(parent: &span, %error, "card cannot be edited any more; dropping it");
-                        let _ = inner.rooms.close_card(platform, card_ref).await;
+                        let _ = inner.rooms.update_card(platform, card_ref, CardState::Abandoned).await;
                         return;
                     }
                 }

@@ -54,27 +54,20 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Remembers what a card shows now; `closed` once it shows the final state.
-    pub async fn mark_rendered(&self, platform: &str, card: &PostedCard, digest: &str, closed: bool) -> Result<(), StoreError> {
-        sqlx::query("UPDATE cards SET rendered = $1, closed = $2 WHERE room_id = $3 AND platform = $4 AND chat_ref = $5")
-            .bind(digest)
-            .bind(closed as i64)
-            .bind(card.room_id.as_str())
-            .bind(platform)
-            .bind(card.chat.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    /// Stops updating a card for good (the message is gone or the bot was removed).
-    pub async fn close_card(&self, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
-        sqlx::query("UPDATE cards SET closed = 1 WHERE room_id = $1 AND platform = $2 AND chat_ref = $3")
-            .bind(card.room_id.as_str())
-            .bind(platform)
-            .bind(card.chat.as_str())
-            .execute(&self.write)
-            .await?;
+    /// Remembers what a card shows now (`rendered`; `None` keeps what was known), and whether
+    /// it is `closed`: it shows its final state, or can be edited no more.
+    pub async fn update_card(&self, platform: &str, card: &PostedCard, rendered: Option<&str>, closed: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE cards SET rendered = COALESCE($1, rendered), closed = $2 \
+             WHERE room_id = $3 AND platform = $4 AND chat_ref = $5",
+        )
+        .bind(rendered)
+        .bind(closed as i64)
+        .bind(card.room_id.as_str())
+        .bind(platform)
+        .bind(card.chat.as_str())
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 

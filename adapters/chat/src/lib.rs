@@ -27,7 +27,7 @@ pub mod text;
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, Knock, human_seconds};
 pub use command::{Command, CommandInfo, Kind, MENU, parse_command};
-pub use platform::{AdapterSettings, BuildContext, BuildError, Env, Platform, Section, platform};
+pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};
 

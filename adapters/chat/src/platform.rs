@@ -7,8 +7,8 @@
 //! section out of the whole file (see [`crate::settings::section`]) and applies the
 //! environment.
 
-use crate::adapter::ChatAdapter;
-use crate::settings::{SettingsError, section};
+use crate::adapter::{ChatAdapter, Pacing};
+use crate::settings::{SettingsError, check_limits, secrets_in, section};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -34,34 +34,94 @@ pub struct BuildContext {
     pub on_secret: fn(&str),
 }
 
-/// An adapter's `[section]`, typed by its crate. The port turns it into a [`Platform`] and an
-/// [`AdapterSettings`]; the adapter writes only what is its own.
-pub trait Section: Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static {
+/// The keys every adapter's section has, which [`adapter_section!`](crate::adapter_section)
+/// declares and reads the same way for each.
+pub trait Basics {
+    /// Whether the adapter is on (`enabled = false` keeps the section but turns it off).
+    fn enabled(&self) -> bool;
+    /// The per-chat limits of the bot's sends (`min_interval`, `per_minute`).
+    fn pacing(&self) -> Pacing;
+    /// How long the card updater gathers a burst of room changes before editing a card.
+    fn debounce(&self) -> Duration;
+    /// How long one request to the platform may take.
+    fn request_timeout(&self) -> Duration;
+}
+
+/// An adapter's `[section]`, typed by its crate (declared with
+/// [`adapter_section!`](crate::adapter_section)). The port turns it into a [`Platform`] and
+/// an [`AdapterSettings`]; the adapter writes only what is its own. Its secrets are found by
+/// [`secrets_in`].
+pub trait Section: Basics + Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static {
     /// The section's name (`telegram`), which is also the platform's name on stored cards.
     const NAME: &'static str;
     /// The environment variables the section reads, with what each sets.
     const ENV: &'static [(&'static str, &'static str)];
+    /// The most `per_minute` the platform allows a bot in one chat.
+    const MOST_PER_MINUTE: u32;
+    /// Default log directives for the platform's libraries (`RUST_LOG` syntax), used when
+    /// `RUST_LOG` is unset.
+    const LOG_FILTER: &'static str = "";
 
     /// Applies the environment over the file's section (`None`: the file has none). A secret
     /// may turn the adapter on by itself, so the result may be `Some` when `section` was not.
     fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError>;
-    /// Whether the adapter is on (`enabled = false` keeps the section but turns it off).
-    fn enabled(&self) -> bool;
-    /// Checks the values; the error names the full key.
+    /// Checks the adapter's own values (the shared keys are checked for it); the error names
+    /// the full key.
     fn validate(&self) -> Result<(), SettingsError>;
-    /// Every secret in the section, to keep out of logs.
-    fn secrets(&self) -> Vec<String>;
-    /// How long the card updater gathers a burst of room changes before editing a card.
-    fn debounce(&self) -> Duration;
     /// Builds the adapter. Nothing is sent until it is run.
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError>;
+}
+
+/// Declares an adapter's `[section]` type: its own keys, then the keys every adapter has
+/// (`enabled`, `min_interval`, `per_minute`, `debounce`, `request_timeout`), typed and read
+/// the same way, unknown keys refused; and implements [`Basics`] for it. The `Default` is the
+/// adapter's to write: each platform has its own limits.
+#[macro_export]
+macro_rules! adapter_section {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// Turns the adapter off without removing the section.
+            pub enabled: bool,
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Least time between two messages or edits of the bot in one chat.
+            #[serde(with = "callbridge_chat::human_duration")]
+            pub min_interval: std::time::Duration,
+            /// Most messages and edits of the bot per chat per minute.
+            pub per_minute: u32,
+            /// How long the card updater gathers a burst of room changes before editing a card.
+            #[serde(with = "callbridge_chat::human_duration")]
+            pub debounce: std::time::Duration,
+            /// How long one request to the platform may take before it is abandoned and retried.
+            #[serde(with = "callbridge_chat::human_duration")]
+            pub request_timeout: std::time::Duration,
+        }
+
+        impl $crate::Basics for $name {
+            fn enabled(&self) -> bool {
+                self.enabled
+            }
+            fn pacing(&self) -> $crate::Pacing {
+                $crate::Pacing { min_interval: self.min_interval, per_minute: self.per_minute }
+            }
+            fn debounce(&self) -> std::time::Duration {
+                self.debounce
+            }
+            fn request_timeout(&self) -> std::time::Duration {
+                self.request_timeout
+            }
+        }
+    };
 }
 
 /// One configured adapter's settings, opaque to the core.
 pub trait AdapterSettings: Debug + Send + Sync {
     /// The platform's name, as [`Section::NAME`].
     fn platform(&self) -> &'static str;
-    fn validate(&self) -> Result<(), SettingsError>;
+    /// Checks every value, the shared keys' and the adapter's own.
+    fn check(&self) -> Result<(), SettingsError>;
     fn secrets(&self) -> Vec<String>;
     /// The section as TOML, secrets redacted (what `check-config` prints).
     fn to_redacted_toml(&self) -> toml::Value;
@@ -74,17 +134,18 @@ impl<S: Section> AdapterSettings for S {
     fn platform(&self) -> &'static str {
         S::NAME
     }
-    fn validate(&self) -> Result<(), SettingsError> {
+    fn check(&self) -> Result<(), SettingsError> {
+        check_limits(S::NAME, self.pacing().per_minute, S::MOST_PER_MINUTE, self.request_timeout())?;
         Section::validate(self)
     }
     fn secrets(&self) -> Vec<String> {
-        Section::secrets(self)
+        secrets_in(self)
     }
     fn to_redacted_toml(&self) -> toml::Value {
         toml::Value::try_from(self).unwrap_or_else(|e| toml::Value::String(format!("cannot render: {e}")))
     }
     fn debounce(&self) -> Duration {
-        Section::debounce(self)
+        Basics::debounce(self)
     }
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
         Section::build(self, ctx)
@@ -106,6 +167,10 @@ pub trait Platform: Send + Sync {
     fn name(&self) -> &'static str;
     /// The environment variables it reads, with what each sets.
     fn env_vars(&self) -> &'static [(&'static str, &'static str)];
+    /// Default log directives for its libraries.
+    fn log_filter(&self) -> &'static str {
+        ""
+    }
     /// Reads `[name]` from the whole document (`None`: no file), applies the environment, and
     /// returns the settings when the adapter is on. Validation is the caller's next step.
     fn configure(&self, doc: Option<&str>, env: Env<'_>) -> Result<Option<Box<dyn AdapterSettings>>, SettingsError>;
@@ -120,12 +185,15 @@ impl<S: Section> Platform for PlatformOf<S> {
     fn env_vars(&self) -> &'static [(&'static str, &'static str)] {
         S::ENV
     }
+    fn log_filter(&self) -> &'static str {
+        S::LOG_FILTER
+    }
     fn configure(&self, doc: Option<&str>, env: Env<'_>) -> Result<Option<Box<dyn AdapterSettings>>, SettingsError> {
         let from_file = match doc {
             Some(doc) => section::<S>(doc, S::NAME)?,
             None => None,
         };
-        let settings = S::apply_env(from_file, env)?.filter(Section::enabled);
+        let settings = S::apply_env(from_file, env)?.filter(Basics::enabled);
         Ok(settings.map(|s| Box::new(s) as Box<dyn AdapterSettings>))
     }
 }

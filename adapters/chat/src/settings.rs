@@ -12,7 +12,8 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 /// A secret string: deserializes like a string, never prints. `Debug` and `Serialize` both
-/// show `<redacted>`, which is what `check-config` relies on.
+/// show `<redacted>`, which is what `check-config` relies on; [`secrets_in`] finds every one
+/// in a value, so a new secret key is masked in the logs without being listed anywhere.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -34,10 +35,28 @@ impl std::fmt::Debug for Secret {
         f.write_str("<redacted>")
     }
 }
+thread_local! {
+    /// Where [`secrets_in`] gathers the secrets serialized on this thread, while it runs.
+    static GATHERED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        GATHERED.with(|g| {
+            if let Some(found) = g.borrow_mut().as_mut() {
+                found.push(self.0.clone());
+            }
+        });
         s.serialize_str("<redacted>")
     }
+}
+
+/// Every secret inside `value` (its `Secret` fields, however deep), to keep out of the logs.
+pub fn secrets_in<T: Serialize + ?Sized>(value: &T) -> Vec<String> {
+    GATHERED.with(|g| *g.borrow_mut() = Some(Vec::new()));
+    let _ = serde_json::to_value(value);
+    let found = GATHERED.with(|g| g.borrow_mut().take()).unwrap_or_default();
+    found.into_iter().filter(|s| !s.trim().is_empty()).collect()
 }
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -127,6 +146,45 @@ pub fn describe(doc: &str, error: &toml::de::Error) -> String {
     }
 }
 
+/// The value of environment variable `var`, as a secret, when it is set and not empty.
+pub fn env_secret(env: crate::Env<'_>, var: &str) -> Option<Secret> {
+    env(var).filter(|v| !v.is_empty()).map(Secret::new)
+}
+
+/// Checks that a required secret is there; the error names the key and the variable that
+/// can carry it instead.
+pub fn require_secret(key: &str, secret: Option<&Secret>, var: &str) -> Result<(), SettingsError> {
+    match secret {
+        Some(s) if !s.is_blank() => Ok(()),
+        _ => Err(invalid(key, format!("is required (or set {var})"))),
+    }
+}
+
+/// The keys of `S`'s example section in `doc` (commented out there, see
+/// [`commented_example`]) whose values are not `S::default()`'s, leaving out `placeholders`
+/// (keys the example fills with sample values). For the adapters' tests: the example file
+/// documents every default.
+pub fn example_differences<S: crate::Section>(doc: &str, placeholders: &[&str]) -> Vec<String> {
+    let table = |s: &S| match toml::Value::try_from(s) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let Ok(Some(example)) = section::<S>(&commented_example(doc), S::NAME) else { return vec![format!("[{}] example", S::NAME)] };
+    let (shown, default) = (table(&example), table(&S::default()));
+    let keys: std::collections::BTreeSet<&String> = shown.keys().chain(default.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !placeholders.contains(&k.as_str()) && shown.get(*k) != default.get(*k))
+        .map(|k| format!("{}.{k}", S::NAME))
+        .collect()
+}
+
+/// Reads a section as the daemon would, from `doc` and the (name, value) pairs of `env`: for
+/// the adapters' tests.
+pub fn read_section<S: crate::Section>(doc: &str, env: &[(&str, &str)]) -> Result<Option<S>, SettingsError> {
+    let from_file = section::<S>(doc, S::NAME)?;
+    S::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string()))
+}
+
 /// Checks that a URL is http(s); `key` names it in the error.
 pub fn check_http_url(key: &str, url: &url::Url) -> Result<(), SettingsError> {
     match url.scheme() {
@@ -187,10 +245,14 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_print() {
+    fn secrets_never_print_and_are_all_found() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "<redacted>");
-        assert!(!toml::to_string(&std::collections::BTreeMap::from([("k", s)])).unwrap().contains("hunter2"));
+        let value = std::collections::BTreeMap::from([("k", vec![Some(s), None, Some(Secret::new("x2"))])]);
+        assert!(!serde_json::to_string(&value).unwrap().contains("hunter2"));
+        assert_eq!(secrets_in(&value), vec!["hunter2".to_owned(), "x2".to_owned()]);
+        assert!(secrets_in(&value).len() == 2, "gathering again finds them again");
+        assert!(!serde_json::to_string(&value).unwrap().contains("hunter2"), "and printing still hides them");
     }
 
     #[test]

@@ -29,10 +29,10 @@ pub mod inbound;
 pub mod rest;
 pub mod webhook;
 
-use callbridge_chat::settings::{check_http_url, check_limits};
+use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
     ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef,
-    Pacing, Platform, Secret, Section, SendError, SettingsError, human_duration, invalid, sleep_or_cancel,
+    Basics, Pacing, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel,
 };
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -88,37 +88,24 @@ pub enum Mode {
     Gateway,
 }
 
-/// `[discord]`: the bot that answers `/call` in Discord channels.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Turns the adapter off without removing the section.
-    pub enabled: bool,
-    /// The bot token. REQUIRED when enabled (or `CALLBRIDGE_DISCORD_TOKEN`).
-    pub token: Option<Secret>,
-    /// The application id. REQUIRED (or `CALLBRIDGE_DISCORD_APPLICATION_ID`).
-    pub application_id: Option<Snowflake>,
-    /// The application's public key, hex. REQUIRED in interactions mode (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
-    pub public_key: String,
-    /// How Discord reaches the bot.
-    pub mode: Mode,
-    /// Guilds to register the commands in at once; empty registers them globally.
-    pub guild_ids: Vec<Snowflake>,
-    /// Roles whose members have host powers, beside Manage Channels.
-    pub admin_role_ids: Vec<Snowflake>,
-    /// Discord's API base (a test server in tests).
-    pub api_url: url::Url,
-    /// Least time between two messages or edits of the bot in one channel.
-    #[serde(with = "human_duration")]
-    pub min_interval: Duration,
-    /// Most messages and edits of the bot per channel per minute.
-    pub per_minute: u32,
-    /// How long the card updater gathers a burst of room changes before editing a card.
-    #[serde(with = "human_duration")]
-    pub debounce: Duration,
-    /// How long one REST call may take before it is abandoned and retried.
-    #[serde(with = "human_duration")]
-    pub request_timeout: Duration,
+callbridge_chat::adapter_section! {
+    /// `[discord]`: the bot that answers `/call` in Discord channels.
+    pub struct Settings {
+        /// The bot token. REQUIRED when enabled (or `CALLBRIDGE_DISCORD_TOKEN`).
+        pub token: Option<Secret>,
+        /// The application id. REQUIRED (or `CALLBRIDGE_DISCORD_APPLICATION_ID`).
+        pub application_id: Option<Snowflake>,
+        /// The application's public key, hex. REQUIRED in interactions mode (or `CALLBRIDGE_DISCORD_PUBLIC_KEY`).
+        pub public_key: String,
+        /// How Discord reaches the bot.
+        pub mode: Mode,
+        /// Guilds to register the commands in at once; empty registers them globally.
+        pub guild_ids: Vec<Snowflake>,
+        /// Roles whose members have host powers, beside Manage Channels.
+        pub admin_role_ids: Vec<Snowflake>,
+        /// Discord's API base (a test server in tests).
+        pub api_url: url::Url,
+    }
 }
 
 impl Default for Settings {
@@ -142,6 +129,8 @@ impl Default for Settings {
 
 impl Section for Settings {
     const NAME: &'static str = "discord";
+    const MOST_PER_MINUTE: u32 = 120;
+    const LOG_FILTER: &'static str = "serenity=warn";
     const ENV: &'static [(&'static str, &'static str)] = &[
         ("CALLBRIDGE_DISCORD_TOKEN", "[discord] token (turns Discord on when the section is absent)"),
         ("CALLBRIDGE_DISCORD_APPLICATION_ID", "[discord] application_id"),
@@ -151,8 +140,8 @@ impl Section for Settings {
     fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
         let mut section = section;
         let get = |k: &str| env(k).filter(|v| !v.is_empty());
-        if let Some(v) = get("CALLBRIDGE_DISCORD_TOKEN") {
-            section.get_or_insert_with(Settings::default).token = Some(Secret::new(v));
+        if let Some(token) = env_secret(env, "CALLBRIDGE_DISCORD_TOKEN") {
+            section.get_or_insert_with(Settings::default).token = Some(token);
         }
         if let Some(v) = get("CALLBRIDGE_DISCORD_APPLICATION_ID") {
             let id = v.parse().map_err(|_| invalid("discord.application_id", "CALLBRIDGE_DISCORD_APPLICATION_ID must be the application's numeric id"))?;
@@ -164,16 +153,9 @@ impl Section for Settings {
         Ok(section)
     }
 
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.token.as_ref().is_none_or(Secret::is_blank) {
-            return Err(invalid("discord.token", "is required (or set CALLBRIDGE_DISCORD_TOKEN)"));
-        }
+        require_secret("discord.token", self.token.as_ref(), "CALLBRIDGE_DISCORD_TOKEN")?;
         check_http_url("discord.api_url", &self.api_url)?;
-        check_limits("discord", self.per_minute, 120, self.request_timeout)?;
         if self.application_id.is_none() {
             return Err(invalid("discord.application_id", "is required: the application's numeric id"));
         }
@@ -187,22 +169,9 @@ impl Section for Settings {
         Ok(())
     }
 
-    fn secrets(&self) -> Vec<String> {
-        self.token.iter().map(|t| t.expose().to_owned()).collect()
-    }
-
-    fn debounce(&self) -> Duration {
-        self.debounce
-    }
-
     fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
         Ok(DiscordAdapter::new(self.clone())?)
     }
-}
-
-/// The platform entry the daemon registers.
-pub fn platform() -> &'static dyn Platform {
-    callbridge_chat::platform::<Settings>()
 }
 
 /// Errors of the adapter itself.
@@ -334,7 +303,7 @@ impl ChatAdapter for DiscordAdapter {
     }
 
     fn pacing(&self) -> Pacing {
-        Pacing { min_interval: self.settings.min_interval, per_minute: self.settings.per_minute }
+        self.settings.pacing()
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
@@ -385,49 +354,42 @@ impl ChatAdapter for DiscordAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callbridge_chat::settings::{commented_example, section};
+    use callbridge_chat::settings::{example_differences, read_section};
 
-    fn read(doc: &str, env: &[(&str, &str)]) -> Result<Option<Settings>, SettingsError> {
-        let from_file = section::<Settings>(doc, "discord")?;
-        Settings::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string()))
-    }
 
     #[test]
     fn the_example_section_is_the_defaults() {
-        let example = commented_example(include_str!("../../../config.example.toml"));
-        let c = section::<Settings>(&example, "discord").unwrap().expect("[discord] example");
-        let d = Settings::default();
-        assert_eq!((c.api_url, c.mode, c.min_interval, c.per_minute, c.debounce, c.request_timeout, c.guild_ids),
-                   (d.api_url, d.mode, d.min_interval, d.per_minute, d.debounce, d.request_timeout, d.guild_ids));
+        let example = include_str!("../../../config.example.toml");
+        assert_eq!(example_differences::<Settings>(example, &["token", "application_id", "public_key"]), Vec::<String>::new());
     }
 
     #[test]
     fn discord_needs_token_application_and_key() {
-        let c = read("[discord]\nmode = \"interactions\"\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
+        let c = read_section::<Settings>("[discord]\nmode = \"interactions\"\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("discord.public_key"));
-        let gateway = read("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
+        let gateway = read_section::<Settings>("[discord]\ntoken = \"t\"\napplication_id = \"12\"\n", &[]).unwrap().unwrap();
         gateway.validate().expect("the gateway needs no public key");
         // Ed25519's base point: a valid public key.
         let key = format!("58{}", "66".repeat(31));
-        let bad = read(&format!("[discord]\ntoken = \"t\"\napplication_id = \"1\"\npublic_key = \"{}\"\n", "zz".repeat(32)), &[]);
+        let bad = read_section::<Settings>(&format!("[discord]\ntoken = \"t\"\napplication_id = \"1\"\npublic_key = \"{}\"\n", "zz".repeat(32)), &[]);
         assert!(bad.unwrap().unwrap().validate().unwrap_err().to_string().contains("discord.public_key"));
         let doc = format!("[discord]\napplication_id = \"12\"\npublic_key = \"{key}\"\n");
-        let c = read(&doc, &[]).unwrap().unwrap();
+        let c = read_section::<Settings>(&doc, &[]).unwrap().unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("discord.token"));
-        let c = read(&doc, &[("CALLBRIDGE_DISCORD_TOKEN", "secret-bot-token")]).unwrap().unwrap();
+        let c = read_section::<Settings>(&doc, &[("CALLBRIDGE_DISCORD_TOKEN", "secret-bot-token")]).unwrap().unwrap();
         c.validate().unwrap();
         assert!(!toml::to_string(&c).unwrap().contains("secret-bot-token"));
-        let c = read("[discord]\ntoken = \"t\"\n", &[]).unwrap().unwrap();
+        let c = read_section::<Settings>("[discord]\ntoken = \"t\"\n", &[]).unwrap().unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("discord.application_id"));
     }
 
     #[test]
     fn ids_are_numbers() {
-        let c = read("[discord]\napplication_id = 12\nguild_ids = [\"34\"]\n", &[]).unwrap().unwrap();
+        let c = read_section::<Settings>("[discord]\napplication_id = 12\nguild_ids = [\"34\"]\n", &[]).unwrap().unwrap();
         assert_eq!((c.application_id, c.guild_ids), (Some(Snowflake(12)), vec![Snowflake(34)]));
-        assert!(read("[discord]\nguild_ids = [\"general\"]\n", &[]).is_err());
-        assert!(read("[discord]\nadmin_role_ids = [\"12a\"]\n", &[]).is_err());
-        let bad_env = read("", &[("CALLBRIDGE_DISCORD_APPLICATION_ID", "app")]).unwrap_err();
+        assert!(read_section::<Settings>("[discord]\nguild_ids = [\"general\"]\n", &[]).is_err());
+        assert!(read_section::<Settings>("[discord]\nadmin_role_ids = [\"12a\"]\n", &[]).is_err());
+        let bad_env = read_section::<Settings>("", &[("CALLBRIDGE_DISCORD_APPLICATION_ID", "app")]).unwrap_err();
         assert!(bad_env.to_string().contains("discord.application_id"), "{bad_env}");
     }
 }

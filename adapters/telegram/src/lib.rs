@@ -14,12 +14,12 @@ pub mod inbound;
 
 pub use card::{escape_html, render_html, render_keyboard};
 
-use callbridge_chat::settings::{check_http_url, check_limits};
+use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
     ActionAck, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
-    Platform, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
+    Basics, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
-use serde::{Deserialize, Serialize};
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,35 +31,22 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// `[telegram]`: the bot that posts join cards in Telegram chats.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Turns the adapter off without removing the section.
-    pub enabled: bool,
-    /// The bot token from @BotFather. REQUIRED when enabled (or `CALLBRIDGE_TELEGRAM_TOKEN`).
-    pub token: Option<Secret>,
-    /// The Bot API server (a local `telegram-bot-api` or a test double).
-    pub api_url: url::Url,
-    /// Chat ids the bot serves; empty means every chat it is added to.
-    pub allowed_chats: Vec<i64>,
-    /// Least time between two messages or edits of the bot in one chat.
-    #[serde(with = "human_duration")]
-    pub min_interval: Duration,
-    /// Most messages and edits of the bot per chat per minute.
-    pub per_minute: u32,
-    /// How long the card updater gathers a burst of room changes before editing a card.
-    #[serde(with = "human_duration")]
-    pub debounce: Duration,
-    /// Long-polling timeout of `getUpdates`.
-    #[serde(with = "human_duration")]
-    pub poll_timeout: Duration,
-    /// How long any other Bot API call may take before it is abandoned and retried.
-    #[serde(with = "human_duration")]
-    pub request_timeout: Duration,
-    /// How long a chat member's admin status is cached.
-    #[serde(with = "human_duration")]
-    pub admin_cache: Duration,
+callbridge_chat::adapter_section! {
+    /// `[telegram]`: the bot that posts join cards in Telegram chats.
+    pub struct Settings {
+        /// The bot token from @BotFather. REQUIRED when enabled (or `CALLBRIDGE_TELEGRAM_TOKEN`).
+        pub token: Option<Secret>,
+        /// The Bot API server (a local `telegram-bot-api` or a test double).
+        pub api_url: url::Url,
+        /// Chat ids the bot serves; empty means every chat it is added to.
+        pub allowed_chats: Vec<i64>,
+        /// Long-polling timeout of `getUpdates`.
+        #[serde(with = "human_duration")]
+        pub poll_timeout: Duration,
+        /// How long a chat member's admin status is cached.
+        #[serde(with = "human_duration")]
+        pub admin_cache: Duration,
+    }
 }
 
 impl Default for Settings {
@@ -81,49 +68,30 @@ impl Default for Settings {
 
 impl Section for Settings {
     const NAME: &'static str = "telegram";
+    const MOST_PER_MINUTE: u32 = 60;
     const ENV: &'static [(&'static str, &'static str)] =
         &[("CALLBRIDGE_TELEGRAM_TOKEN", "[telegram] token (turns Telegram on when the section is absent)")];
 
     fn apply_env(section: Option<Self>, env: Env<'_>) -> Result<Option<Self>, SettingsError> {
         let mut section = section;
-        if let Some(v) = env("CALLBRIDGE_TELEGRAM_TOKEN").filter(|v| !v.is_empty()) {
-            section.get_or_insert_with(Settings::default).token = Some(Secret::new(v));
+        if let Some(token) = env_secret(env, "CALLBRIDGE_TELEGRAM_TOKEN") {
+            section.get_or_insert_with(Settings::default).token = Some(token);
         }
         Ok(section)
     }
 
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.token.as_ref().is_none_or(Secret::is_blank) {
-            return Err(invalid("telegram.token", "is required (or set CALLBRIDGE_TELEGRAM_TOKEN)"));
-        }
+        require_secret("telegram.token", self.token.as_ref(), "CALLBRIDGE_TELEGRAM_TOKEN")?;
         check_http_url("telegram.api_url", &self.api_url)?;
-        check_limits("telegram", self.per_minute, 60, self.request_timeout)?;
         if self.poll_timeout > Duration::from_secs(50) {
             return Err(invalid("telegram.poll_timeout", "must be at most 50s"));
         }
         Ok(())
     }
 
-    fn secrets(&self) -> Vec<String> {
-        self.token.iter().map(|t| t.expose().to_owned()).collect()
-    }
-
-    fn debounce(&self) -> Duration {
-        self.debounce
-    }
-
     fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
         Ok(TelegramAdapter::new(self.clone())?)
     }
-}
-
-/// The platform entry the daemon registers.
-pub fn platform() -> &'static dyn Platform {
-    callbridge_chat::platform::<Settings>()
 }
 
 /// Errors of the adapter itself.
@@ -227,7 +195,7 @@ impl ChatAdapter for TelegramAdapter {
     }
 
     fn pacing(&self) -> Pacing {
-        Pacing { min_interval: self.settings.min_interval, per_minute: self.settings.per_minute }
+        self.settings.pacing()
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
@@ -297,42 +265,36 @@ impl ChatAdapter for TelegramAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use callbridge_chat::settings::{commented_example, section};
+    use callbridge_chat::settings::{example_differences, read_section, section};
+    use callbridge_chat::AdapterSettings;
 
-    fn read(doc: &str, env: &[(&str, &str)]) -> Option<Settings> {
-        let from_file = section::<Settings>(doc, "telegram").unwrap();
-        Settings::apply_env(from_file, &|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())).unwrap()
-    }
 
     #[test]
     fn the_example_section_is_the_defaults() {
-        let example = commented_example(include_str!("../../../config.example.toml"));
-        let t = section::<Settings>(&example, "telegram").unwrap().expect("[telegram] example");
-        let d = Settings::default();
-        assert_eq!((t.api_url, t.min_interval, t.per_minute, t.debounce, t.poll_timeout, t.request_timeout, t.admin_cache),
-                   (d.api_url, d.min_interval, d.per_minute, d.debounce, d.poll_timeout, d.request_timeout, d.admin_cache));
+        let example = include_str!("../../../config.example.toml");
+        assert_eq!(example_differences::<Settings>(example, &["token"]), Vec::<String>::new());
     }
 
     #[test]
     fn telegram_needs_a_token_from_file_or_env() {
-        let t = read("[telegram]\n", &[]).unwrap();
+        let t = read_section::<Settings>("[telegram]\n", &[]).unwrap().unwrap();
         assert!(t.validate().unwrap_err().to_string().contains("telegram.token"));
-        let t = read("[telegram]\n", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).unwrap();
+        let t = read_section::<Settings>("[telegram]\n", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).unwrap().unwrap();
         t.validate().unwrap();
         // The token alone turns the adapter on.
-        let t = read("", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).expect("on from the environment");
+        let t = read_section::<Settings>("", &[("CALLBRIDGE_TELEGRAM_TOKEN", "123:abc")]).unwrap().expect("on from the environment");
         assert_eq!(t.token.as_ref().unwrap().expose(), "123:abc");
         assert!(!toml::to_string(&t).unwrap().contains("123:abc"));
         assert_eq!(t.secrets(), vec!["123:abc".to_owned()]);
-        assert!(read("", &[]).is_none());
+        assert!(read_section::<Settings>("", &[]).unwrap().is_none());
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut t = read("[telegram]\ntoken = \"t\"\npoll_timeout = \"2m\"\n", &[]).unwrap();
+        let mut t = read_section::<Settings>("[telegram]\ntoken = \"t\"\npoll_timeout = \"2m\"\n", &[]).unwrap().unwrap();
         assert!(t.validate().unwrap_err().to_string().contains("telegram.poll_timeout"));
         (t.poll_timeout, t.per_minute) = (Duration::from_secs(5), 0);
-        assert!(t.validate().unwrap_err().to_string().contains("telegram.per_minute"));
+        assert!(t.check().unwrap_err().to_string().contains("telegram.per_minute"));
         assert!(section::<Settings>("[telegram]\napi_url = \"not a url\"\n", "telegram").is_err());
     }
 }
