@@ -64,8 +64,12 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Join attempts allowed per client address per minute; 0 turns the limit off.
     pub join_rate_per_minute: u32,
-    /// Take the client address from the last `X-Forwarded-For` hop (only behind a reverse proxy).
+    /// Take the client address from the last `X-Forwarded-For` hop (behind exactly one
+    /// reverse proxy that appends it). `trusted_proxies` is the better rule.
     pub trust_forwarded_for: bool,
+    /// The reverse proxies in front of the bridge (CIDRs): from them, the client is the
+    /// rightmost `X-Forwarded-For` hop not among them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
 }
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             public_url: None,
             join_rate_per_minute: 30,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             max_body_bytes: 16 * 1024,
         }
     }

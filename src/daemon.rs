@@ -221,7 +221,7 @@ pub fn ensure_api_token(config: &Config) -> anyhow::Result<Secret> {
     if let Some(token) = read_token_file(&path)? {
         return Ok(token);
     }
-    std::fs::create_dir_all(&config.storage.data_dir)
+    crate::private_files::create_dir(&config.storage.data_dir)
         .with_context(|| format!("cannot create {}", config.storage.data_dir.display()))?;
     let token = crate::ids::new_token();
     write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;

@@ -17,7 +17,8 @@
 //!   [`signaling`] — the room socket's messages, typed.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
-//!   [`logging`] — logs with every configured secret masked.
+//!   [`logging`] — logs with every configured secret masked; [`private_files`] — the data
+//!   directory for the daemon's user alone.
 
 pub mod bridge;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod ids;
 pub mod live;
 pub mod logging;
+pub mod private_files;
 pub mod room;
 pub mod service;
 pub mod signaling;

@@ -13,7 +13,7 @@ use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
 use crate::ids::{KnockId, ParticipantId, RoomId, secret_eq};
 use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomKind, RoomView, clean_name, clean_title};
 use crate::store::{
-    AdmissionWriter, Backend, HostCheck, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
+    AdmissionWriter, Backend, HostCheck, Timing, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
     Store, StoreError,
 };
 use callbridge_chat::{ChatRef, MessageRef};
@@ -134,7 +134,11 @@ impl RoomService {
         cancel: CancellationToken,
     ) -> Result<RoomService, ServiceError> {
         let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock).await?;
-        let admissions = AdmissionWriter::start(store.clone(), config.rooms.expire_after, tracker, cancel.clone())?;
+        let timing = Timing {
+            expire_ms: config.rooms.expire_after.as_millis() as i64,
+            grace_ms: config.rooms.presence_grace.as_millis() as i64,
+        };
+        let admissions = AdmissionWriter::start(store.clone(), timing, tracker, cancel.clone())?;
         let identity_key = store.secret("identity_key", IdentityKey::generate_hex).await?;
         let identity = IdentityKey::from_hex(&identity_key).ok_or(ServiceError::Invalid("the stored identity key is not 32 bytes of hex"))?;
         if store.backend() == Backend::Sqlite {

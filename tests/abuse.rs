@@ -101,3 +101,52 @@ async fn a_miss_costs_what_a_hit_costs() {
     h.stop().await;
     tdb.drop_db().await;
 }
+
+/// Hardening point 5: behind a trusted proxy, the client is the rightmost hop the proxy did not
+/// add, so a client cannot pick its bucket by writing X-Forwarded-For itself; IPv6 clients are
+/// one bucket per /64, so a subscriber's 2^64 addresses are one client; and a locked room
+/// holds at most 50 waiting requests to join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_key_clients_as_proxies_and_ipv6_see_them() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let mut c = config(&tdb);
+    c.server.join_rate_per_minute = 2;
+    c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let h = Harness::start(c).await;
+    let (room, host) = h.create_room(json!({"max_participants": 1000})).await;
+    let join_via = |forwarded: &str| {
+        let request = h.http.post(format!("{}/r/{room}/join", h.base)).header("x-forwarded-for", forwarded).json(&json!({"name": "Guest"}));
+        async move { request.send().await.unwrap().status() }
+    };
+    // Two joins from one /64 spend its budget; another address in it is the same client.
+    assert_eq!(join_via("2001:db8:0:1::1").await, StatusCode::OK);
+    assert_eq!(join_via("2001:db8:0:1::2").await, StatusCode::OK);
+    assert_eq!(join_via("2001:db8:0:1:ffff::3").await, StatusCode::TOO_MANY_REQUESTS, "a new address in the same /64");
+    assert_eq!(join_via("2001:db8:0:2::1").await, StatusCode::OK, "the next /64 is another client");
+    // A made-up hop in front of the real one changes nothing.
+    assert_eq!(join_via("203.0.113.9").await, StatusCode::OK);
+    assert_eq!(join_via("203.0.113.9").await, StatusCode::OK);
+    assert_eq!(join_via("198.51.100.1, 203.0.113.9").await, StatusCode::TOO_MANY_REQUESTS, "the client chose its bucket");
+
+    // Knocks: 50 wait, the 51st is turned away until one is answered.
+    assert_eq!(h.act(&room, "lock", &host).await.0, StatusCode::OK);
+    let knock = |n: usize| {
+        let request = h.http.post(format!("{}/r/{room}/knock", h.base)).header("x-forwarded-for", format!("10.0.{}.{}", n / 200, n % 200 + 1)).json(&json!({"name": format!("Knocker {n}")}));
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let mut first = None;
+    for n in 0..50 {
+        let (s, body) = knock(n).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "knock {n}: {body}");
+        first.get_or_insert(body["knock_id"].as_str().unwrap().to_owned());
+    }
+    let (s, body) = knock(50).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    assert_eq!(h.act(&room, &format!("knocks/{}/deny", first.unwrap()), &host).await.0, StatusCode::OK);
+    assert_eq!(knock(51).await.0, StatusCode::ACCEPTED, "a place in the queue is free again");
+    h.stop().await;
+}

@@ -29,6 +29,7 @@ on_both!(
     auth_and_bad_input,
     rooms_expire_when_unused,
     a_joiner_who_never_comes_gives_the_place_back,
+    old_tokens_do_not_pass_a_lock_or_a_full_room,
 );
 
 async fn every_outcome_has_its_status(db: Db) {
@@ -344,6 +345,56 @@ async fn a_joiner_who_never_comes_gives_the_place_back(db: Db) {
     let just = room["participants"].as_array().unwrap().iter().find(|p| p["name"] == "Just joined").unwrap().clone();
     assert!(just["left_at"].is_null(), "a recent joiner was released: {room}");
     assert_eq!(h.join(&id, "Third", None).await.0, StatusCode::OK, "the released place is free again");
+    h.stop().await;
+    tdb.drop_db().await;
+}
+
+/// The attack of hardening point 2: collect tokens while the room is open (joining without
+/// ever connecting, so each place is given back after `connect_timeout`), lock, then rejoin
+/// with all of them. A token passes the lock and the capacity only while its participant
+/// holds its place or gave it back within `presence_grace`; any older one joins like anyone.
+async fn old_tokens_do_not_pass_a_lock_or_a_full_room(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let clock = callbridge::clock::Clock::default();
+    let mut c = config(&tdb);
+    c.rooms.connect_timeout = Duration::from_secs(60);
+    let h = Harness::start_with_clock(c, clock.clone()).await;
+    let (id, host) = h.create_room(json!({"max_participants": 2})).await;
+    let mut collected = Vec::new();
+    for round in 0..3 {
+        for n in 0..2 {
+            let (s, body) = h.join(&id, &format!("Collector {round}.{n}"), None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            collected.push(body["token"].as_str().unwrap().to_owned());
+        }
+        clock.advance(Duration::from_secs(61));
+        let released = eventually(Duration::from_secs(15), || async {
+            h.room(&id).await["participants"].as_array().unwrap().iter().filter(|p| p["left_at"].is_string()).count() == 2 * (round + 1)
+        })
+        .await;
+        assert!(released, "the sweep gave the places back: {}", h.room(&id).await);
+    }
+    // Past the grace period of the last ones released: six tokens whose places were given
+    // back a while ago, and two holders.
+    clock.advance(Duration::from_secs(11));
+    let (s, body) = h.join(&id, "Holder A", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let holder = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(h.join(&id, "Holder B", None).await.0, StatusCode::OK);
+    assert_eq!(h.act(&id, "lock", &host).await.0, StatusCode::OK);
+    for token in &collected {
+        let (s, body) = h.join(&id, "Collector", Some(token)).await;
+        assert_eq!((s, body["error"].as_str()), (StatusCode::LOCKED, Some("locked")), "an old token passed the lock");
+    }
+    let (s, body) = h.join(&id, "Holder A", Some(&holder)).await;
+    assert_eq!((s, body["rejoin"].as_bool()), (StatusCode::OK, Some(true)), "a holder's token passes the lock: {body}");
+    // Unlocked but full: an old token waits like a new joiner.
+    assert_eq!(h.act(&id, "unlock", &host).await.0, StatusCode::OK);
+    let (s, body) = h.join(&id, "Collector", Some(&collected[0])).await;
+    assert_eq!((s, body["error"].as_str()), (StatusCode::CONFLICT, Some("full")), "an old token passed a full room");
+    let room = h.room(&id).await;
+    let holding = room["participants"].as_array().unwrap().iter().filter(|p| p["left_at"].is_null()).count();
+    assert_eq!(holding, 2, "the room of 2 holds 2: {room}");
     h.stop().await;
     tdb.drop_db().await;
 }

@@ -113,6 +113,21 @@ async fn the_first_command_runs_on_embedded_defaults() {
     let status = tokio::task::spawn_blocking(move || daemon.0.wait().unwrap()).await.unwrap();
     assert!(status.success(), "the daemon exited with {status} on SIGTERM");
     assert!(dir.path().join("data").read_dir().unwrap().next().is_some(), "no database under ./data");
+    // Hardening point 8: what the daemon writes is its user's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("data"), 0o700, "the data directory");
+        for file in ["data/callbridge.db", "data/api-token"] {
+            assert_eq!(mode(file), 0o600, "{file}");
+        }
+        for journal in ["data/callbridge.db-wal", "data/callbridge.db-shm"] {
+            if dir.path().join(journal).exists() {
+                assert_eq!(mode(journal), 0o600, "{journal}");
+            }
+        }
+    }
 }
 
 /// A daemon the test started, killed if the test fails before stopping it, so that it does not

@@ -367,3 +367,41 @@ async fn the_interactions_endpoint_follows_its_adapter() {
     assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "the call after the start gets its card");
     h.stop().await;
 }
+
+/// Hardening point 11: a signed `/call` replayed within its five-minute window (the same
+/// body, signature and timestamp) is answered as before but acted on once: one room, one card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_interaction_is_not_acted_on_twice() {
+    let (double, _db, h) = on_the_endpoint().await;
+    let call = command("950", "call", json!([]), HOST, "Ada", "0");
+    let raw = serde_json::to_vec(&call).unwrap();
+    let signature = sign(&raw, now_unix());
+    let first = post_signed(&h, &call, Some(signature.clone())).await;
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "the first one is acted on");
+    let replay = post_signed(&h, &call, Some(signature)).await;
+    assert_eq!(replay, first, "a replay gets the same answer");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(double.messages_in(CHANNEL).len(), 1, "one card: the replay minted no room");
+    // A new interaction (another id) is acted on as usual.
+    send(&h, &double, DiscordMode::Interactions, &command("951", "call", json!([]), HOST, "Ada", "0")).await;
+    assert!(eventually(WAIT, || async { double.messages_in(CHANNEL).len() == 2 }).await, "a second /call gets its card");
+    h.stop().await;
+}
+
+/// Hardening point 12: Discord limits edits of messages older than an hour (400, code 30046).
+/// A card kept live through a long call meets it; the updater backs off with the latest state
+/// and the card converges once edits are taken again, never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_waits_out_discords_edit_limit_on_old_messages() {
+    let (double, _db, h) = on_the_endpoint().await;
+    send(&h, &double, DiscordMode::Interactions, &command("960", "call", json!([]), HOST, "Ada", "0")).await;
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "a card");
+    let room = room_of(&double);
+    double.refuse_old_message_edits(Duration::from_secs(4));
+    assert_eq!(h.join(&room, "Early Guest", None).await.0, StatusCode::OK);
+    assert!(eventually(WAIT, || async { double.faults_injected("30046") > 0 }).await, "an edit met the limit");
+    assert_eq!(h.join(&room, "Later Guest", None).await.0, StatusCode::OK);
+    let both = || async { card_text(&double).contains("Early Guest") && card_text(&double).contains("Later Guest") };
+    assert!(eventually(Duration::from_secs(40), both).await, "the card converged after the limit: {}", card_text(&double));
+    h.stop().await;
+}

@@ -9,6 +9,10 @@ use crate::ids::{hash_token, new_participant_id, new_participant_token, particip
 use crate::room::Refusal;
 use sqlx::Row;
 
+/// Most requests to join that may wait in one room: each one shows on the card and in the
+/// host view, so a flood of them would bury the real ones.
+pub const MAX_PENDING_KNOCKS: i64 = 50;
+
 /// The result of knocking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KnockOutcome {
@@ -16,6 +20,8 @@ pub enum KnockOutcome {
     Waiting { knock_id: String, token: String },
     /// The room is open: join instead.
     NotLocked,
+    /// The room has [`MAX_PENDING_KNOCKS`] requests waiting already.
+    TooMany,
     /// The room does not take requests (knocking off), or is gone or unknown.
     Refused(Refusal),
 }
@@ -52,6 +58,14 @@ impl Store {
         }
         if room.try_get::<i64, _>(1)? == 0 {
             return Ok(KnockOutcome::Refused(Refusal::Locked { knock: false }));
+        }
+        // Counted under the room's row lock: concurrent knocks cannot overshoot the cap.
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM knocks WHERE room_id = $1 AND answer IS NULL")
+            .bind(room_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending >= MAX_PENDING_KNOCKS {
+            return Ok(KnockOutcome::TooMany);
         }
         // The knock's id becomes the participant's id when the host admits it, so its token
         // is already the participant token it will be.

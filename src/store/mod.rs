@@ -17,7 +17,7 @@ mod knocks;
 mod presence;
 mod rooms;
 
-pub use admission::AdmissionWriter;
+pub use admission::{AdmissionWriter, Timing};
 pub use cards::PostedCard;
 pub use knocks::{KnockAnswer, KnockOutcome};
 pub use presence::PresenceChange;
@@ -80,8 +80,12 @@ impl Store {
                     return Err(StoreError::Db(sqlx::Error::Configuration("storage.url must name a SQLite file, not a memory database".into())));
                 }
                 if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+                    crate::private_files::create_dir(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+                    crate::private_files::warn_if_shared(dir);
                 }
+                let file = std::path::Path::new(&path);
+                crate::private_files::create_file(file).map_err(|e| StoreError::DataDir(path.clone(), e))?;
+                crate::private_files::warn_if_shared(file);
                 let write = sqlite_pool(&url, 1).await?;
                 // WAL persists in the file; set it once, from the writer. Checkpoints run beside
                 // the writer (`checkpoint`), not inside a join's commit; the writer's own

@@ -85,10 +85,11 @@ impl FromRequestParts<AppState> for WithinJoinRate {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(limiter) = &state.join_limiter else { return Ok(WithinJoinRate) };
-        let Some(ip) = super::client_addr::client_ip(parts, state.rooms.config().server.trust_forwarded_for) else {
+        let server = &state.rooms.config().server;
+        let Some(ip) = super::client_addr::client_ip(parts, &server.trusted_proxies, server.trust_forwarded_for) else {
             return Ok(WithinJoinRate);
         };
-        limiter.check_key(&ip).map(|_| WithinJoinRate).map_err(|_| {
+        limiter.check_key(&super::client_addr::rate_key(ip)).map(|_| WithinJoinRate).map_err(|_| {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many join attempts; wait a minute")
         })
     }
@@ -168,6 +169,7 @@ pub async fn knock(
     match state.rooms.knock(&id, &body.name).await? {
         KnockOutcome::Waiting { knock_id, token } => Ok((StatusCode::ACCEPTED, Json(KnockResponse { knock_id, token }))),
         KnockOutcome::NotLocked => Err(ApiError::new(StatusCode::CONFLICT, "not_locked", "the room is open: join it")),
+        KnockOutcome::TooMany => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many people are already waiting to join")),
         KnockOutcome::Refused(r) => Err(ApiError::refused(r)),
     }
 }

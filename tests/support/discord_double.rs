@@ -59,6 +59,9 @@ struct State {
     /// No message call into any channel before this (an injected global 429).
     global_until: Option<Instant>,
     retry_after_violations: usize,
+    /// Until then, every edit of a message is refused as Discord refuses edits of messages
+    /// older than an hour once their budget is spent (400, code 30046).
+    old_edits_refused_until: Option<Instant>,
     /// Interaction id → the answer the bot POSTed to its callback (gateway mode).
     callbacks: HashMap<String, Value>,
     /// The live gateway sessions' outboxes.
@@ -207,6 +210,11 @@ impl DiscordDouble {
     /// `"global": true`) with `retry_after`; until then no message call may reach any channel.
     pub fn limit_globally(&self, retry_after: f64) {
         self.lock().global_next = Some(retry_after);
+    }
+    /// Refuses every message edit for `how_long` with Discord's 30046 ("Maximum number of
+    /// edits to messages older than 1 hour reached"); `faults_injected("30046")` counts them.
+    pub fn refuse_old_message_edits(&self, how_long: Duration) {
+        self.lock().old_edits_refused_until = Some(Instant::now() + how_long);
     }
     /// Calls into a channel before an injected 429's `retry_after` had passed.
     pub fn retry_after_violations(&self) -> usize {
@@ -376,6 +384,11 @@ async fn edit_message(AxState(d): AxState<DiscordDouble>, Path((channel, message
         Err(limited) => return limited,
     };
     check_mentions(&mut st, &body);
+    if st.old_edits_refused_until.is_some_and(|until| Instant::now() < until) {
+        *st.faults_injected.entry("30046").or_default() += 1;
+        let refusal = json!({"message": "Maximum number of edits to messages older than 1 hour reached. Try again later", "code": 30046});
+        return (StatusCode::BAD_REQUEST, h, Json(refusal)).into_response();
+    }
     let Some(m) = st.messages.get_mut(&message).filter(|m| m.channel == channel) else {
         return (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response();
     };

@@ -6,10 +6,14 @@ use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command,
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 /// A signed request older (or newer) than this is refused: a captured request cannot be
 /// replayed later.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+
+/// How many remembered interaction ids make a pass over them to forget the old ones.
+const SEEN_PRUNE_AT: usize = 10_000;
 
 /// Permission bits that give host powers: Administrator and Manage Channels.
 const ADMINISTRATOR: u64 = 1 << 3;
@@ -38,6 +42,8 @@ pub fn command_definitions() -> Value {
 
 #[derive(Deserialize)]
 struct Interaction {
+    #[serde(default)]
+    id: String,
     #[serde(rename = "type")]
     kind: u8,
     #[serde(default)]
@@ -102,13 +108,43 @@ impl DiscordAdapter {
 
     /// Turns a verified interaction into Discord's immediate answer and, for commands and
     /// button presses, the event for the bridge.
+    /// An interaction seen before (a replay of a signed request within its window) gets the same
+    /// answer and no event: it is never acted on twice.
     pub fn interaction(&self, body: &[u8]) -> Result<(Value, Option<ChatEvent>), String> {
         let i: Interaction = serde_json::from_slice(body).map_err(|e| format!("not an interaction: {e}"))?;
+        let (answer, event) = self.answer(&i)?;
+        if event.is_some() && !self.first_sight(&i.id) {
+            tracing::warn!(interaction = %i.id, "discord: an interaction came again; not acting on it twice");
+            return Ok((answer, None));
+        }
+        Ok((answer, event))
+    }
+
+    /// Whether `id` is new, remembering it for the signature window (and a little more).
+    fn first_sight(&self, id: &str) -> bool {
+        if id.is_empty() {
+            return true;
+        }
+        let window = Duration::from_secs(2 * MAX_CLOCK_SKEW_SECS);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= SEEN_PRUNE_AT {
+            seen.retain(|_, at| at.elapsed() < window);
+        }
+        match seen.get(id) {
+            Some(at) if at.elapsed() < window => false,
+            _ => {
+                seen.insert(id.to_owned(), Instant::now());
+                true
+            }
+        }
+    }
+
+    fn answer(&self, i: &Interaction) -> Result<(Value, Option<ChatEvent>), String> {
         match i.kind {
             1 => Ok((json!({"type": 1}), None)),
             2 => {
                 let data = i.data.as_ref().ok_or("a command without data")?;
-                let (chat, actor) = self.origin(&i)?;
+                let (chat, actor) = self.origin(i)?;
                 let option = |name: &str| {
                     data.options.iter().find(|o| o.name == name).and_then(|o| o.value.as_ref()).and_then(Value::as_str).map(str::to_owned)
                 };
@@ -133,7 +169,7 @@ impl DiscordAdapter {
                 let custom_id = i.data.as_ref().and_then(|d| d.custom_id.as_deref()).ok_or("a button press without custom_id")?;
                 let action = CardAction::decode(custom_id).ok_or("not one of our buttons")?;
                 let message = i.message.as_ref().ok_or("a button press without its message")?.id.clone();
-                let (chat, actor) = self.origin(&i)?;
+                let (chat, actor) = self.origin(i)?;
                 let event = ChatEvent::Action { chat, message: MessageRef(message), actor, action, ack: ActionAck(i.token.clone()) };
                 // Acknowledged now; the card's edit shows the outcome.
                 Ok((json!({"type": 6}), Some(event)))

@@ -195,6 +195,9 @@ pub struct DiscordAdapter {
     rest: rest::Rest,
     /// Where the interactions endpoint delivers while the adapter runs; `None` while stopped.
     endpoint_inbox: Mutex<Option<mpsc::Sender<ChatEvent>>>,
+    /// Interaction ids acted on, with when: a replayed signed request is answered, not acted on.
+    /// A std Mutex, never held across an `.await`.
+    seen: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl DiscordAdapter {
@@ -205,7 +208,7 @@ impl DiscordAdapter {
         };
         let application_id = settings.application_id.ok_or(DiscordError::ApplicationId)?;
         let rest = rest::Rest::new(&settings).map_err(|e| DiscordError::Client(e.to_string()))?;
-        Ok(Arc::new(DiscordAdapter { settings, application_id, key, rest, endpoint_inbox: Mutex::default() }))
+        Ok(Arc::new(DiscordAdapter { settings, application_id, key, rest, endpoint_inbox: Mutex::default(), seen: Mutex::default() }))
     }
 
     /// Registers the slash commands, retried until they are in.

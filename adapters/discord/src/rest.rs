@@ -108,8 +108,9 @@ impl Rest {
             s if s.is_server_error() => Err(SendError::Transient(format!("Discord answered {s}"))),
             s if s.is_success() => Ok(json),
             // Gone for good: the message, channel or webhook no longer exists, or the bot may no
-            // longer post there. Anything else (a reset token, a bad request) must not make the
-            // updater give up on a card.
+            // longer post there. Anything else must not make the updater give up on a card: a
+            // reset token, a bad request, or the edit budget of a message older than an hour
+            // (400 with code 30046), which the updater's backoff waits out with the latest state.
             s @ (StatusCode::NOT_FOUND | StatusCode::FORBIDDEN) => {
                 Err(SendError::Refused(format!("Discord answered {s}: {}", json["message"].as_str().unwrap_or(""))))
             }

@@ -12,7 +12,7 @@
 use crate::card::reaction_action;
 use crate::session::{self, SYNCED_MARKER};
 use crate::{MAX_COMMAND_AGE, MatrixAdapter, encode_ack};
-use callbridge_chat::{Actor, Backoff, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command, sleep_or_cancel};
+use callbridge_chat::{Actor, Backoff, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -284,7 +284,7 @@ impl Listener {
                 return;
             }
             // Homeservers can refuse a join for a moment right after the invitation.
-            let mut wait = Duration::from_millis(250);
+            let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
             // Noted before joining: the sync that brings the room may beat the join's answer.
             this.joined_at.lock().unwrap_or_else(|e| e.into_inner()).insert(room.room_id().to_owned(), MilliSecondsSinceUnixEpoch::now());
             for attempt in 1..=6 {
@@ -295,8 +295,7 @@ impl Listener {
                     }
                     Err(error) if attempt < 6 => {
                         tracing::debug!(%error, attempt, "matrix: join failed; retrying");
-                        if !sleep_or_cancel(&cancel, wait).await { return; }
-                        wait *= 2;
+                        if !backoff.wait(&cancel).await { return; }
                     }
                     Err(error) => tracing::warn!(%error, room = %room.room_id(), "matrix: cannot join a room it was invited to"),
                 }

@@ -22,7 +22,6 @@ use super::{Backend, Store, StoreError};
 use crate::ids::{hash_token, new_participant_id, new_participant_token, participant_token_id};
 use crate::room::{Admission, Admitted, JoinRequest, Refusal};
 use sqlx::{AnyConnection, Row};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +45,7 @@ pub struct AdmissionWriter {
 impl AdmissionWriter {
     /// Starts the writer tasks on `tracker`; they stop when `cancel` fires or every handle is
     /// dropped. SQLite gets one writer (it has one write lock); PostgreSQL four.
-    pub fn start(store: Store, expire_after: Duration, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Self, StoreError> {
+    pub fn start(store: Store, timing: Timing, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Self, StoreError> {
         let writers = match store.backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -58,10 +57,10 @@ impl AdmissionWriter {
             match store.backend {
                 Backend::Sqlite => {
                     let db = sqlite::open(&store)?;
-                    tracker.spawn_blocking(move || sqlite::run_writer(store, db, expire_after, rx, cancel));
+                    tracker.spawn_blocking(move || sqlite::run_writer(store, db, timing, rx, cancel));
                 }
                 Backend::Postgres => {
-                    tracker.spawn(run_writer(store, expire_after, rx, cancel));
+                    tracker.spawn(run_writer(store, timing, rx, cancel));
                 }
             }
             shards.push(tx);
@@ -78,8 +77,7 @@ impl AdmissionWriter {
     }
 }
 
-async fn run_writer(store: Store, expire_after: Duration, mut rx: mpsc::Receiver<Job>, cancel: CancellationToken) {
-    let expire_ms = expire_after.as_millis() as i64;
+async fn run_writer(store: Store, timing: Timing, mut rx: mpsc::Receiver<Job>, cancel: CancellationToken) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = tokio::select! {
@@ -91,12 +89,12 @@ async fn run_writer(store: Store, expire_after: Duration, mut rx: mpsc::Receiver
         }
         batch.sort_by(|a, b| a.req.room_id.cmp(&b.req.room_id));
         let now = store.clock.now_ms();
-        match decide_in_tx(&store, &batch, now, expire_ms).await {
+        match decide_in_tx(&store, &batch, now, timing).await {
             Ok(answers) => answer_all(&mut batch, answers),
             Err(error) => {
                 retrying(&error, &batch);
                 for job in batch.drain(..) {
-                    let answer = decide_in_tx(&store, std::slice::from_ref(&job), now, expire_ms).await;
+                    let answer = decide_in_tx(&store, std::slice::from_ref(&job), now, timing).await;
                     let _ = job.reply.send(answer.map(|mut a| a.remove(0)));
                 }
             }
@@ -104,9 +102,9 @@ async fn run_writer(store: Store, expire_after: Duration, mut rx: mpsc::Receiver
     }
 }
 
-async fn decide_in_tx(store: &Store, jobs: &[Job], now: i64, expire_ms: i64) -> Result<Vec<Admission>, StoreError> {
+async fn decide_in_tx(store: &Store, jobs: &[Job], now: i64, timing: Timing) -> Result<Vec<Admission>, StoreError> {
     let mut tx = store.write.begin().await?;
-    let answers = decide_batch(&mut *tx, jobs, now, expire_ms).await?;
+    let answers = decide_batch(&mut *tx, jobs, now, timing).await?;
     tx.commit().await?;
     Ok(answers)
 }
@@ -125,10 +123,10 @@ fn retrying(error: &StoreError, batch: &[Job]) {
 }
 
 /// Decides a batch (sorted by room) inside the caller's transaction.
-async fn decide_batch(db: &mut (impl AdmissionDb + Send), batch: &[Job], now: i64, expire_ms: i64) -> Result<Vec<Admission>, StoreError> {
+async fn decide_batch(db: &mut (impl AdmissionDb + Send), batch: &[Job], now: i64, timing: Timing) -> Result<Vec<Admission>, StoreError> {
     let mut answers = Vec::with_capacity(batch.len());
     for room_jobs in batch.chunk_by(|a, b| a.req.room_id == b.req.room_id) {
-        decide_room(db, room_jobs, now, expire_ms, &mut answers).await?;
+        decide_room(db, room_jobs, now, timing, &mut answers).await?;
     }
     Ok(answers)
 }
@@ -146,6 +144,18 @@ struct Known {
     id: String,
     name: String,
     banned: bool,
+    /// When the participant gave its place back (`None`: it holds one).
+    left_at: Option<i64>,
+}
+
+/// The times admission rules depend on, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A room unused this long is expired.
+    pub expire_ms: i64,
+    /// A participant who left this recently may still come back past a lock or a full room
+    /// (a reload, a network change); after that, its token joins like anyone new.
+    pub grace_ms: i64,
 }
 
 /// A participant admitted in this batch, not yet written.
@@ -183,12 +193,12 @@ async fn decide_room(
     db: &mut (impl AdmissionDb + Send),
     jobs: &[Job],
     now: i64,
-    expire_ms: i64,
+    timing: Timing,
     answers: &mut Vec<Admission>,
 ) -> Result<(), StoreError> {
     use Admission::Refused;
     let room_id = &jobs[0].req.room_id;
-    let Some(room) = db.lock_room(room_id, now, now - expire_ms).await? else {
+    let Some(room) = db.lock_room(room_id, now, now - timing.expire_ms).await? else {
         let refusal = db.gone_or_unknown(room_id, now).await?;
         answers.extend(jobs.iter().map(|_| Refused(refusal)));
         return Ok(());
@@ -204,6 +214,30 @@ async fn decide_room(
             if known.banned {
                 answers.push(Refused(Refusal::Banned));
                 continue;
+            }
+            // Only a participant that still holds its place, or gave it back moments ago, comes
+            // back past a lock or a full room: an old token is a new join, or a collection of
+            // tokens would fill a locked room past its capacity.
+            if let Some(left_at) = known.left_at
+                && left_at < now - timing.grace_ms
+            {
+                if room.locked && !req.host {
+                    answers.push(Refused(Refusal::Locked { knock: room.knock }));
+                    continue;
+                }
+                let held = match occupied {
+                    Some(n) => n,
+                    None => {
+                        db.insert(room_id, &fresh, now).await?;
+                        fresh.clear();
+                        db.held(room_id).await?
+                    }
+                };
+                if held >= room.max {
+                    occupied = Some(held);
+                    answers.push(Refused(Refusal::Full));
+                    continue;
+                }
             }
             db.readmit(room_id, &known.id, now).await?;
             occupied = None;
@@ -249,7 +283,7 @@ async fn decide_room(
 const LOCK_ROOM: &str = "UPDATE rooms SET last_active_at = $2, version = version + 1 \
      WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
      RETURNING locked, knock, max_participants";
-const BY_TOKEN: &str = "SELECT id, name, banned_at FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3";
+const BY_TOKEN: &str = "SELECT id, name, banned_at, left_at FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3";
 const READMIT: &str = "UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2";
 const USER_BANNED: &str = "SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1";
 const HELD: &str = "SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL";
@@ -283,7 +317,12 @@ impl AdmissionDb for AnyConnection {
     async fn by_token(&mut self, room_id: &str, participant_id: &str, token_hash: &str) -> Result<Option<Known>, StoreError> {
         let row = sqlx::query(BY_TOKEN).bind(room_id).bind(participant_id).bind(token_hash).fetch_optional(&mut *self).await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(Known { id: row.try_get(0)?, name: row.try_get(1)?, banned: row.try_get::<Option<i64>, _>(2)?.is_some() }))
+        Ok(Some(Known {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            banned: row.try_get::<Option<i64>, _>(2)?.is_some(),
+            left_at: row.try_get(3)?,
+        }))
     }
     async fn readmit(&mut self, room_id: &str, participant_id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(READMIT).bind(room_id).bind(participant_id).bind(now).execute(&mut *self).await?;

@@ -12,7 +12,7 @@
 //! read that counted its places, which scanned every participant of the room.
 
 use super::{
-    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, MAX_BATCH, READMIT, RoomRules,
+    AdmissionDb, BY_TOKEN, END_REASON, Fresh, HELD, INSERT_ROW, Job, Known, MAX_BATCH, READMIT, RoomRules, Timing,
     USER_BANNED, answer_all, decide_batch, refusal_for, retrying,
 };
 use crate::room::{Admission, Refusal};
@@ -83,12 +83,11 @@ impl Rooms {
 pub(super) fn run_writer(
     store: Store,
     mut db: rusqlite::Connection,
-    expire_after: Duration,
+    timing: Timing,
     mut rx: mpsc::Receiver<Job>,
     cancel: CancellationToken,
 ) {
     let rt = tokio::runtime::Handle::current();
-    let expire_ms = expire_after.as_millis() as i64;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut rooms = Rooms::default();
     loop {
@@ -106,12 +105,12 @@ pub(super) fn run_writer(
         loop {
             batch.sort_by(|a, b| a.req.room_id.cmp(&b.req.room_id));
             let now = store.clock.now_ms();
-            match decide(&rt, &mut db, &mut rooms, &batch, now, expire_ms) {
+            match decide(&rt, &mut db, &mut rooms, &batch, now, timing) {
                 Ok(answers) => answer_all(&mut batch, answers),
                 Err(error) => {
                     retrying(&error, &batch);
                     for job in batch.drain(..) {
-                        let answer = decide(&rt, &mut db, &mut rooms, std::slice::from_ref(&job), now, expire_ms);
+                        let answer = decide(&rt, &mut db, &mut rooms, std::slice::from_ref(&job), now, timing);
                         let _ = job.reply.send(answer.map(|mut a| a.remove(0)));
                     }
                 }
@@ -159,11 +158,11 @@ fn decide(
     rooms: &mut Rooms,
     batch: &[Job],
     now: i64,
-    expire_ms: i64,
+    timing: Timing,
 ) -> Result<Vec<Admission>, StoreError> {
     db.execute_batch("BEGIN IMMEDIATE")?;
     let decided = match rooms.check(db) {
-        Ok(()) => rt.block_on(decide_batch(&mut Tx { db: &mut *db, rooms: &mut *rooms }, batch, now, expire_ms)),
+        Ok(()) => rt.block_on(decide_batch(&mut Tx { db: &mut *db, rooms: &mut *rooms }, batch, now, timing)),
         Err(error) => Err(error.into()),
     };
     let committed = decided.and_then(|answers| db.execute_batch("COMMIT").map(|()| answers).map_err(StoreError::from));
@@ -233,7 +232,7 @@ impl AdmissionDb for Tx<'_> {
         let mut stmt = self.db.prepare_cached(BY_TOKEN)?;
         Ok(stmt
             .query_row(named_params! { "$1": room_id, "$2": participant_id, "$3": token_hash }, |r| {
-                Ok(Known { id: r.get(0)?, name: r.get(1)?, banned: r.get::<_, Option<i64>>(2)?.is_some() })
+                Ok(Known { id: r.get(0)?, name: r.get(1)?, banned: r.get::<_, Option<i64>>(2)?.is_some(), left_at: r.get(3)? })
             })
             .optional()?)
     }
