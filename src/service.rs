@@ -16,7 +16,7 @@ use crate::store::{
     AdmissionWriter, Backend, HostCheck, Timing, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
     Store, StoreError,
 };
-use callbridge_chat::{ChatRef, MessageRef};
+use callbridge_chat::{ChatRef, MessageRef, knock_code};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -71,6 +71,15 @@ pub enum Lock {
 pub enum KnockDecision {
     Admit,
     Deny,
+}
+
+/// Which pending request to join a chat command names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnockMatch {
+    One(KnockId),
+    /// Several wait under that name: their codes, to name one by.
+    Several(Vec<String>),
+    Nobody,
 }
 
 /// What a posted card shows, by the digest of its content.
@@ -296,9 +305,19 @@ impl RoomService {
         Ok(self.store.knock_status(room, knock, token).await?)
     }
 
-    /// The oldest pending request to join with this name (chat commands answer by name).
-    pub async fn pending_knock_by_name(&self, room: &RoomId, name: &str) -> Result<Option<KnockId>, ServiceError> {
-        Ok(self.store.pending_knock_by_name(room, name).await?.map(KnockId::trusted))
+    /// The pending request to join that `word` names in a chat command: its short code (as the
+    /// card shows it, `#` optional), or a name only one waiting person has. Anyone with the
+    /// link can knock under any name, so a name shared by two is never guessed between.
+    pub async fn find_pending_knock(&self, room: &RoomId, word: &str) -> Result<KnockMatch, ServiceError> {
+        let pending = self.store.pending_knocks(room).await?;
+        let code = word.trim().trim_start_matches('#');
+        let by_code: Vec<_> = pending.iter().filter(|(id, _)| knock_code(id) == code).collect();
+        let by_name: Vec<_> = pending.iter().filter(|(_, name)| name.to_lowercase() == word.trim().to_lowercase()).collect();
+        Ok(match (by_code.as_slice(), by_name.as_slice()) {
+            ([(id, _)], _) | ([], [(id, _)]) => KnockMatch::One(KnockId::trusted(id.clone())),
+            ([], []) => KnockMatch::Nobody,
+            (_, named) => KnockMatch::Several(named.iter().chain(&by_code).map(|(id, _)| knock_code(id).to_owned()).collect()),
+        })
     }
 
     /// Admits or denies a knock.

@@ -318,3 +318,47 @@ async fn one_adapter_stops_and_starts_on_its_own() {
     assert_eq!(cards_in(GROUP), 1, "nothing said before the stop is handled twice");
     h.stop().await;
 }
+
+/// Hardening point 7: anyone with the link can knock under any name, so `/admit NAME` never
+/// guesses between two people of one name: it asks for the code the card shows, and the code
+/// admits exactly that request. A name only one person has still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_by_name_never_guesses_between_two_knockers() {
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+    double.say(GROUP, HOST, HOST_NAME, "/call Private");
+    assert!(eventually(WAIT, || async { card(&double, GROUP).is_some() }).await, "a card");
+    let room = card(&double, GROUP).unwrap().2["inline_keyboard"][0][0]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    double.say(GROUP, HOST, HOST_NAME, "/lock");
+    assert!(card_shows(&double, GROUP, "Locked").await);
+    let knock = |name: &'static str| {
+        let r = h.http.post(format!("{}/r/{room}/knock", h.base)).json(&json!({"name": name}));
+        async move {
+            let v: Value = r.send().await.unwrap().json().await.unwrap();
+            (v["knock_id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+        }
+    };
+    let status = |(id, token): &(String, String)| {
+        let r = h.http.get(format!("{}/r/{room}/knocks/{id}", h.base)).query(&[("token", token)]);
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned() }
+    };
+    let impostor = knock("Alice").await;
+    let alice = knock("Alice").await;
+    let code = &alice.0[alice.0.len() - 4..];
+    assert!(card_shows(&double, GROUP, &format!("(#{code})")).await, "the card shows each request's code: {:?}", card(&double, GROUP));
+
+    let replies = || double.messages_in(GROUP).into_iter().map(|(_, m)| m.text).collect::<Vec<_>>().join("\n");
+    double.say(GROUP, HOST, HOST_NAME, "/admit Alice");
+    assert!(eventually(WAIT, || async { replies().contains("More than one person called Alice") }).await, "{}", replies());
+    assert_eq!((status(&impostor).await, status(&alice).await), ("pending".to_owned(), "pending".to_owned()), "nobody was let in on a guess");
+
+    double.say(GROUP, HOST, HOST_NAME, &format!("/admit #{code}"));
+    assert!(eventually(WAIT, || async { status(&alice).await == "admitted" }).await, "the code admits that request");
+    assert_eq!(status(&impostor).await, "pending", "and only that one");
+    // A name only one waiting person has is enough.
+    double.say(GROUP, HOST, HOST_NAME, "/deny alice");
+    assert!(eventually(WAIT, || async { status(&impostor).await == "denied" }).await);
+    h.stop().await;
+}

@@ -15,7 +15,7 @@ pub mod updater;
 
 use crate::room::RoomKind;
 use crate::ids::{KnockId, RoomId};
-use crate::service::{CreateOptions, Credential, KnockDecision, Knocks, Lock, RoomService, ServiceError};
+use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
 use crate::store::{KnockAnswer, PostedCard, StateChange};
 use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, MENU, SendError};
 use pacer::ChatPacer;
@@ -230,21 +230,27 @@ impl Bridge {
                 Err(_) => "This call is no longer available.".into(),
             });
         }
+        let admit = matches!(command, Command::Admit { .. });
         let action = match command {
             Command::Lock => CardAction::Lock,
             Command::Unlock => CardAction::Unlock,
             Command::End => CardAction::End,
-            Command::Admit { name } | Command::Deny { name } if name.is_empty() => {
-                return Some(format!("Say whom: {}admit NAME", self.adapter.command_prefix()));
+            Command::Admit { name: who } | Command::Deny { name: who } if who.is_empty() => {
+                return Some(format!("Say whom: {}admit CODE (as the card shows it)", self.adapter.command_prefix()));
             }
-            Command::Admit { name } => match self.rooms.pending_knock_by_name(&room_id, &name).await {
-                Ok(Some(id)) => CardAction::Admit(id.into()),
-                _ => return Some(format!("Nobody called {name} is waiting to join.")),
-            },
-            Command::Deny { name } => match self.rooms.pending_knock_by_name(&room_id, &name).await {
-                Ok(Some(id)) => CardAction::Deny(id.into()),
-                _ => return Some(format!("Nobody called {name} is waiting to join.")),
-            },
+            Command::Admit { name: who } | Command::Deny { name: who } => {
+                match self.rooms.find_pending_knock(&room_id, &who).await {
+                    Ok(KnockMatch::One(id)) if admit => CardAction::Admit(id.into()),
+                    Ok(KnockMatch::One(id)) => CardAction::Deny(id.into()),
+                    Ok(KnockMatch::Several(codes)) => {
+                        let p = self.adapter.command_prefix();
+                        let verb = if admit { "admit" } else { "deny" };
+                        let codes = codes.iter().map(|c| format!("{p}{verb} #{c}")).collect::<Vec<_>>().join(", ");
+                        return Some(format!("More than one person called {who} is waiting: say which by the code on the card ({codes})."));
+                    }
+                    _ => return Some(format!("Nobody called {who} is waiting to join.")),
+                }
+            }
             Command::Call { .. } | Command::Who | Command::Help => return None,
         };
         // The card shows what changed; a reply would only spend the chat's budget.

@@ -156,15 +156,11 @@ impl Store {
         Ok(KnockAnswer::Answered(name))
     }
 
-    /// The pending knock of a room with this name (chat commands answer knocks by name).
-    pub async fn pending_knock_by_name(&self, room_id: &str, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM knocks WHERE room_id = $1 AND answer IS NULL AND lower(name) = lower($2) \
-             ORDER BY created_at LIMIT 1",
-        )
-        .bind(room_id)
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await?)
+    /// A room's pending requests to join, oldest first: (id, name).
+    pub async fn pending_knocks(&self, room_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, name FROM knocks WHERE room_id = $1 AND answer IS NULL ORDER BY created_at")
+            .bind(room_id)
+            .fetch_all(&self.read)
+            .await?)
     }
 }

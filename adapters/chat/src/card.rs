@@ -29,6 +29,23 @@ pub struct Knock {
     pub name: String,
 }
 
+/// How many characters of a knock id its short code shows.
+pub const KNOCK_CODE_LEN: usize = 4;
+
+impl Knock {
+    /// The short code a card shows beside the name, for `/admit CODE`: the id's last
+    /// characters, which are random (62^4 codes, so two waiting at once almost never share one).
+    pub fn code(&self) -> &str {
+        knock_code(&self.id)
+    }
+}
+
+/// The short code of a knock id (see [`Knock::code`]).
+pub fn knock_code(id: &str) -> &str {
+    let start = id.char_indices().rev().nth(KNOCK_CODE_LEN - 1).map_or(0, |(i, _)| i);
+    &id[start..]
+}
+
 /// One line of the attendance summary of an ended room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Attendance {

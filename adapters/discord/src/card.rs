@@ -81,7 +81,7 @@ pub fn render(card: &Card) -> Value {
             let _ = writeln!(d, "{} joined so far", card.entered);
         }
         if !card.knocks.is_empty() {
-            let names = within_budget(card.knocks.iter().map(|k| e(&k.name)), ", ");
+            let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ");
             let _ = writeln!(d, "\n✋ **Asking to join:** {names}");
         }
     }

@@ -118,9 +118,9 @@ impl Renderer {
             self.line(&format!("{} joined so far", card.entered));
         }
         if !card.knocks.is_empty() {
-            let names = within_budget(card.knocks.iter().map(|k| self.text(&k.name)), ", ", LIST_BUDGET);
+            let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", self.text(&k.name), k.code())), ", ", LIST_BUDGET);
             let heading = self.bold("Asking to join:");
-            let hint = self.text(&format!("({prefix}admit NAME or {prefix}deny NAME)"));
+            let hint = self.text(&format!("({prefix}admit CODE or {prefix}deny CODE; a name works when only one person has it)"));
             self.line(&format!("✋ {heading} {names} {hint}"));
         }
         self.line("");
@@ -168,7 +168,7 @@ mod tests {
         assert!(r.html.contains("Eve &amp; co"));
         assert!(r.html.contains("href=\"http://127.0.0.1:8080/r/abc?x=&quot;1&quot;&amp;y=2\""));
         assert!(!r.html.contains("<script") && !r.html.contains("<img"));
-        assert!(r.html.contains("!admit NAME"));
+        assert!(r.html.contains("!admit CODE") && r.html.contains("Eve &amp; co (#k1)"), "{}", r.html);
         // The plain fallback carries the raw text (it is never interpreted as markup).
         assert!(r.plain.contains("<b>x</b> & 'y'") && r.plain.contains("In the call (2): Ada, <script>"));
         assert!(r.plain.contains("3 joined so far"));

@@ -86,7 +86,7 @@ pub fn render_html(card: &Card) -> String {
         let _ = writeln!(s, "{} joined so far", card.entered);
     }
     if !card.knocks.is_empty() {
-        let names = within_budget(card.knocks.iter().map(|k| e(&k.name)), ", ", 600);
+        let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ", 600);
         let _ = writeln!(s, "\n✋ <b>Asking to join:</b> {names}");
     }
     let _ = write!(s, "\n{}", e(&card.link));
