@@ -140,6 +140,7 @@ fn serve() {
         let mut c = callbridge::config::Config::default();
         c.server.listen = "127.0.0.1:0".parse().unwrap();
         c.server.join_rate_per_minute = 0;
+        c.server.socket_rate_per_minute = 0;
         c.storage.data_dir = dir;
         c.api.token = Some(callbridge::config::Secret::new(API_TOKEN));
         c.rooms.ice_servers = vec![];

@@ -53,6 +53,7 @@ cat >"$work/config.toml" <<EOF
 listen = "127.0.0.1:$port"
 # Fuzz the join gate itself, not its rate limiter.
 join_rate_per_minute = 0
+socket_rate_per_minute = 0
 
 [storage]
 url = "sqlite://$work/fuzz.db"

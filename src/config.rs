@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Join attempts allowed per client address per minute; 0 turns the limit off.
     pub join_rate_per_minute: u32,
+    /// Room socket upgrades allowed per client address per minute; 0 turns the limit off.
+    pub socket_rate_per_minute: u32,
     /// Take the client address from the last `X-Forwarded-For` hop (behind exactly one
     /// reverse proxy that appends it). `trusted_proxies` is the better rule.
     pub trust_forwarded_for: bool,
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("valid default"),
             public_url: None,
             join_rate_per_minute: 30,
+            socket_rate_per_minute: 120,
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             max_body_bytes: 16 * 1024,
@@ -429,6 +432,8 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.server.join_rate_per_minute, d.server.join_rate_per_minute);
+        assert_eq!(c.server.socket_rate_per_minute, d.server.socket_rate_per_minute);
+        assert_eq!(c.server.trusted_proxies, d.server.trusted_proxies);
         assert_eq!(c.rooms.max_participants, d.rooms.max_participants);
         assert_eq!(c.rooms.expire_after, d.rooms.expire_after);
         assert_eq!(c.rooms.presence_grace, d.rooms.presence_grace);

@@ -69,8 +69,8 @@ impl Daemon {
             .await
             .context("cannot open the database")?;
         let live = Live::default();
-        let join_limiter = NonZeroU32::new(config.server.join_rate_per_minute)
-            .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
+        let limiter = |per_minute| NonZeroU32::new(per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
+        let (join_limiter, socket_limiter) = (limiter(config.server.join_rate_per_minute), limiter(config.server.socket_rate_per_minute));
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
         rooms.heartbeat(&node_id).await?;
 
@@ -82,6 +82,7 @@ impl Daemon {
             live: live.clone(),
             node_id: node_id.clone(),
             join_limiter,
+            socket_limiter,
             cancel: sessions_cancel,
             tracker: sessions,
         });
@@ -204,7 +205,7 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
             if let Err(error) = rooms.sweep_expired().await {
                 tracing::warn!(%error, "expiry sweep failed");
             }
-            if let Some(limiter) = &state.join_limiter {
+            for limiter in [&state.join_limiter, &state.socket_limiter].into_iter().flatten() {
                 limiter.retain_recent();
             }
         }

@@ -94,6 +94,7 @@ async fn sigkill_mid_load_loses_nothing(backend: Db) {
             r#"[server]
 listen = "127.0.0.1:{port}"
 join_rate_per_minute = 0
+socket_rate_per_minute = 0
 [storage]
 url = "{url}"
 data_dir = "{dir}"

@@ -162,3 +162,133 @@ async fn two_daemons_on_one_postgres_never_overshoot() {
     std::sync::Arc::into_inner(h2).unwrap().stop().await;
     tdb.drop_db().await;
 }
+
+/// Connects with a tiny receive buffer, as a page on a stalled network would look.
+async fn connect_small(url: &str) -> Ws {
+    let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("socket opens").0
+}
+
+/// Hardening point 3: a page that stops reading while another page keeps signaling to it is
+/// dropped (its sends time out) and marked left after the grace period; the sender stays.
+/// Signals to oneself and past the per-target budget go nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_stops_reading_is_dropped_and_marked_left() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let mut c = config(&tdb);
+    c.rooms.presence_grace = Duration::from_millis(500);
+    let h = Harness::start(c).await;
+    let (id, _) = h.create_room(json!({})).await;
+    let (_, stalled) = h.join(&id, "Stalled", None).await;
+    let (_, talker) = h.join(&id, "Talker", None).await;
+    let stalled_id = stalled["participant_id"].as_str().unwrap().to_owned();
+    let mut s = connect_small(&h.ws_url(&id, stalled["token"].as_str().unwrap())).await;
+    next_of(&mut s, "welcome").await;
+    let mut t = connect(&h.ws_url(&id, talker["token"].as_str().unwrap())).await;
+    next_of(&mut t, "welcome").await;
+    // From here on `s` is never read again.
+    let blob = "x".repeat(15_000);
+    let left = || async {
+        let room = h.room(&id).await;
+        room["participants"].as_array().unwrap().iter().any(|p| p["name"] == "Stalled" && p["left_at"].is_string())
+    };
+    let started = std::time::Instant::now();
+    let mut dropped = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        for _ in 0..10 {
+            let frame = json!({"type": "signal", "to": &stalled_id, "data": {"blob": &blob}}).to_string();
+            t.send(Message::Text(frame.into())).await.expect("the talker is never dropped");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // Drain what the talker is sent (room updates), so only the stalled page stalls.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), t.next()).await {}
+        if left().await {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the stalled page still holds its place after {:?}", started.elapsed());
+    eprintln!("stalled page marked left {:?} after the flood began", started.elapsed());
+    let room = h.room(&id).await;
+    assert_eq!(present(&room), vec!["Talker".to_owned()], "{room}");
+    // A signal to oneself is not echoed.
+    let me = talker["participant_id"].as_str().unwrap();
+    t.send(Message::Text(json!({"type": "signal", "to": me, "data": {"x": 1}}).to_string().into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Some(Ok(Message::Text(text))) = t.next().await
+                && text.contains("\"signal\"")
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(echoed.is_err(), "a page was sent its own signal");
+    drop(s);
+    h.stop().await;
+}
+
+/// Hardening point 4: a flood of room-socket upgrades with made-up tokens gets 401 without
+/// queueing on the store's write connection, so a lock and an end meanwhile answer at once;
+/// and upgrades are limited per client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_socket_upgrades_neither_write_nor_crowd_out_the_host() {
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let h = std::sync::Arc::new(Harness::start(config(&tdb)).await);
+    let (id, host) = h.create_room(json!({})).await;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood: Vec<_> = (0..32)
+        .map(|_| {
+            let (h, id, next) = (h.clone(), id.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut refused = 0;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5000 {
+                    let token = format!("{}{}", callbridge::ids::new_participant_id(), callbridge::ids::new_token());
+                    match tokio_tungstenite::connect_async(h.ws_url(&id, &token)).await {
+                        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401 => refused += 1,
+                        other => panic!("a made-up token was not refused: {:?}", other.map(|_| ())),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let timed = |action: &'static str| {
+        let (h, id, host) = (h.clone(), id.clone(), host.clone());
+        async move {
+            let started = std::time::Instant::now();
+            assert_eq!(h.act(&id, action, &host).await.0, StatusCode::OK, "{action}");
+            started.elapsed()
+        }
+    };
+    let (lock, end) = (timed("lock").await, timed("end").await);
+    let refused: usize = futures::future::join_all(flood).await.into_iter().map(|r| r.unwrap()).sum();
+    eprintln!("lock {lock:?}, end {end:?} during {refused} refused upgrades");
+    assert!(refused >= 5000 - 32, "{refused}");
+    assert!(lock < Duration::from_secs(1) && end < Duration::from_secs(1), "lock {lock:?}, end {end:?}");
+    std::sync::Arc::try_unwrap(h).ok().expect("the flood is over").stop().await;
+
+    // With the per-address limit on: the sixth upgrade in a minute is refused before any check.
+    let tdb = TestDb::new(Db::Sqlite).await;
+    let mut c = config(&tdb);
+    c.server.socket_rate_per_minute = 5;
+    let h = Harness::start(c).await;
+    let (id, _) = h.create_room(json!({})).await;
+    let statuses: Vec<u16> = futures::future::join_all((0..6).map(|_| {
+        let url = h.ws_url(&id, "made-up");
+        async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                _ => 101,
+            }
+        }
+    }))
+    .await;
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    h.stop().await;
+}

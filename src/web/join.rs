@@ -1,6 +1,6 @@
 //! The join gate: `POST /r/{id}/join`, knocking, and the knock status a waiting page polls.
 
-use super::AppState;
+use super::{AppState, RateLimiter};
 use super::error::{ApiError, ErrorBody};
 use super::json_object::ApiJson;
 use crate::ids::{KnockId, RoomId};
@@ -84,15 +84,29 @@ impl FromRequestParts<AppState> for WithinJoinRate {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(limiter) = &state.join_limiter else { return Ok(WithinJoinRate) };
-        let server = &state.rooms.config().server;
-        let Some(ip) = super::client_addr::client_ip(parts, &server.trusted_proxies, server.trust_forwarded_for) else {
-            return Ok(WithinJoinRate);
-        };
-        limiter.check_key(&super::client_addr::rate_key(ip)).map(|_| WithinJoinRate).map_err(|_| {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many join attempts; wait a minute")
-        })
+        within_rate(state.join_limiter.as_deref(), parts, state, "too many join attempts; wait a minute").map(|_| WithinJoinRate)
     }
+}
+
+/// The per-address limit of room socket upgrades, as an extractor (see [`WithinJoinRate`]).
+pub struct WithinSocketRate;
+
+impl FromRequestParts<AppState> for WithinSocketRate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        within_rate(state.socket_limiter.as_deref(), parts, state, "too many connection attempts; wait a minute").map(|_| WithinSocketRate)
+    }
+}
+
+/// Spends one of the client's attempts on `limiter` (none: no limit); 429 when none is left.
+fn within_rate(limiter: Option<&RateLimiter>, parts: &Parts, state: &AppState, message: &'static str) -> Result<(), ApiError> {
+    let Some(limiter) = limiter else { return Ok(()) };
+    let server = &state.rooms.config().server;
+    let Some(ip) = super::client_addr::client_ip(parts, &server.trusted_proxies, server.trust_forwarded_for) else { return Ok(()) };
+    limiter
+        .check_key(&super::client_addr::rate_key(ip))
+        .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message))
 }
 
 /// Enter a room.

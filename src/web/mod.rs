@@ -47,6 +47,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// A rate limiter keyed by client (see `client_addr::rate_key`).
+pub type RateLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
 /// The contents of [`AppState`].
 pub struct Shared {
     pub rooms: RoomService,
@@ -54,7 +57,9 @@ pub struct Shared {
     /// This daemon's id in the `nodes` table.
     pub node_id: Arc<str>,
     /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.
-    pub join_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    pub join_limiter: Option<Arc<RateLimiter>>,
+    /// Per-address limiter of room socket upgrades; `None` when `socket_rate_per_minute = 0`.
+    pub socket_limiter: Option<Arc<RateLimiter>>,
     /// Fires on shutdown: sockets say goodbye, grace timers stop.
     pub cancel: CancellationToken,
     /// Owns every socket session and timer, so shutdown can wait for them.

@@ -16,12 +16,20 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Largest frame a page may send (SDP offers are a few KiB).
-const MAX_FRAME: usize = 64 * 1024;
-/// Frames a page may send per second before it is disconnected as a flood.
+/// Largest frame a page may send: signaling only (an SDP offer with its candidates is a few
+/// KiB); media never passes here.
+const MAX_FRAME: usize = 16 * 1024;
+/// Frames of any kind a page may send per second before it is disconnected as a flood.
 const MAX_FRAMES_PER_SECOND: u32 = 200;
-/// Keeps idle connections open through proxies.
+/// Signaling frames a page may send to one other page per second; more are dropped.
+const MAX_SIGNALS_PER_TARGET_PER_SECOND: u32 = 50;
+/// Keeps idle connections open through proxies, and finds pages that stopped answering.
 const PING_EVERY: Duration = Duration::from_secs(25);
+/// A page that sent nothing (not even a pong) for this long is gone.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// How long one frame may take to go out before the page counts as stalled and is dropped:
+/// a page that stops reading would otherwise hold its session, its place and its queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -35,16 +43,19 @@ pub async fn ws(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<WsQuery>,
+    _: super::join::WithinSocketRate,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let unauthorized = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", "not an admitted participant of this room");
     let Some(id) = RoomId::parse(&id) else { return Err(unauthorized()) };
+    // Checked on a reader first: a flood of made-up tokens never queues for the one
+    // connection SQLite writes on, where locks, ends and admissions wait.
+    if !state.rooms.is_participant(&id, &q.token).await? {
+        return Err(unauthorized());
+    }
     let upgrade = match upgrade {
         Ok(u) => u,
-        Err(rejection) => {
-            let known = state.rooms.is_participant(&id, &q.token).await?;
-            return if known { Ok(rejection.into_response()) } else { Err(unauthorized()) };
-        }
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let Some(who) = state.rooms.page_opened(&id, &q.token, &state.node_id).await? else { return Err(unauthorized()) };
     let host = match &q.host {
@@ -72,11 +83,13 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
 
     let welcome = welcome(&state, &room, &pid, &name, host, &peers).await;
     state.live.broadcast(&room, Some(&pid), Outbound::Text(ToPage::PeerJoined { peer: PeerRef { id: &pid, name: &name } }.frame()));
-    let mut open = sink.send(Message::Text(welcome)).await.is_ok();
+    let mut open = send(&mut sink, Message::Text(welcome)).await;
 
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
     let (mut window, mut frames) = (Instant::now(), 0u32);
+    let mut last_heard = Instant::now();
+    let mut signals = SignalBudget::default();
     while open {
         tokio::select! {
             _ = state.cancel.cancelled() => {
@@ -84,30 +97,39 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
                 break;
             }
             out = rx.recv() => match out {
-                Some(Outbound::Text(text)) => open = sink.send(Message::Text(text)).await.is_ok(),
+                Some(Outbound::Text(text)) => open = send(&mut sink, Message::Text(text)).await,
                 Some(Outbound::Close(reason)) => {
                     let _ = close(&mut sink, reason).await;
                     break;
                 }
                 None => break,
             },
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    if window.elapsed() >= Duration::from_secs(1) {
-                        (window, frames) = (Instant::now(), 0);
-                    }
-                    frames += 1;
-                    if frames > MAX_FRAMES_PER_SECOND {
-                        tracing::warn!(room_id = %room, participant_id = %pid, "signaling flood; disconnecting");
-                        let _ = close(&mut sink, "flood").await;
-                        break;
-                    }
-                    relay(&state, &room, &pid, &text);
+            incoming = stream.next() => {
+                let Some(Ok(message)) = incoming else { break };
+                last_heard = Instant::now();
+                // Every frame counts against the flood limit, whatever its kind.
+                if window.elapsed() >= Duration::from_secs(1) {
+                    (window, frames) = (Instant::now(), 0);
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                frames += 1;
+                if frames > MAX_FRAMES_PER_SECOND {
+                    tracing::warn!(room_id = %room, participant_id = %pid, "frame flood; disconnecting");
+                    let _ = close(&mut sink, "flood").await;
+                    break;
+                }
+                match message {
+                    Message::Text(text) => relay(&state, &room, &pid, &text, &mut signals),
+                    Message::Close(_) => break,
+                    Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+                }
             },
-            _ = ping.tick() => open = sink.send(Message::Ping(Default::default())).await.is_ok(),
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    tracing::info!(room_id = %room, participant_id = %pid, "room page silent; dropping it");
+                    break;
+                }
+                open = send(&mut sink, Message::Ping(Default::default())).await;
+            }
         }
     }
 
@@ -156,11 +178,39 @@ async fn welcome(state: &AppState, room: &RoomId, pid: &str, name: &str, host: b
     .frame()
 }
 
-/// Handles one frame from a page: signaling to one peer, or its media state to all.
-fn relay(state: &AppState, room: &RoomId, from: &str, text: &str) {
+/// Sends one frame, within [`SEND_TIMEOUT`]; `false` when the page is gone or stalled.
+async fn send(sink: &mut futures::stream::SplitSink<WebSocket, Message>, message: Message) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await, Ok(Ok(())))
+}
+
+/// Signaling frames sent to each other page in the current second.
+#[derive(Default)]
+struct SignalBudget {
+    window: Option<Instant>,
+    sent: std::collections::HashMap<String, u32>,
+}
+
+impl SignalBudget {
+    /// Whether one more frame to `to` fits this second's budget.
+    fn allows(&mut self, to: &str) -> bool {
+        if self.window.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {
+            self.window = Some(Instant::now());
+            self.sent.clear();
+        }
+        let sent = self.sent.entry(to.to_owned()).or_default();
+        *sent += 1;
+        *sent <= MAX_SIGNALS_PER_TARGET_PER_SECOND
+    }
+}
+
+/// Handles one frame from a page: signaling to one other peer (never to itself, within a
+/// budget per target), or its media state to all.
+fn relay(state: &AppState, room: &RoomId, from: &str, text: &str, signals: &mut SignalBudget) {
     match serde_json::from_str::<FromPage>(text) {
         Ok(FromPage::Signal { to, data }) => {
-            state.live.send_to(room, &to, Outbound::Text(ToPage::Signal { from, data: &data }.frame()));
+            if to != from && signals.allows(&to) {
+                state.live.send_to(room, &to, Outbound::Text(ToPage::Signal { from, data: &data }.frame()));
+            }
         }
         Ok(FromPage::Media { audio, video, screen }) => {
             let out = ToPage::PeerMedia { id: from, audio, video, screen }.frame();
@@ -170,7 +220,7 @@ fn relay(state: &AppState, room: &RoomId, from: &str, text: &str) {
     }
 }
 
-async fn close(sink: &mut futures::stream::SplitSink<WebSocket, Message>, reason: &'static str) -> Result<(), axum::Error> {
-    sink.send(Message::Text(ToPage::Closed { reason }.frame())).await?;
-    sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: reason.into() }))).await
+async fn close(sink: &mut futures::stream::SplitSink<WebSocket, Message>, reason: &'static str) -> bool {
+    send(sink, Message::Text(ToPage::Closed { reason }.frame())).await
+        && send(sink, Message::Close(Some(CloseFrame { code: 1000, reason: reason.into() }))).await
 }

@@ -45,7 +45,7 @@ before(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   writeFileSync(join(dir, 'config.toml'), [
-    '[server]', `listen = "127.0.0.1:${port}"`, 'join_rate_per_minute = 0',
+    '[server]', `listen = "127.0.0.1:${port}"`, 'join_rate_per_minute = 0', 'socket_rate_per_minute = 0',
     '[storage]', `data_dir = "${dir}"`,
     '[rooms]', 'presence_grace = "2s"', 'ice_servers = []',
     '[api]', `token = "${API_TOKEN}"`, '',

@@ -65,6 +65,7 @@ pub fn config(db: &TestDb) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.server.join_rate_per_minute = 0;
+    c.server.socket_rate_per_minute = 0;
     c.storage.url = Some(Secret::new(db.url.clone()));
     c.storage.data_dir = db.dir.path().to_owned();
     c.rooms.ice_servers = vec![];
