@@ -139,6 +139,10 @@ pub struct RoomsConfig {
     pub connect_timeout: Duration,
     /// STUN/TURN servers for browsers.
     pub ice_servers: Vec<IceServer>,
+    /// Calls one chat user may start per hour (`/call`); 0 turns the limit off.
+    pub calls_per_user_per_hour: u32,
+    /// Calls that may be started in one chat per hour; 0 turns the limit off.
+    pub calls_per_chat_per_hour: u32,
 }
 impl Default for RoomsConfig {
     fn default() -> Self {
@@ -154,6 +158,8 @@ impl Default for RoomsConfig {
                 username: None,
                 credential: None,
             }],
+            calls_per_user_per_hour: 20,
+            calls_per_chat_per_hour: 60,
         }
     }
 }
@@ -440,6 +446,7 @@ mod tests {
         assert_eq!(c.rooms.knock, d.rooms.knock);
         assert_eq!(c.rooms.default_kind, d.rooms.default_kind);
         assert_eq!(c.rooms.ice_servers, d.rooms.ice_servers);
+        assert_eq!((c.rooms.calls_per_user_per_hour, c.rooms.calls_per_chat_per_hour), (d.rooms.calls_per_user_per_hour, d.rooms.calls_per_chat_per_hour));
         assert_eq!(c.storage.data_dir, d.storage.data_dir);
         assert!(c.adapters.is_empty(), "the example keeps every adapter commented out");
         // Each adapter crate checks its own commented section against its defaults.

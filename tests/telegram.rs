@@ -362,3 +362,38 @@ async fn admit_by_name_never_guesses_between_two_knockers() {
     assert!(eventually(WAIT, || async { status(&impostor).await == "denied" }).await);
     h.stop().await;
 }
+
+/// Hardening point 1: one chat flooding the bot (300 `/who` in a private chat, whose replies
+/// Telegram allows at 20 a minute) stalls no other chat: a `/call` in a group gets its card at
+/// once, the flooded chat never gets more than its budget, and `/call` has a quota per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_chat_never_stalls_another() {
+    let double = BotApiDouble::start().await;
+    double.start_bot(HOST);
+    double.start_bot(OTHER);
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut c = telegram_config(&db, &double);
+    c.rooms.calls_per_user_per_hour = 2;
+    let h = Harness::start(c).await;
+    assert!(eventually(WAIT, || async { !double.calls_of("setMyCommands").is_empty() }).await, "the bot is up");
+    for _ in 0..300 {
+        double.say(OTHER, OTHER, "Mallory", "/who");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    double.say(GROUP, HOST, HOST_NAME, "/call Urgent");
+    assert!(eventually(Duration::from_secs(5), || async { card(&double, GROUP).is_some() }).await, "the group's card waited behind the flood");
+    eprintln!("card posted {:?} after /call, with 300 /who queued in another chat", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(double.rate_limited(), 0, "a chat got more than its budget");
+    let answered = double.messages_in(OTHER).len();
+    assert!((1..=20).contains(&answered), "the flooded chat got {answered} replies in under a minute");
+    // The quota: a third /call within the hour by one user is refused.
+    double.say(GROUP, HOST, HOST_NAME, "/call Second");
+    double.say(GROUP, HOST, HOST_NAME, "/call Third");
+    let texts = || double.messages_in(GROUP).into_iter().map(|(_, m)| m.text).collect::<Vec<_>>().join("\n");
+    assert!(eventually(WAIT, || async { texts().contains("Many calls were started here lately") }).await, "{}", texts());
+    let cards = double.messages_in(GROUP).into_iter().filter(|(_, m)| m.reply_markup.to_string().contains("\"url\"")).count();
+    assert_eq!(cards, 2, "two calls, not three");
+    h.stop().await;
+}

@@ -17,7 +17,8 @@ use crate::room::RoomKind;
 use crate::ids::{KnockId, RoomId};
 use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
 use crate::store::{KnockAnswer, PostedCard, StateChange};
-use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, MENU, SendError};
+use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, MENU, SendError, UserRef};
+use std::collections::HashMap;
 use pacer::ChatPacer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +58,19 @@ pub fn start(
             updater.run(events).await;
         }
     });
-    let bridge = Bridge { rooms, adapter, pacer, updater };
+    let calls = CallQuota::new(&rooms.config().rooms);
+    let bridge = Arc::new(Bridge { rooms, adapter, pacer, updater, calls, tracker: tracker.clone() });
     tracker.spawn(bridge.run(inbox, cancel));
 }
+
+/// Events waiting in one chat. A chat that sends faster than the bot may answer there fills
+/// it, and its further events are dropped: never queued without bound, never in the way of
+/// another chat.
+const CHAT_QUEUE: usize = 16;
+/// A chat's worker ends after this long without an event (a new one starts on the next).
+const CHAT_IDLE: Duration = Duration::from_secs(60);
+/// How often the dispatcher forgets the workers that ended.
+const FORGET_ENDED_EVERY: usize = 64;
 
 /// The command side of the bridge.
 struct Bridge {
@@ -67,19 +78,89 @@ struct Bridge {
     adapter: Arc<dyn ChatAdapter>,
     pacer: Arc<ChatPacer>,
     updater: CardUpdater,
+    calls: CallQuota,
+    /// Owns the per-chat workers, so stopping the adapter waits for them.
+    tracker: TaskTracker,
+}
+
+/// How many calls one user, and one chat, may start per hour (`[rooms]`).
+struct CallQuota {
+    per_user: Option<governor::DefaultKeyedRateLimiter<String>>,
+    per_chat: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl CallQuota {
+    fn new(rooms: &crate::config::RoomsConfig) -> CallQuota {
+        let limiter = |n: u32| std::num::NonZeroU32::new(n).map(|n| governor::RateLimiter::keyed(governor::Quota::per_hour(n)));
+        CallQuota { per_user: limiter(rooms.calls_per_user_per_hour), per_chat: limiter(rooms.calls_per_chat_per_hour) }
+    }
+
+    /// Spends one call of `user` and of `chat`; `false` when either has none left.
+    fn allows(&self, user: &UserRef, chat: &ChatRef) -> bool {
+        let spend = |limiter: &Option<governor::DefaultKeyedRateLimiter<String>>, key: &str| {
+            limiter.as_ref().is_none_or(|l| l.check_key(&key.to_owned()).is_ok())
+        };
+        spend(&self.per_user, user.as_str()) && spend(&self.per_chat, chat.as_str())
+    }
 }
 
 /// Why a host action was refused, or what it did.
 type Outcome = Result<String, String>;
 
 impl Bridge {
-    async fn run(self, mut inbox: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
+    /// Hands each event to its chat's worker: chats proceed side by side, and within a chat in
+    /// order (a `/lock` right after a `/call` must see the new room).
+    async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
+        let mut chats: HashMap<ChatRef, mpsc::Sender<ChatEvent>> = HashMap::new();
+        let mut seen = 0usize;
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
                 e = inbox.recv() => match e { Some(e) => e, None => return },
             };
-            // In order: a `/lock` right after a `/call` must see the new room.
+            seen += 1;
+            if seen.is_multiple_of(FORGET_ENDED_EVERY) {
+                chats.retain(|_, worker| !worker.is_closed());
+            }
+            let chat = event.chat().clone();
+            let mut event = Some(event);
+            while let Some(e) = event.take() {
+                let worker = chats.entry(chat.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(CHAT_QUEUE);
+                    self.tracker.spawn(self.clone().chat_worker(rx, cancel.clone()));
+                    tx
+                });
+                match worker.try_send(e) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!(chat = %chat, "a chat outpaces its budget; an event is dropped"),
+                    // That worker just ended for idleness: start another.
+                    Err(mpsc::error::TrySendError::Closed(e)) => {
+                        chats.remove(&chat);
+                        event = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one chat's events in order; ends after [`CHAT_IDLE`] without one, handling
+    /// whatever arrived meanwhile first.
+    async fn chat_worker(self: Arc<Self>, mut events: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = tokio::time::timeout(CHAT_IDLE, events.recv()) => match e {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return,
+                    Err(_) => {
+                        events.close();
+                        match events.try_recv() {
+                            Ok(e) => e,
+                            Err(_) => return,
+                        }
+                    }
+                },
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.handle(event) => {}
@@ -127,6 +208,10 @@ impl Bridge {
                     Ok(done) => (done.as_str(), false),
                     Err(why) => (why.as_str(), true),
                 };
+                // Where an answer is a message in the chat, it spends the chat's budget too.
+                if alert && self.adapter.alerts_in_chat() {
+                    self.pacer.wait_turn(&chat).await;
+                }
                 if let Err(error) = self.adapter.answer_action(&ack, Some(text), alert).await {
                     tracing::warn!(%error, "cannot answer a button press");
                 }
@@ -136,6 +221,9 @@ impl Bridge {
 
     /// `/call`: mint a room, post its card, hand the host their link.
     async fn call(&self, chat: &ChatRef, actor: &Actor, kind: Option<Kind>, title: Option<String>, private: bool) -> Option<String> {
+        if !self.calls.allows(&actor.user, chat) {
+            return Some("Many calls were started here lately; try again in a while.".into());
+        }
         let opts = CreateOptions {
             title: title.map(|t| t.chars().take(crate::room::MAX_TITLE_CHARS).collect()),
             kind: kind.map(|k| match k {

@@ -110,6 +110,13 @@ pub trait ChatAdapter: Send + Sync + 'static {
         Box::pin(async { Err(SendError::Unsupported) })
     }
 
+    /// Whether [`answer_action`](Self::answer_action) says an alert in the chat itself (where
+    /// the platform has no private answer to a button): the core then paces it with the chat's
+    /// other messages.
+    fn alerts_in_chat(&self) -> bool {
+        false
+    }
+
     /// Answers a button press: `text` is shown to the presser only; `alert` asks for something
     /// the presser must see (a dialog on Telegram, a private message on Discord) rather than a
     /// passing notice. Refusals and personal links are alerts.

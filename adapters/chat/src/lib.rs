@@ -70,6 +70,15 @@ pub struct Actor {
     pub is_admin: bool,
 }
 
+impl ChatEvent {
+    /// The chat it happened in.
+    pub fn chat(&self) -> &ChatRef {
+        match self {
+            ChatEvent::Command { chat, .. } | ChatEvent::Action { chat, .. } => chat,
+        }
+    }
+}
+
 /// Something a chat user did that the core must decide on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEvent {

@@ -413,6 +413,11 @@ impl ChatAdapter for MatrixAdapter {
         Some(ChatRef(user.0.clone()))
     }
 
+    fn alerts_in_chat(&self) -> bool {
+        // A reaction has no private answer: refusals are notices in the room.
+        true
+    }
+
     fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             // A reaction has no private answer: a refusal is said in the room, a success shows
