@@ -6,7 +6,7 @@
  *                personal link's #as=… into cb:as:{id} (it fixes the name to the chat's).
  *   3. Preview   camera/mic preview and toggles; the choice goes to sessionStorage cb:media:{id}.
  *   4. Join      POST /r/{id}/join (with any stored token), then on to /r/{id}/room.
- *   5. Knock     POST /r/{id}/knock, poll GET /r/{id}/knocks/{kid} every 2 s.
+ *   5. Knock     POST /r/{id}/knock, poll GET /r/{id}/knocks/{kid} every 2 s (token in Authorization).
  *   6. Host      lock / unlock / end and the knock queue; polls GET /api/v1/rooms/{id}.
  *   7. States    what the page shows for open / locked / full and the final states.
  *
@@ -256,7 +256,7 @@
     const poll = async () => {
       let next = 2000;
       try {
-        const res = await fetch(`/r/${roomId}/knocks/${encodeURIComponent(k.id)}?token=${encodeURIComponent(k.token)}`);
+        const res = await fetch(`/r/${roomId}/knocks/${encodeURIComponent(k.id)}`, { headers: { Authorization: `Bearer ${k.token}` } });
         const body = await res.json().catch(() => ({}));
         if (res.ok && body.status === 'admitted') {
           session.del(key('knock'));

@@ -7,7 +7,7 @@
  *   3. Tiles      one tile per person (video + avatar + name); remote audio in <audio>.
  *   4. Peers      one RTCPeerConnection per peer, "perfect negotiation" (polite = lower id).
  *                 The newcomer offers to everyone in `welcome`; the others answer.
- *   5. Socket     GET /r/{id}/ws: welcome / peer-joined / peer-left / signal / peer-media /
+ *   5. Socket     GET /r/{id}/ws (tokens as subprotocols `token.…`, `host.…`): welcome / peer-joined / peer-left / signal / peer-media /
  *                 room / closed; reconnects with backoff 1 s, 2 s, 4 s … 10 s; if the
  *                 upgrade is refused, re-joins once with the stored token.
  *   6. People     the live list of who is in, and the host panel (lock, end, remove, knocks).
@@ -443,9 +443,9 @@
     clearTimeout(reconnectTimer);
     if (finished) return;
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    let url = `${proto}//${location.host}/r/${roomId}/ws?token=${encodeURIComponent(token)}`;
-    if (hostToken) url += `&host=${encodeURIComponent(hostToken)}`;
-    const sock = new WebSocket(url);
+    // Credentials ride as subprotocols, never in the URL: proxies log URLs.
+    const protocols = ['callbridge', `token.${token}`].concat(hostToken ? [`host.${hostToken}`] : []);
+    const sock = new WebSocket(`${proto}//${location.host}/r/${roomId}/ws`, protocols);
     let opened = false;
     ws = sock;
     sock.onopen = () => { opened = true; };

@@ -61,6 +61,13 @@ if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.package-
 fi
 log "chromium: $(chromium --version 2>/dev/null | head -1)"
 
+# --- coturn (the TURN server the TURN credential tests run; each test starts its own) -------
+if ! command -v turnserver >/dev/null || ! command -v turnutils_uclient >/dev/null; then
+  log "installing Debian's coturn"
+  apt_install coturn
+fi
+log "coturn: $(turnserver --version 2>/dev/null | head -1)"
+
 # --- Synapse (Matrix homeserver; each test starts its own, see tests/support/synapse.rs) ------
 synapse_version=1.163.2
 synapse_venv="${CALLBRIDGE_PEERS:-$HOME/.cache/callbridge-peers}/synapse"

@@ -26,6 +26,7 @@ use std::time::Duration;
 pub const ENV_SECRETS: &[(&str, &str)] = &[
     ("CALLBRIDGE_API_TOKEN", "[api] token"),
     ("CALLBRIDGE_STORAGE_URL", "[storage] url (may carry a database password)"),
+    ("CALLBRIDGE_TURN_SECRET", "[rooms.turn] secret"),
 ];
 
 /// Errors loading or validating the configuration. Messages name the file, line and key.
@@ -119,6 +120,24 @@ pub struct IceServer {
     pub credential: Option<Secret>,
 }
 
+/// `[rooms.turn]`: a TURN server sharing a secret with the bridge (TURN REST credentials).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:host:port?transport=udp` (and `turns:`) URLs of the server.
+    pub urls: Vec<String>,
+    /// The server's `static-auth-secret` (or `CALLBRIDGE_TURN_SECRET`).
+    #[serde(default)]
+    pub secret: Secret,
+    /// How long one participant's credentials work (a page that reconnects gets new ones).
+    #[serde(with = "human_duration", default = "default_turn_ttl")]
+    pub ttl: Duration,
+}
+
+fn default_turn_ttl() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoomsConfig {
@@ -139,6 +158,10 @@ pub struct RoomsConfig {
     pub connect_timeout: Duration,
     /// STUN/TURN servers for browsers.
     pub ice_servers: Vec<IceServer>,
+    /// A TURN server that takes expiring credentials (coturn's `use-auth-secret`): each
+    /// admitted participant gets their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<TurnConfig>,
     /// Calls one chat user may start per hour (`/call`); 0 turns the limit off.
     pub calls_per_user_per_hour: u32,
     /// Calls that may be started in one chat per hour; 0 turns the limit off.
@@ -158,6 +181,7 @@ impl Default for RoomsConfig {
                 username: None,
                 credential: None,
             }],
+            turn: None,
             calls_per_user_per_hour: 20,
             calls_per_chat_per_hour: 60,
         }
@@ -274,6 +298,10 @@ impl Config {
         if let Some(v) = get("CALLBRIDGE_STORAGE_URL").filter(|v| !v.is_empty()) {
             self.storage.url = Some(Secret::new(v));
         }
+        // The TURN secret needs its section's URLs: it never turns TURN on alone.
+        if let (Some(turn), Some(v)) = (self.rooms.turn.as_mut(), get("CALLBRIDGE_TURN_SECRET").filter(|v| !v.is_empty())) {
+            turn.secret = Secret::new(v);
+        }
     }
 
     /// Checks every value, the adapters' too; the error names the key.
@@ -295,6 +323,17 @@ impl Config {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid("storage.url", "must start with sqlite:// or postgres://".into()));
         }
+        if let Some(turn) = &self.rooms.turn {
+            if turn.urls.is_empty() || turn.urls.iter().any(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+                return Err(invalid("rooms.turn.urls", "must be turn: or turns: URLs".into()));
+            }
+            if turn.secret.is_blank() {
+                return Err(invalid("rooms.turn.secret", "is required (or set CALLBRIDGE_TURN_SECRET)".into()));
+            }
+            if turn.ttl < Duration::from_secs(1) {
+                return Err(invalid("rooms.turn.ttl", "must be at least 1s".into()));
+            }
+        }
         for s in &self.rooms.ice_servers {
             if s.urls.iter().any(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
                 return Err(invalid("rooms.ice_servers", "urls must start with stun:, turn: or turns:".into()));
@@ -314,7 +353,9 @@ impl Config {
 
     /// Every configured secret, to keep out of logs.
     pub fn secrets(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.api.token.iter().map(|s| s.expose().to_owned()).collect();
+        // Every `Secret` of the core's sections (API token, storage URL, TURN secret and
+        // credentials), then each adapter's.
+        let mut all = callbridge_chat::settings::secrets_in(self);
         all.extend(self.adapters.iter().flat_map(|a| a.secrets()));
         // A database URL's password on its own, too.
         if let Some(password) = self.storage.url.as_ref().and_then(|u| url::Url::parse(u.expose()).ok()).and_then(|u| u.password().map(str::to_owned)) {

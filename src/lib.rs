@@ -15,6 +15,7 @@
 //! * [`bridge`] — chat commands → `RoomService` → join cards; the `CardUpdater` keeps them current.
 //! * [`live`] — connected room pages on this node: signaling relay and live updates;
 //!   [`signaling`] — the room socket's messages, typed.
+//! * [`turn`] — TURN credentials that expire, for admitted participants only.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
 //!   [`logging`] — logs with every configured secret masked; [`private_files`] — the data
@@ -35,4 +36,5 @@ pub mod room;
 pub mod service;
 pub mod signaling;
 pub mod store;
+pub mod turn;
 pub mod web;

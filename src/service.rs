@@ -212,6 +212,11 @@ impl RoomService {
         }
     }
 
+    /// The time by the daemon's clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.store.clock().now_ms()
+    }
+
     /// Whether `token` is the API token (compared in constant time).
     pub fn is_api_token(&self, token: &str) -> bool {
         secret_eq(token, self.api_token.expose())

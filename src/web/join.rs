@@ -73,7 +73,7 @@ pub struct KnockStatus {
 
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
-    pub token: String,
+    pub token: Option<String>,
 }
 
 /// The per-address join rate limit, as an extractor: it runs before the body is read, and
@@ -190,22 +190,27 @@ pub async fn knock(
 
 /// Where a request to join stands.
 #[utoipa::path(get, path = "/r/{id}/knocks/{knock_id}", tag = "rooms",
-    params(("id" = String, Path), ("knock_id" = String, Path), ("token" = String, Query, description = "The knock token")),
+    params(("id" = String, Path), ("knock_id" = String, Path),
+        ("token" = Option<String>, Query, description = "The knock token, for scripts; the join page sends it as `Authorization: Bearer`, which stays out of access logs")),
     responses(
         (status = 200, body = KnockStatus),
-        (status = 400, description = "invalid_request: no `token`", body = ErrorBody),
+        (status = 400, description = "invalid_request: no token", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
 pub async fn knock_status(
     State(state): State<AppState>,
     Path((id, knock_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<KnockStatus>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let token = super::auth::bearer(&headers).map(str::to_owned).or(q.token).ok_or_else(|| {
+        ApiError::bad_request("invalid_request", "no token: send the knock token as Authorization: Bearer")
+    })?;
     let (Some(id), Some(knock_id)) = (RoomId::parse(&id), KnockId::parse(&knock_id)) else {
         return Err(ApiError::refused(Refusal::NotFound));
     };
-    match state.rooms.knock_status(&id, &knock_id, &q.token).await? {
+    match state.rooms.knock_status(&id, &knock_id, &token).await? {
         Some(status) => Ok(Json(KnockStatus { status })),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request")),
     }

@@ -10,6 +10,7 @@ use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
 use crate::store::PresenceChange;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -31,33 +32,67 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// a page that stops reading would otherwise hold its session, its place and its queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Deserialize)]
+/// The room page's credentials in the query string: still taken from scripts, but the page
+/// itself sends them as WebSocket subprotocols (see [`Credentials`]), so they stay out of
+/// every access log.
+#[derive(Debug, Default, Deserialize)]
 pub struct WsQuery {
-    pub token: String,
+    pub token: Option<String>,
     /// The host token, for host views (knocks in room updates).
     pub host: Option<String>,
+}
+
+/// The subprotocol the room page speaks; the bridge answers with it.
+const PROTOCOL: &str = "callbridge";
+
+/// Who opens a room socket: the participant token, and the host token for a host view. The
+/// room page offers them as subprotocols beside [`PROTOCOL`] (`token.…`, `host.…`, in the
+/// `Sec-WebSocket-Protocol` header: tokens are letters and digits, as subprotocols must be),
+/// which no proxy writes to its access log, unlike a query string.
+#[derive(Debug, Default)]
+struct Credentials {
+    token: Option<String>,
+    host: Option<String>,
+}
+
+impl Credentials {
+    fn of(headers: &HeaderMap, query: WsQuery) -> Credentials {
+        let offered = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+        let mut found = Credentials::default();
+        for protocol in offered.map(str::trim) {
+            if let Some(token) = protocol.strip_prefix("token.") {
+                found.token = Some(token.to_owned());
+            } else if let Some(host) = protocol.strip_prefix("host.") {
+                found.host = Some(host.to_owned());
+            }
+        }
+        Credentials { token: found.token.or(query.token), host: found.host.or(query.host) }
+    }
 }
 
 /// Upgrades an admitted participant's request; 401 for anyone else.
 pub async fn ws(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<WsQuery>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
     _: super::join::WithinSocketRate,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let unauthorized = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", "not an admitted participant of this room");
     let Some(id) = RoomId::parse(&id) else { return Err(unauthorized()) };
+    let q = Credentials::of(&headers, query.map(|Query(q)| q).unwrap_or_default());
+    let Some(token) = q.token.as_deref() else { return Err(unauthorized()) };
     // Checked on a reader first: a flood of made-up tokens never queues for the one
     // connection SQLite writes on, where locks, ends and admissions wait.
-    if !state.rooms.is_participant(&id, &q.token).await? {
+    if !state.rooms.is_participant(&id, token).await? {
         return Err(unauthorized());
     }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    let Some(who) = state.rooms.page_opened(&id, &q.token, &state.node_id).await? else { return Err(unauthorized()) };
+    let Some(who) = state.rooms.page_opened(&id, token, &state.node_id).await? else { return Err(unauthorized()) };
     let host = match &q.host {
         Some(token) => state.rooms.authorize(&id, Credential::Token(token)).await?.is_host(),
         None => false,
@@ -71,6 +106,7 @@ pub async fn ws(
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_FRAME)
+        .protocols([PROTOCOL])
         .on_upgrade(move |socket| tracker.track_future(session(state, id, who, host, socket))))
 }
 
@@ -160,14 +196,15 @@ fn start_grace(state: AppState, room: RoomId, pid: ParticipantId) {
 async fn welcome(state: &AppState, room: &RoomId, pid: &str, name: &str, host: bool, peers: &[PeerInfo]) -> axum::extract::ws::Utf8Bytes {
     let knocks = if host { Knocks::Shown } else { Knocks::Hidden };
     let view = state.rooms.view(room, knocks).await.ok();
-    // Browsers need TURN credentials in clear; only admitted participants ever get them.
-    let ice_servers = state
-        .rooms
-        .config()
-        .rooms
+    // Browsers need TURN credentials in clear; only admitted participants ever get them, and
+    // with `[rooms.turn]` their own, which expire.
+    let rooms = &state.rooms.config().rooms;
+    let turn = rooms.turn.as_ref().map(|t| (t, crate::turn::credentials(t, pid, state.rooms.now_ms())));
+    let ice_servers = rooms
         .ice_servers
         .iter()
         .map(|s| IceServerRef { urls: &s.urls, username: s.username.as_deref(), credential: s.credential.as_ref().map(|c| c.expose()) })
+        .chain(turn.as_ref().map(|(t, c)| IceServerRef { urls: &t.urls, username: Some(&c.username), credential: Some(&c.credential) }))
         .collect();
     ToPage::Welcome {
         me: Me { id: pid, name, host },

@@ -18,7 +18,8 @@ const BIN = process.env.CALLBRIDGE_BIN;
 const ARTIFACTS = process.env.CALLBRIDGE_ARTIFACTS ?? 'test-artifacts';
 const API_TOKEN = 'browser-test-api-token-0123456789';
 const HOSTILE = '<img src=x onerror=alert(1)>';
-let daemon, base, browser, logPath, dbPath;
+let daemon, turn, turnPort, base, browser, logPath, dbPath;
+const TURN_SECRET = 'browser-test-turn-secret';
 const alerts = [];
 
 const freePort = () => new Promise((resolve, reject) => {
@@ -44,10 +45,17 @@ before(async () => {
   dbPath = join(dir, 'callbridge.db');
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
+  // A real coturn taking expiring credentials (`use-auth-secret`), for the relay test.
+  execFileSync('sh', ['-c', 'command -v turnserver'], { stdio: 'ignore' });
+  turnPort = await freePort();
+  turn = spawn('turnserver', ['--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${turnPort}`,
+    '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=callbridge', '--no-tls', '--no-dtls', '--no-cli',
+    '--allow-loopback-peers', '--log-file=stdout', '--min-port=49300', '--max-port=49400'], { stdio: 'ignore' });
   writeFileSync(join(dir, 'config.toml'), [
     '[server]', `listen = "127.0.0.1:${port}"`, 'join_rate_per_minute = 0', 'socket_rate_per_minute = 0',
     '[storage]', `data_dir = "${dir}"`,
     '[rooms]', 'presence_grace = "2s"', 'ice_servers = []',
+    '[rooms.turn]', `urls = ["turn:127.0.0.1:${turnPort}?transport=udp"]`, `secret = "${TURN_SECRET}"`, 'ttl = "1h"',
     '[api]', `token = "${API_TOKEN}"`, '',
   ].join('\n'));
   logPath = join(ARTIFACTS, 'daemon.log');
@@ -65,6 +73,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   daemon?.kill('SIGTERM');
+  turn?.kill('SIGTERM');
 });
 
 async function api(method, path, token = API_TOKEN, body) {
@@ -75,9 +84,14 @@ async function api(method, path, token = API_TOKEN, body) {
   return { status: r.status, body: await r.json() };
 }
 
+/** Every URL a page opened (requests and sockets), to check that no token rides in one. */
+const opened = [];
+
 async function page() {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const p = await context.newPage();
+  p.on('request', (r) => opened.push(r.url()));
+  p.on('websocket', (ws) => opened.push(ws.url()));
   p.on('dialog', async (d) => { if (d.type() === 'alert') alerts.push(d.message()); await d.accept(); });
   p.on('pageerror', (e) => console.error('page error:', e.message));
   return p;
@@ -232,4 +246,44 @@ test('a personal link fixes the name, hides its token, and joins under the vouch
   await q.waitForURL(/\/room$/);
   await p.context().close();
   await q.context().close();
+});
+
+// Hardening point 9: with `[rooms.turn]`, each page gets TURN credentials of its own, and a
+// real coturn grants them an allocation: the browser gathers a relay candidate.
+test('a page gathers a relay candidate with its own TURN credentials', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Relay check' })).body;
+  const a = await page();
+  const b = await page();
+  await enter(a, room.url, 'Ada');
+  await enter(b, room.url, 'Bob');
+  // Gathers with the ICE servers the bridge gave this page (its peer connection's own).
+  const gathered = await a.evaluate(async () => {
+    const { iceServers } = [...window.callbridge.peers.values()][0].getConfiguration();
+    const pc = new RTCPeerConnection({ iceServers });
+    pc.createDataChannel('probe');
+    const candidates = [];
+    const errors = [];
+    pc.onicecandidate = (e) => { if (e.candidate) candidates.push(e.candidate.candidate); };
+    pc.onicecandidateerror = (e) => errors.push(`${e.errorCode} ${e.errorText}`);
+    await pc.setLocalDescription(await pc.createOffer());
+    const end = Date.now() + 10000;
+    while (Date.now() < end && !candidates.some((c) => c.includes(' typ relay '))) await new Promise((r) => setTimeout(r, 100));
+    pc.close();
+    return { iceServers, candidates, errors };
+  });
+  const turn = gathered.iceServers.find((s) => s.username);
+  assert.ok(turn && /^\d+:/.test(turn.username) && turn.credential, `the page got TURN credentials of its own: ${JSON.stringify(gathered.iceServers)}`);
+  assert.ok(gathered.candidates.some((c) => c.includes(' typ relay ')), `coturn granted a relay: ${JSON.stringify(gathered)}`);
+  await a.context().close();
+  await b.context().close();
+});
+
+// Hardening point 6: the pages send the participant, host and knock tokens in headers and
+// socket subprotocols, never in a URL a proxy would log (the fragment is never sent).
+test('no token rides in any URL the pages open', async () => {
+  const sent = opened.map((u) => u.split('#')[0]);
+  assert.ok(sent.some((u) => u.includes('/ws')), 'the pages opened room sockets');
+  assert.ok(sent.some((u) => u.includes('/knocks/')), 'a page polled a knock');
+  const leaking = sent.filter((u) => /[?&](token|host|as)=/.test(u));
+  assert.deepEqual(leaking, [], 'URLs carrying a token');
 });
