@@ -218,29 +218,16 @@ async fn decide_room(
             // Only a participant that still holds its place, or gave it back moments ago, comes
             // back past a lock or a full room: an old token is a new join, or a collection of
             // tokens would fill a locked room past its capacity.
-            if let Some(left_at) = known.left_at
-                && left_at < now - timing.grace_ms
-            {
-                if room.locked && !req.host {
-                    answers.push(Refused(Refusal::Locked { knock: room.knock }));
-                    continue;
-                }
-                let held = match occupied {
-                    Some(n) => n,
-                    None => {
-                        db.insert(room_id, &fresh, now).await?;
-                        fresh.clear();
-                        db.held(room_id).await?
-                    }
-                };
-                if held >= room.max {
-                    occupied = Some(held);
-                    answers.push(Refused(Refusal::Full));
-                    continue;
-                }
+            let long_gone = known.left_at.is_some_and(|left_at| left_at < now - timing.grace_ms);
+            if long_gone && let Err(refusal) = take_place(db, room_id, &room, req, &mut occupied, &mut fresh, now).await? {
+                answers.push(Refused(refusal));
+                continue;
             }
             db.readmit(room_id, &known.id, now).await?;
-            occupied = None;
+            if !long_gone {
+                // Its place was held, or was given back moments ago: count again.
+                occupied = None;
+            }
             answers.push(Admission::Admitted(Admitted { participant_id: known.id, token: token.to_owned(), name: known.name, rejoin: true }));
             continue;
         }
@@ -250,30 +237,47 @@ async fn decide_room(
             answers.push(Refused(Refusal::Banned));
             continue;
         }
-        if room.locked && !req.host {
-            answers.push(Refused(Refusal::Locked { knock: room.knock }));
+        if let Err(refusal) = take_place(db, room_id, &room, req, &mut occupied, &mut fresh, now).await? {
+            answers.push(Refused(refusal));
             continue;
         }
-        let held = match occupied {
-            Some(n) => n,
-            None => {
-                db.insert(room_id, &fresh, now).await?;
-                fresh.clear();
-                db.held(room_id).await?
-            }
-        };
-        if held >= room.max {
-            occupied = Some(held);
-            answers.push(Refused(Refusal::Full));
-            continue;
-        }
-        occupied = Some(held + 1);
         let participant_id = new_participant_id();
         let token = new_participant_token(&participant_id);
         fresh.push(Fresh { id: participant_id.clone(), token_hash: hash_token(&token), name: req.name.clone(), user_ref: req.user_ref.clone() });
         answers.push(Admission::Admitted(Admitted { participant_id, token, name: req.name.clone(), rejoin: false }));
     }
     db.insert(room_id, &fresh, now).await
+}
+
+/// Takes a place for one joiner, counting this batch's (`occupied`, counted again from the
+/// database when `None`, writing `fresh` first): refused when the room is locked (but for its
+/// host) or full.
+async fn take_place(
+    db: &mut (impl AdmissionDb + Send),
+    room_id: &str,
+    room: &RoomRules,
+    req: &JoinRequest,
+    occupied: &mut Option<i64>,
+    fresh: &mut Vec<Fresh>,
+    now: i64,
+) -> Result<Result<(), Refusal>, StoreError> {
+    if room.locked && !req.host {
+        return Ok(Err(Refusal::Locked { knock: room.knock }));
+    }
+    let held = match *occupied {
+        Some(n) => n,
+        None => {
+            db.insert(room_id, fresh, now).await?;
+            fresh.clear();
+            db.held(room_id).await?
+        }
+    };
+    if held >= room.max {
+        *occupied = Some(held);
+        return Ok(Err(Refusal::Full));
+    }
+    *occupied = Some(held + 1);
+    Ok(Ok(()))
 }
 
 /// The row lock: bumps the room's version if it is open and unexpired, returning its rules.
