@@ -12,6 +12,7 @@ import { mkdtempSync, writeFileSync, mkdirSync, createWriteStream } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.CALLBRIDGE_BIN;
@@ -27,6 +28,24 @@ const freePort = () => new Promise((resolve, reject) => {
   s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
   s.on('error', reject);
 });
+
+/** A port free for TCP and UDP, with the next one free too (coturn takes it as well). */
+async function freePortPair() {
+  const udpFree = (port) => new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => resolve(false));
+    s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+  const tcpFree = (port) => new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+  for (;;) {
+    const port = await freePort();
+    if (port < 65535 && await udpFree(port) && await udpFree(port + 1) && await tcpFree(port + 1)) return port;
+  }
+}
 
 async function until(what, check, ms = 20000) {
   const end = Date.now() + ms;
@@ -47,7 +66,7 @@ before(async () => {
   base = `http://127.0.0.1:${port}`;
   // A real coturn taking expiring credentials (`use-auth-secret`), for the relay test.
   execFileSync('sh', ['-c', 'command -v turnserver'], { stdio: 'ignore' });
-  turnPort = await freePort();
+  turnPort = await freePortPair();
   turn = spawn('turnserver', ['--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${turnPort}`,
     '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=callbridge', '--no-tls', '--no-dtls', '--no-cli',
     '--allow-loopback-peers', '--log-file=stdout', '--min-port=49300', '--max-port=49400'], { stdio: 'ignore' });
