@@ -4,8 +4,9 @@
 //! loop ([`Adapters`]); the web server mounts the webhook routes they offer.
 //!
 //! Shutdown order: stop accepting and finish in-flight requests; tell every room page why it
-//! closes and stop timers; stop the chat adapters and their bridges; stop the background workers (admission writers, housekeeping,
-//! dispatcher); close the database pools. Each wait is bounded.
+//! closes and stop timers; stop the chat adapters and their bridges; stop the background
+//! workers (admission writers, housekeeping, dispatcher); close the database pools. Each wait
+//! is bounded.
 
 use crate::bridge::BridgeSettings;
 use crate::bridge::adapters::Adapters;

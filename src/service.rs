@@ -315,9 +315,10 @@ impl RoomService {
     /// link can knock under any name, so a name shared by two is never guessed between.
     pub async fn find_pending_knock(&self, room: &RoomId, word: &str) -> Result<KnockMatch, ServiceError> {
         let pending = self.store.pending_knocks(room).await?;
-        let code = word.trim().trim_start_matches('#');
+        let (word, name) = (word.trim(), word.trim().to_lowercase());
+        let code = word.trim_start_matches('#');
         let by_code: Vec<_> = pending.iter().filter(|(id, _)| knock_code(id) == code).collect();
-        let by_name: Vec<_> = pending.iter().filter(|(_, name)| name.to_lowercase() == word.trim().to_lowercase()).collect();
+        let by_name: Vec<_> = pending.iter().filter(|(_, n)| n.to_lowercase() == name).collect();
         Ok(match (by_code.as_slice(), by_name.as_slice()) {
             ([(id, _)], _) | ([], [(id, _)]) => KnockMatch::One(KnockId::trusted(id.clone())),
             ([], []) => KnockMatch::Nobody,
