@@ -95,6 +95,7 @@ impl Daemon {
         let router = app(state.clone(), webhooks).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn({
             let stop = stop_server.clone();
+            let listener = axum::serve::ListenerExt::tap_io(listener, bound_send_buffer);
             async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
         });
         tracing::info!(%addr, public_url = %config.public_url(), node_id = %node_id, "callbridge is listening");
@@ -266,4 +267,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Most bytes the kernel buffers for sending on one connection (Linux doubles it). Without a
+/// bound, autotuning lets a client that stops reading pin megabytes of kernel memory per
+/// socket; this is plenty for pages and signaling.
+const SEND_BUFFER: usize = 256 * 1024;
+
+fn bound_send_buffer(stream: &mut tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(&*stream);
+    if let Err(error) = socket.set_send_buffer_size(SEND_BUFFER) {
+        tracing::debug!(%error, "cannot bound a connection's send buffer");
+    }
+    let _ = stream.set_nodelay(true);
 }

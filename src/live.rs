@@ -12,14 +12,17 @@ use crate::service::{Knocks, RoomService};
 use crate::signaling::ToPage;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Queue length per socket.
-pub const SOCKET_QUEUE: usize = 256;
+/// Most frames queued for one socket.
+const SOCKET_QUEUE: usize = 256;
+/// Most bytes queued for one socket: a page that stops reading pins at most this much of the
+/// daemon's memory (plus the frame being written) until its send times out and it is dropped.
+pub const SOCKET_QUEUE_BYTES: usize = 128 * 1024;
 
 /// What the session task of a socket is asked to do.
 #[derive(Debug, Clone)]
@@ -34,7 +37,68 @@ struct Peer {
     conn: u64,
     name: String,
     host: bool,
+    tx: QueueTx,
+}
+
+/// The sending half of a socket's queue, bounded in frames and in bytes.
+pub struct QueueTx {
     tx: mpsc::Sender<Outbound>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The receiving half, owned by the socket's session task.
+pub struct QueueRx {
+    rx: mpsc::Receiver<Outbound>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A fresh queue for one socket.
+pub fn socket_queue() -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (QueueTx { tx, bytes: bytes.clone() }, QueueRx { rx, bytes })
+}
+
+impl QueueTx {
+    /// Queues a message; false when the queue is full (in frames or in bytes).
+    fn push(&self, msg: Outbound) -> bool {
+        let len = msg.len();
+        if self.bytes.fetch_add(len, Ordering::Relaxed) + len > SOCKET_QUEUE_BYTES {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(error) => {
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                // A closed queue means the session is ending; only a full one is an overload.
+                matches!(error, mpsc::error::TrySendError::Closed(_))
+            }
+        }
+    }
+
+    /// Queues a close, which carries no payload and so fits whenever a frame slot is free.
+    fn close(&self, reason: &'static str) {
+        let _ = self.tx.try_send(Outbound::Close(reason));
+    }
+}
+
+impl QueueRx {
+    /// The next message, `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.recv().await?;
+        self.bytes.fetch_sub(msg.len(), Ordering::Relaxed);
+        Some(msg)
+    }
+}
+
+impl Outbound {
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Text(text) => text.len(),
+            Outbound::Close(_) => 0,
+        }
+    }
 }
 
 /// The connected room pages of this node.
@@ -53,7 +117,7 @@ pub struct PeerInfo {
 impl Live {
     /// Adds a socket for a participant; an older socket of the same participant is told it was
     /// replaced. Returns the connection number and the other peers.
-    pub fn register(&self, room: &str, pid: &str, name: &str, host: bool, tx: mpsc::Sender<Outbound>) -> (u64, Vec<PeerInfo>) {
+    pub fn register(&self, room: &str, pid: &str, name: &str, host: bool, tx: QueueTx) -> (u64, Vec<PeerInfo>) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.rooms.lock().expect("live map poisoned");
         let peers = rooms.entry(room.to_owned()).or_default();
@@ -63,7 +127,7 @@ impl Live {
             .map(|(id, p)| PeerInfo { id: id.clone(), name: p.name.clone() })
             .collect();
         if let Some(old) = peers.insert(pid.to_owned(), Peer { conn, name: name.to_owned(), host, tx }) {
-            let _ = old.tx.try_send(Outbound::Close("replaced"));
+            old.tx.close("replaced");
         }
         (conn, others)
     }
@@ -133,10 +197,10 @@ impl Live {
 }
 
 fn deliver(peer: &Peer, msg: Outbound) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = peer.tx.try_send(msg) {
+    if !peer.tx.push(msg) {
         // The page is not reading. Closing makes it reconnect with a fresh state. The close
-        // itself may not fit; the session then ends when its socket errors.
-        let _ = peer.tx.try_send(Outbound::Close("overloaded"));
+        // itself may not fit; the session then ends when its send times out.
+        peer.tx.close("overloaded");
     }
 }
 

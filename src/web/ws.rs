@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::ids::{ParticipantId, RoomId};
-use crate::live::{Outbound, PeerInfo, SOCKET_QUEUE};
+use crate::live::{Outbound, PeerInfo, socket_queue};
 use crate::service::{Credential, Knocks};
 use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
 use crate::store::PresenceChange;
@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Largest frame a page may send: signaling only (an SDP offer with its candidates is a few
 /// KiB); media never passes here.
 const MAX_FRAME: usize = 16 * 1024;
+/// Most bytes buffered for writing on one socket: above the largest frame the daemon sends (a
+/// room view of 50 people with their knocks).
+const WRITE_BUFFER: usize = 128 * 1024;
 /// Frames of any kind a page may send per second before it is disconnected as a flood.
 const MAX_FRAMES_PER_SECOND: u32 = 200;
 /// Signaling frames a page may send to one other page per second; more are dropped.
@@ -100,11 +102,11 @@ pub async fn ws(
     let tracker = state.tracker.clone();
     Ok(upgrade
         // Small buffers: a daemon holds thousands of these sockets, and signaling frames are
-        // small. Writes flush at once (latency), and a page that stops reading cannot make its
-        // socket buffer more than 1 MiB.
+        // small. Writes flush at once (latency), and a page that stops reading pins at most
+        // this buffer beside its queue ([`crate::live::SOCKET_QUEUE_BYTES`]).
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
+        .max_write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
         .protocols([PROTOCOL])
         .on_upgrade(move |socket| tracker.track_future(session(state, id, who, host, socket))))
@@ -113,7 +115,7 @@ pub async fn ws(
 async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool, socket: WebSocket) {
     let pid = ParticipantId::trusted(who.participant_id);
     let name = who.name;
-    let (tx, mut rx) = mpsc::channel(SOCKET_QUEUE);
+    let (tx, mut rx) = socket_queue();
     let (conn, peers) = state.live.register(&room, &pid, &name, host, tx);
     let (mut sink, mut stream) = socket.split();
 

@@ -1,0 +1,188 @@
+//! Hardening point 3, measured on the real `callbridge` binary in a child process: 200 room
+//! pages that stop reading while other pages keep signaling to them at full budget. The
+//! daemon's resident memory must stay flat (bounded per stalled socket, not by what is sent to
+//! it), and every stalled page must be dropped and marked left.
+
+mod common;
+
+use common::{API_TOKEN, Db, TestDb};
+use futures::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const ROOMS: usize = 10;
+const STALLED_PER_ROOM: usize = 20;
+const TALKERS_PER_ROOM: usize = 4;
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is readable");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket with a tiny receive buffer, as a page on a stalled network would look.
+async fn connect_small(url: &str) -> Ws {
+    let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("socket opens").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_stalled_pages_leave_memory_flat() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = db.dir.path().join("callbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\njoin_rate_per_minute = 0\nsocket_rate_per_minute = 0\n\
+             [storage]\nurl = \"{url}\"\ndata_dir = \"{dir}\"\n\
+             [rooms]\nmax_participants = 50\npresence_grace = \"1s\"\nice_servers = []\n\
+             [api]\ntoken = \"{API_TOKEN}\"\n",
+            url = db.url,
+            dir = db.dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the callbridge binary starts");
+    let pid = child.id();
+    let http = reqwest::Client::new();
+    let up = common::eventually(Duration::from_secs(30), || async {
+        http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(up, "the daemon answers /healthz");
+
+    let join = |id: String, name: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.post(format!("{base}/r/{id}/join")).json(&json!({"name": name})).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let v: Value = r.json().await.unwrap();
+            (v["participant_id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+        }
+    };
+    let ws_url = |id: &str, token: &str| format!("ws://127.0.0.1:{port}/r/{id}/ws?token={token}");
+
+    // Every room: 20 pages that read their welcome and then never again, 4 that talk.
+    let mut rooms = Vec::new();
+    let mut stalled = Vec::new();
+    let mut talkers = Vec::new();
+    for r in 0..ROOMS {
+        let created: Value = http
+            .post(format!("{base}/api/v1/rooms"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let mut targets = Vec::new();
+        for s in 0..STALLED_PER_ROOM {
+            let (pid, token) = join(id.clone(), format!("stalled {r}.{s}")).await;
+            let mut ws = connect_small(&ws_url(&id, &token)).await;
+            ws.next().await.expect("welcome").unwrap();
+            targets.push(pid);
+            stalled.push(ws);
+        }
+        for t in 0..TALKERS_PER_ROOM {
+            let (_, token) = join(id.clone(), format!("talker {r}.{t}")).await;
+            talkers.push((ws_url(&id, &token), targets.clone()));
+        }
+        rooms.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_kib(pid);
+
+    // Each talker signals its room's stalled pages at its whole frame budget (just under 200
+    // frames a second, 10 to each target) with frames just under the 16 KiB cap.
+    let blob = "x".repeat(15_000);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let tasks: Vec<_> = talkers
+        .into_iter()
+        .map(|(url, targets)| {
+            let blob = blob.clone();
+            tokio::spawn(async move {
+                let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("talker connects");
+                let (mut tx, mut rx) = ws.split();
+                // Drain what the talker is sent, so only the stalled pages stall.
+                let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+                let mut sent = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_millis(110));
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    for to in &targets {
+                        let frame = json!({"type": "signal", "to": to, "data": {"blob": &blob}}).to_string();
+                        if tx.send(Message::Text(frame.into())).await.is_err() {
+                            drain.abort();
+                            return sent;
+                        }
+                        sent += blob.len() as u64;
+                    }
+                }
+                drain.abort();
+                sent
+            })
+        })
+        .collect();
+    let mut peak = baseline;
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent: u64 = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
+
+    // Every stalled page was dropped and is marked left: at once when its queue overflowed,
+    // else when a send (at the latest the next ping, every 25 s) timed out.
+    let left = common::eventually(Duration::from_secs(45), || async {
+        let mut all = true;
+        for id in &rooms {
+            let room: Value =
+                http.get(format!("{base}/api/v1/rooms/{id}")).bearer_auth(API_TOKEN).send().await.unwrap().json().await.unwrap();
+            all &= room["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["name"].as_str().unwrap().starts_with("stalled"))
+                .all(|p| p["left_at"].is_string());
+        }
+        all
+    })
+    .await;
+    let growth_mib = (peak - baseline) as f64 / 1024.0;
+    eprintln!(
+        "{} stalled pages, {:.0} MiB signaled at them: RSS {:.1} MiB before, peak {:.1} MiB (+{growth_mib:.1} MiB)",
+        stalled.len(),
+        sent as f64 / 1048576.0,
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    drop(stalled);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The bound: what one stalled socket may pin (its queue, 128 KiB, and its write buffer,
+    // 128 KiB), for 200 sockets, plus 32 MiB for the allocator's own slack. Without the bound
+    // on the queue's bytes this grew by 400 MiB.
+    assert!(sent > 200 * 1048576, "the load was too light to mean anything: {sent} bytes");
+    assert!(growth_mib < 200.0 * 0.25 + 32.0, "resident memory grew {growth_mib:.1} MiB under 200 stalled pages");
+    assert!(left, "some stalled page still holds its place");
+}
