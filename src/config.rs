@@ -10,14 +10,14 @@
 //! same text (so its errors name the line too) and its own environment variables, and the
 //! result is kept here as opaque [`AdapterSettings`].
 
-use crate::room::RoomKind;
+use crate::room::{Media, RoomKind};
 pub use callbridge_chat::{Secret, human_duration};
 use callbridge_chat::settings::describe;
 use callbridge_chat::{AdapterSettings, Env, Platform, SettingsError};
 use serde::Deserializer as _;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     /// The REST API.
     pub api: ApiConfig,
+    /// The selective forwarding unit that carries SFU rooms' media.
+    pub sfu: SfuConfig,
     /// The chat adapters that are on, each typed and checked by its own crate.
     #[serde(skip)]
     pub adapters: Vec<Box<dyn AdapterSettings>>,
@@ -143,8 +145,12 @@ fn default_turn_ttl() -> Duration {
 pub struct RoomsConfig {
     /// Kind of a room when the command or request names none.
     pub default_kind: RoomKind,
-    /// Most people in a room at once (built-in rooms are a mesh: see the README).
-    pub max_participants: u32,
+    /// How a room's media travels when the command or request does not say: `sfu` (through
+    /// this daemon, rooms of 50) or `mesh` (browser to browser, at most 8 people).
+    pub media: Media,
+    /// Most people in a room at once; unset: 50 in an SFU room, 8 in a mesh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<u32>,
     /// A room unused this long expires and its link answers 410.
     #[serde(with = "human_duration")]
     pub expire_after: Duration,
@@ -167,11 +173,19 @@ pub struct RoomsConfig {
     /// Calls that may be started in one chat per hour; 0 turns the limit off.
     pub calls_per_chat_per_hour: u32,
 }
+impl RoomsConfig {
+    /// `max_participants`, or the default of `media`.
+    pub fn max_participants(&self) -> u32 {
+        self.max_participants.unwrap_or(self.media.default_max_participants())
+    }
+}
+
 impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             default_kind: RoomKind::Video,
-            max_participants: 8,
+            media: Media::Sfu,
+            max_participants: None,
             expire_after: Duration::from_secs(90 * 86_400),
             knock: true,
             presence_grace: Duration::from_secs(10),
@@ -196,8 +210,29 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
 }
 
+/// `[sfu]`: where the SFU receives media, and what it tells browsers to send it to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SfuConfig {
+    /// The UDP socket of every SFU room of this node (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The addresses browsers are told to send media to, as ICE candidates, on the listen
+    /// port. Empty: the listen address when it names one, else every address of this host
+    /// (loopback included). Behind 1:1 NAT, the public address.
+    pub announce: Vec<IpAddr>,
+}
+
+/// The SFU's port unless told otherwise: UDP, open it in the firewall.
+pub const DEFAULT_SFU_PORT: u16 = 50000;
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig { listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_SFU_PORT)), announce: Vec::new() }
+    }
+}
+
 /// The core's own sections.
-const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api"];
+const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api", "sfu"];
 
 /// Reads the core's sections of the file and passes over the adapters' (`.0`, their names),
 /// which their own crates read; any other key is an error at its line.
@@ -218,6 +253,7 @@ impl<'de> Visitor<'de> for CoreSections<'_> {
                 "storage" => config.storage = map.next_value()?,
                 "rooms" => config.rooms = map.next_value()?,
                 "api" => config.api = map.next_value()?,
+                "sfu" => config.sfu = map.next_value()?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -280,6 +316,8 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env);
+        // Effective from here on, so `check-config` shows the size rooms get.
+        config.rooms.max_participants = Some(config.rooms.max_participants());
         for platform in platforms {
             let settings = platform.configure(text, env).map_err(|e| match e {
                 SettingsError::Parse(e) => parse_error(text.unwrap_or_default(), e),
@@ -307,8 +345,13 @@ impl Config {
     /// Checks every value, the adapters' too; the error names the key.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid { path: path.to_owned(), key: key.to_owned(), message };
-        if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&self.rooms.max_participants) {
-            return Err(invalid("rooms.max_participants", format!("must be 1..={MAX_PARTICIPANTS_LIMIT}")));
+        let most = self.rooms.media.most_participants();
+        if !(1..=most).contains(&self.rooms.max_participants()) {
+            let why = match self.rooms.media {
+                Media::Mesh => format!("must be 1..={most} while rooms.media is \"mesh\" (a mesh beyond {most} people is not usable)"),
+                Media::Sfu => format!("must be 1..={most}"),
+            };
+            return Err(invalid("rooms.max_participants", why));
         }
         if self.rooms.expire_after < Duration::from_secs(60) {
             return Err(invalid("rooms.expire_after", "must be at least 1m".into()));
@@ -481,7 +524,7 @@ mod tests {
         assert_eq!(c.server.join_rate_per_minute, d.server.join_rate_per_minute);
         assert_eq!(c.server.socket_rate_per_minute, d.server.socket_rate_per_minute);
         assert_eq!(c.server.trusted_proxies, d.server.trusted_proxies);
-        assert_eq!(c.rooms.max_participants, d.rooms.max_participants);
+        assert_eq!(c.rooms.max_participants(), d.rooms.max_participants());
         assert_eq!(c.rooms.expire_after, d.rooms.expire_after);
         assert_eq!(c.rooms.presence_grace, d.rooms.presence_grace);
         assert_eq!(c.rooms.knock, d.rooms.knock);
@@ -500,6 +543,24 @@ mod tests {
         assert_eq!(c.api.token.as_ref().unwrap().expose(), "env-secret");
         let shown = format!("{} {:?}", c.to_redacted_toml(), c);
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn room_sizes_follow_the_media() {
+        let path = Path::new("m.toml");
+        let size = |text: &str| {
+            let c = Config::parse(text, path, &[])?;
+            c.validate(path).map(|()| c.rooms.max_participants())
+        };
+        assert_eq!(size("").unwrap(), 50);
+        assert_eq!(size("[rooms]\nmedia = \"mesh\"\n").unwrap(), 8);
+        assert_eq!(size("[rooms]\nmedia = \"sfu\"\nmax_participants = 200\n").unwrap(), 200);
+        let msg = size("[rooms]\nmedia = \"mesh\"\nmax_participants = 9\n").unwrap_err().to_string();
+        assert!(msg.contains("m.toml") && msg.contains("rooms.max_participants") && msg.contains("mesh"), "{msg}");
+        let msg = size("[rooms]\nmedia = \"p2p\"\n").unwrap_err().to_string();
+        assert!(msg.contains("line 2") && msg.contains("sfu") && msg.contains("mesh"), "{msg}");
+        let msg = size("[sfu]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(msg.contains("line 2"), "{msg}");
     }
 
     #[test]

@@ -31,6 +31,52 @@ impl RoomKind {
     }
 }
 
+/// How a room's media travels: through the daemon's SFU, or browser to browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    /// Each browser sends once to the daemon, which forwards to everyone else (rooms of 50).
+    #[default]
+    Sfu,
+    /// Every browser sends to every other; media never touches the server (small private rooms).
+    Mesh,
+}
+
+/// Most people a mesh room may hold: beyond this, browsers cannot send to everyone.
+pub const MESH_MAX_PARTICIPANTS: u32 = 8;
+/// How many people an SFU room holds unless told otherwise (Messenger Rooms' size).
+pub const SFU_DEFAULT_PARTICIPANTS: u32 = 50;
+
+impl Media {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::Sfu => "sfu",
+            Media::Mesh => "mesh",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Media> {
+        match s.to_ascii_lowercase().as_str() {
+            "sfu" => Some(Media::Sfu),
+            "mesh" => Some(Media::Mesh),
+            _ => None,
+        }
+    }
+    /// `max_participants` when nothing sets it.
+    pub fn default_max_participants(self) -> u32 {
+        match self {
+            Media::Sfu => SFU_DEFAULT_PARTICIPANTS,
+            Media::Mesh => MESH_MAX_PARTICIPANTS,
+        }
+    }
+    /// The most `max_participants` may be.
+    pub fn most_participants(self) -> u32 {
+        match self {
+            Media::Sfu => crate::config::MAX_PARTICIPANTS_LIMIT,
+            Media::Mesh => MESH_MAX_PARTICIPANTS,
+        }
+    }
+}
+
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest room title, in characters.
@@ -46,6 +92,7 @@ pub struct NewRoom {
     pub host_ref: Option<String>,
     /// Opaque chat ref of where the room was minted (adapters only).
     pub chat_ref: Option<String>,
+    pub media: Media,
     pub max_participants: u32,
     pub knock: bool,
 }
@@ -211,6 +258,8 @@ pub struct RoomView {
     pub id: String,
     pub url: String,
     pub kind: RoomKind,
+    /// `sfu`: media passes through this server, encrypted in transit; `mesh`: browser to browser.
+    pub media: Media,
     pub title: Option<String>,
     pub host_name: Option<String>,
     pub status: RoomStatus,

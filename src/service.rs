@@ -11,7 +11,7 @@ use crate::config::{Config, MAX_PARTICIPANTS_LIMIT, Secret};
 use crate::events::{EventBus, RoomEvent, RoomEventKind};
 use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
 use crate::ids::{KnockId, ParticipantId, RoomId, secret_eq};
-use crate::room::{Admission, CreatedRoom, JoinRequest, NewRoom, Refusal, RoomKind, RoomView, clean_name, clean_title};
+use crate::room::{Admission, CreatedRoom, JoinRequest, Media, NewRoom, Refusal, RoomKind, RoomView, clean_name, clean_title};
 use crate::store::{
     AdmissionWriter, Backend, HostCheck, Timing, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
     Store, StoreError,
@@ -49,6 +49,7 @@ pub struct CreateOptions {
     pub host_name: Option<String>,
     pub host_ref: Option<String>,
     pub chat_ref: Option<String>,
+    pub media: Option<Media>,
     pub max_participants: Option<u32>,
 }
 
@@ -229,9 +230,18 @@ impl RoomService {
             Some(n) => Some(clean_name(n).map_err(ServiceError::InvalidName)?),
             None => None,
         };
-        let max = opts.max_participants.unwrap_or(self.config.rooms.max_participants);
+        let media = opts.media.unwrap_or(self.config.rooms.media);
+        // A room of the configured media takes the configured size; another media its own default.
+        let max = match opts.max_participants {
+            Some(max) => max,
+            None if media == self.config.rooms.media => self.config.rooms.max_participants(),
+            None => media.default_max_participants(),
+        };
         if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&max) {
             return Err(ServiceError::Invalid("max_participants must be between 1 and 1000"));
+        }
+        if max > media.most_participants() {
+            return Err(ServiceError::Invalid("a mesh room holds at most 8 people: ask for \"media\": \"sfu\" for more"));
         }
         let new = NewRoom {
             title,
@@ -239,11 +249,12 @@ impl RoomService {
             host_name,
             host_ref: opts.host_ref,
             chat_ref: opts.chat_ref,
+            media,
             max_participants: max,
             knock: self.config.rooms.knock,
         };
         let created = self.store.create_room(&new).await?;
-        tracing::info!(room_id = %created.id, kind = new.kind.as_str(), "room created");
+        tracing::info!(room_id = %created.id, kind = new.kind.as_str(), media = media.as_str(), "room created");
         self.events.publish(&created.id, RoomEventKind::Created);
         Ok(created)
     }

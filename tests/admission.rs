@@ -275,6 +275,18 @@ async fn auth_and_bad_input(db: Db) {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = h.http.post(url("/api/v1/rooms")).bearer_auth(API_TOKEN).json(&json!({"max_participants": 0})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Media: an SFU room holds 50 unless told, a mesh 8 and never more.
+    let create = |body: serde_json::Value| h.http.post(url("/api/v1/rooms")).bearer_auth(API_TOKEN).json(&body).send();
+    let sfu: serde_json::Value = create(json!({})).await.unwrap().json().await.unwrap();
+    assert_eq!((sfu["media"].as_str(), sfu["max_participants"].as_u64()), (Some("sfu"), Some(50)), "{sfu}");
+    let mesh: serde_json::Value = create(json!({"media": "mesh"})).await.unwrap().json().await.unwrap();
+    assert_eq!((mesh["media"].as_str(), mesh["max_participants"].as_u64()), (Some("mesh"), Some(8)), "{mesh}");
+    assert_eq!(h.room(mesh["id"].as_str().unwrap()).await["media"], "mesh");
+    let r = create(json!({"media": "mesh", "max_participants": 9})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("mesh"), "{e}");
+    assert_eq!(create(json!({"media": "p2p"})).await.unwrap().status(), StatusCode::BAD_REQUEST);
     let huge = json!({"name": "x".repeat(20_000)});
     let r = h.http.post(url(&format!("/r/{id}/join"))).json(&huge).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);

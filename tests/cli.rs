@@ -35,7 +35,7 @@ fn check_config_prints_the_effective_config_without_secrets() {
     let out = callbridge().args(["check-config", "--config"]).arg(&path).env("CALLBRIDGE_STORAGE_URL", "postgres://u:pw-env@h/db").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("[rooms]") && text.contains("max_participants = 8") && text.contains("<redacted>"), "{text}");
+    assert!(text.contains("[rooms]") && text.contains("max_participants = 50") && text.contains("media = \"sfu\"") && text.contains("<redacted>"), "{text}");
     assert!(!text.contains("hunter2") && !text.contains("pw-env"), "{text}");
     // no file at all is valid: the embedded defaults
     assert!(callbridge().arg("check-config").output().unwrap().status.success());

@@ -27,7 +27,7 @@ fn discord_config(db: &TestDb, double: &DiscordDouble, mode: DiscordMode) -> cal
 fn with_discord(db: &TestDb, settings: callbridge_discord::Settings) -> callbridge::config::Config {
     let mut c = config(db);
     c.adapters.push(Box::new(settings));
-    c.rooms.max_participants = 60;
+    c.rooms.max_participants = Some(60);
     c
 }
 

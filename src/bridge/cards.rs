@@ -1,7 +1,7 @@
 //! `RoomView` → `Card`, and the digest that tells whether a posted card shows it already.
 //! (Which message shows which room is kept by the store: `store::cards`.)
 
-use crate::room::RoomKind;
+use crate::room::{Media, RoomKind};
 use crate::room::{RoomStatus, RoomView};
 use callbridge_chat::{Attendance, Card, CardStatus, Kind, Knock};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,7 @@ pub fn card_from_view(view: &RoomView) -> Card {
             RoomKind::Video => Kind::Video,
             RoomKind::Voice => Kind::Voice,
         },
+        private: view.media == Media::Mesh,
         status,
         // Who holds a place: admitted and not gone (a page that is connecting counts).
         present: if over {

@@ -13,7 +13,7 @@ pub mod cards;
 pub mod pacer;
 pub mod updater;
 
-use crate::room::RoomKind;
+use crate::room::{Media, RoomKind};
 use crate::ids::{KnockId, RoomId};
 use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
 use crate::store::{KnockAnswer, PostedCard, StateChange};
@@ -177,7 +177,10 @@ impl Bridge {
                 tracing::debug!(parent: &span, ?command, "command");
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
-                    Command::Call { kind, title } => self.call(&chat, &actor, kind, title, private || answer.is_some()).await,
+                    Command::Call { kind, title, mesh } => {
+                        let media = mesh.then_some(Media::Mesh);
+                        self.call(&chat, &actor, kind, title, media, private || answer.is_some()).await
+                    }
                     Command::Help => Some(help(self.adapter.command_prefix())),
                     other => self.room_command(&chat, &actor, other).await,
                 };
@@ -220,7 +223,15 @@ impl Bridge {
     }
 
     /// `/call`: mint a room, post its card, hand the host their link.
-    async fn call(&self, chat: &ChatRef, actor: &Actor, kind: Option<Kind>, title: Option<String>, private: bool) -> Option<String> {
+    async fn call(
+        &self,
+        chat: &ChatRef,
+        actor: &Actor,
+        kind: Option<Kind>,
+        title: Option<String>,
+        media: Option<Media>,
+        private: bool,
+    ) -> Option<String> {
         if !self.calls.allows(&actor.user, chat) {
             return Some("Many calls were started here lately; try again in a while.".into());
         }
@@ -233,6 +244,7 @@ impl Bridge {
             host_name: Some(actor.display_name.chars().take(crate::room::MAX_NAME_CHARS).collect()),
             host_ref: Some(actor.user.0.clone()),
             chat_ref: Some(chat.0.clone()),
+            media,
             max_participants: None,
         };
         let created = match self.rooms.create(opts).await {

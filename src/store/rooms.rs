@@ -2,7 +2,7 @@
 
 use super::{Store, StoreError};
 use crate::clock::rfc3339;
-use crate::room::RoomKind;
+use crate::room::{Media, RoomKind};
 use crate::ids::{RoomId, hash_token, is_token, new_room_id, new_token, secret_eq};
 use crate::room::{CreatedRoom, KnockView, NewRoom, ParticipantView, RoomStatus, RoomView};
 use sqlx::{AnyConnection, Row};
@@ -43,8 +43,8 @@ impl Store {
         let (id, host_token) = (RoomId::trusted(new_room_id()), new_token());
         sqlx::query(
             "INSERT INTO rooms (id, kind, title, host_name, host_ref, chat_ref, host_token_hash, \
-             max_participants, knock, created_at, last_active_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+             max_participants, knock, created_at, last_active_at, media) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
         )
         .bind(id.as_str())
         .bind(new.kind.as_str())
@@ -56,6 +56,7 @@ impl Store {
         .bind(new.max_participants as i64)
         .bind(new.knock as i64)
         .bind(now)
+        .bind(new.media.as_str())
         .execute(&self.write)
         .await?;
         Ok(CreatedRoom { id, host_token })
@@ -154,7 +155,7 @@ impl Store {
         let now = self.clock.now_ms();
         let Some(r) = sqlx::query(
             "SELECT kind, title, host_name, host_ref, chat_ref, max_participants, knock, locked, \
-             created_at, ended_at, end_reason FROM rooms WHERE id = $1",
+             created_at, ended_at, end_reason, media FROM rooms WHERE id = $1",
         )
         .bind(room_id)
         .fetch_optional(&self.read)
@@ -220,6 +221,7 @@ impl Store {
             id: room_id.to_owned(),
             url: format!("{base_url}/r/{room_id}"),
             kind: RoomKind::parse(&r.try_get::<String, _>(0)?).unwrap_or_default(),
+            media: Media::parse(&r.try_get::<String, _>(11)?).unwrap_or(Media::Mesh),
             title: r.try_get(1)?,
             host_name: r.try_get(2)?,
             host_ref: r.try_get(3)?,

@@ -4,7 +4,7 @@ use super::AppState;
 use super::auth::{ApiCaller, HostOf};
 use super::error::{ApiError, ErrorBody, json_rejection};
 use super::json_object::JsonObject;
-use crate::room::RoomKind;
+use crate::room::{Media, RoomKind};
 use crate::room::RoomView;
 use crate::ids::{KnockId, ParticipantId};
 use crate::service::{CreateOptions, KnockDecision, Knocks, Lock};
@@ -28,7 +28,10 @@ pub struct CreateRoomBody {
     /// The host's display name.
     #[schema(schema_with = super::openapi::optional_name_schema)]
     pub host_name: Option<String>,
-    /// 1–1000; default from `[rooms] max_participants`.
+    /// `sfu` (media through this server, up to 1000 people, 50 by default) or `mesh` (browser
+    /// to browser, at most 8); default from `[rooms] media`.
+    pub media: Option<Media>,
+    /// 1–1000 (a mesh: 1–8); default from `[rooms] max_participants`, else 50 (SFU) or 8 (mesh).
     #[schema(minimum = 1, maximum = 1000)]
     #[serde(default, deserialize_with = "whole_number")]
     pub max_participants: Option<u32>,
@@ -59,6 +62,7 @@ pub struct CreatedRoomResponse {
     /// Secret: host powers over this room. Shown once.
     pub host_token: String,
     pub kind: RoomKind,
+    pub media: Media,
     pub title: Option<String>,
     pub host_name: Option<String>,
     pub max_participants: u32,
@@ -94,6 +98,7 @@ pub async fn create_room(
             title: body.title,
             kind: body.kind,
             host_name: body.host_name,
+            media: body.media,
             max_participants: body.max_participants,
             ..Default::default()
         })
@@ -107,6 +112,7 @@ pub async fn create_room(
             id: created.id,
             host_token: created.host_token,
             kind: view.kind,
+            media: view.media,
             title: view.title,
             host_name: view.host_name,
             max_participants: view.max_participants,

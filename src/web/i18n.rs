@@ -102,6 +102,10 @@ pub struct Strings {
     pub default_title: &'static str,
     pub kind_video: &'static str,
     pub kind_voice: &'static str,
+    /// What an SFU room does with media.
+    pub media_sfu: &'static str,
+    /// What a mesh (private) room does with media.
+    pub media_mesh: &'static str,
     pub hosted_by: &'static str,
     pub status_open: &'static str,
     pub status_locked: &'static str,
@@ -196,6 +200,13 @@ impl Strings {
     }
 
     /// The label for a room kind (`RoomKind::as_str`).
+    pub fn media(&self, media: crate::room::Media) -> &'static str {
+        match media {
+            crate::room::Media::Sfu => self.media_sfu,
+            crate::room::Media::Mesh => self.media_mesh,
+        }
+    }
+
     pub fn kind(&self, kind: &str) -> &'static str {
         if kind == "voice" { self.kind_voice } else { self.kind_video }
     }
@@ -216,6 +227,8 @@ static EN: Strings = Strings {
     default_title: "Call",
     kind_video: "Video call",
     kind_voice: "Voice call",
+    media_sfu: "Media passes through this server, encrypted in transit",
+    media_mesh: "Private: media goes browser to browser, end-to-end encrypted (up to 8 people)",
     hosted_by: "Hosted by",
     status_open: "open",
     status_locked: "locked",
@@ -296,6 +309,8 @@ static ES: Strings = Strings {
     default_title: "Llamada",
     kind_video: "Videollamada",
     kind_voice: "Llamada de voz",
+    media_sfu: "El audio y el vídeo pasan por este servidor, cifrados en tránsito",
+    media_mesh: "Privada: el audio y el vídeo van de navegador a navegador, cifrados de extremo a extremo (hasta 8 personas)",
     hosted_by: "Anfitrión:",
     status_open: "abierta",
     status_locked: "bloqueada",
@@ -376,6 +391,8 @@ static FR: Strings = Strings {
     default_title: "Appel",
     kind_video: "Appel vidéo",
     kind_voice: "Appel audio",
+    media_sfu: "Le son et l’image passent par ce serveur, chiffrés en transit",
+    media_mesh: "Privé : le son et l’image vont de navigateur à navigateur, chiffrés de bout en bout (jusqu’à 8 personnes)",
     hosted_by: "Organisé par",
     status_open: "ouvert",
     status_locked: "verrouillé",

@@ -92,6 +92,8 @@ struct RoomInfo {
     title: String,
     kind: &'static str,
     kind_label: &'static str,
+    media: &'static str,
+    media_label: &'static str,
     host_name: Option<String>,
     status: &'static str,
     status_label: &'static str,
@@ -115,6 +117,8 @@ struct RoomPage {
     title: String,
     kind: &'static str,
     kind_label: &'static str,
+    media: &'static str,
+    media_label: &'static str,
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
@@ -164,6 +168,8 @@ async fn room_page(State(state): State<AppState>, Path(id): Path<String>, header
         title,
         kind: view.kind.as_str(),
         kind_label: t.kind(view.kind.as_str()),
+        media: view.media.as_str(),
+        media_label: t.media(view.media),
     };
     html(StatusCode::OK, page.render())
 }
@@ -189,6 +195,8 @@ fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'s
             title: display_title(&view, t),
             kind: view.kind.as_str(),
             kind_label: t.kind(view.kind.as_str()),
+            media: view.media.as_str(),
+            media_label: t.media(view.media),
             host_name: view.host_name.clone(),
             status,
             status_label: t.status(status),
@@ -311,6 +319,7 @@ mod tests {
             id: "AbCdEfGhIjKlMnOpQrStUv".into(),
             url: "https://calls.example.org/r/AbCdEfGhIjKlMnOpQrStUv".into(),
             kind: crate::room::RoomKind::Video,
+            media: crate::room::Media::Sfu,
             title: Some(title.into()),
             host_name: Some(name.into()),
             status,

@@ -64,6 +64,8 @@ pub struct Card {
     pub title: Option<String>,
     pub host_name: Option<String>,
     pub kind: Kind,
+    /// A private room: a browser-to-browser mesh, whose media never passes through the server.
+    pub private: bool,
     pub status: CardStatus,
     /// Who is in the room now (holding a place), in order of arrival.
     pub present: Vec<String>,
@@ -75,6 +77,34 @@ pub struct Card {
     pub knocks: Vec<Knock>,
     /// Who came, when and for how long; set once the room is over.
     pub attendance: Option<Vec<Attendance>>,
+}
+
+impl Card {
+    /// "Video call", "Private voice call", …
+    pub fn kind_label(&self) -> &'static str {
+        match (self.kind, self.private) {
+            (Kind::Video, false) => "Video call",
+            (Kind::Voice, false) => "Voice call",
+            (Kind::Video, true) => "Private video call",
+            (Kind::Voice, true) => "Private voice call",
+        }
+    }
+
+    pub fn icon(&self) -> &'static str {
+        match self.kind {
+            Kind::Video => "🎥",
+            Kind::Voice => "🎙",
+        }
+    }
+
+    /// Where the call's media travels, in one line.
+    pub fn route_line(&self) -> &'static str {
+        if self.private {
+            "🔐 Browser to browser, end-to-end encrypted (up to 8 people)"
+        } else {
+            "📡 Media passes through this bridge, encrypted in transit"
+        }
+    }
 }
 
 impl Serialize for Kind {

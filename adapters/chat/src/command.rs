@@ -25,11 +25,15 @@ impl Kind {
     }
 }
 
+/// The word after `/call` that asks for a private room: a browser-to-browser mesh of at most
+/// 8 people, whose media never passes through the server.
+pub const PRIVATE_WORD: &str = "private";
+
 /// A chat command, platform-neutral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `/call [voice|video] [title]`: mint a room and post its join card.
-    Call { kind: Option<Kind>, title: Option<String> },
+    Call { kind: Option<Kind>, title: Option<String>, mesh: bool },
     /// `/lock`: refuse new joiners in the chat's latest open room.
     Lock,
     /// `/unlock`: let new joiners in again.
@@ -69,7 +73,7 @@ pub struct CommandInfo {
 /// The commands every platform's menu shows, in order: the one source of Telegram's
 /// `setMyCommands`, Discord's registration and the bridge's help.
 pub const MENU: &[CommandInfo] = &[
-    CommandInfo { name: "call", usage: "[voice|video] [title]", description: "Start a call and post its join card" },
+    CommandInfo { name: "call", usage: "[voice|video] [private] [title]", description: "Start a call and post its join card" },
     CommandInfo { name: "lock", usage: "", description: "Stop new people joining the call (host or admins)" },
     CommandInfo { name: "unlock", usage: "", description: "Let new people join the call again" },
     CommandInfo { name: "end", usage: "", description: "End the call for everyone (host or admins)" },
@@ -108,16 +112,24 @@ pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Op
     let single_arg = || Some(args.to_owned()).filter(|a| !a.is_empty());
     match name.to_ascii_lowercase().as_str() {
         "call" => {
-            let (first, tail) = match args.find(char::is_whitespace) {
-                Some(i) => (&args[..i], args[i..].trim()),
-                None => (args, ""),
-            };
-            let (kind, title) = match Kind::parse(first) {
-                Some(kind) => (Some(kind), tail),
-                None => (None, args),
-            };
+            // Leading option words, in any order: a kind, and `private` for a mesh room.
+            let (mut kind, mut mesh, mut title) = (None, false, args);
+            loop {
+                let (first, tail) = match title.find(char::is_whitespace) {
+                    Some(i) => (&title[..i], title[i..].trim()),
+                    None => (title, ""),
+                };
+                if let (None, Some(k)) = (kind, Kind::parse(first)) {
+                    kind = Some(k);
+                } else if !mesh && first.eq_ignore_ascii_case(PRIVATE_WORD) {
+                    mesh = true;
+                } else {
+                    break;
+                }
+                title = tail;
+            }
             let title = Some(title.to_owned()).filter(|t| !t.is_empty());
-            Some(Command::Call { kind, title })
+            Some(Command::Call { kind, title, mesh })
         }
         "lock" => Some(Command::Lock),
         "unlock" => Some(Command::Unlock),
@@ -140,20 +152,29 @@ mod tests {
 
     #[test]
     fn call_with_kind_and_title() {
-        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None }));
-        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()) }));
+        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None, mesh: false }));
+        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false }));
         assert_eq!(
             p("/call voice Daily standup "),
-            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()) })
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()), mesh: false })
         );
-        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None }));
-        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()) }));
-        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()) }));
+        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None, mesh: false }));
+        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()), mesh: false }));
+        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()), mesh: false }));
+        assert_eq!(p("/call private"), Some(Command::Call { kind: None, title: None, mesh: true }));
+        assert_eq!(
+            p("/call Voice PRIVATE Family"),
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Family".into()), mesh: true })
+        );
+        assert_eq!(
+            p("/call private video private"),
+            Some(Command::Call { kind: Some(Kind::Video), title: Some("private".into()), mesh: true })
+        );
     }
 
     #[test]
     fn addressed_commands() {
-        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()) }));
+        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false }));
         assert_eq!(p("/lock@callbot"), Some(Command::Lock));
         assert_eq!(p("/lock@OtherBot"), None);
         assert_eq!(parse_command("/lock@CallBot", "/", None), None);
@@ -171,7 +192,7 @@ mod tests {
         assert_eq!(p("/admit  Ada Lovelace "), Some(Command::Admit { name: "Ada Lovelace".into() }));
         assert_eq!(p("/deny Bob"), Some(Command::Deny { name: "Bob".into() }));
         assert_eq!(p("/admit"), None);
-        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()) }));
+        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()), mesh: false }));
     }
 
     #[test]
@@ -196,13 +217,13 @@ mod tests {
     #[test]
     fn hostile_input_is_data() {
         let t = p("/call <b>x</b> & \"y\"").unwrap();
-        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()) });
+        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()), mesh: false });
         assert_eq!(p(&format!("/call {}", "x".repeat(5000))), None);
         assert_eq!(p("/call\u{0}\u{202e}"), None);
         // Multi-byte characters around the split points never panic.
         for text in ["/call é", "/callé", "/call\u{3000}voice\u{3000}ü", "/é", "/call@é", "/admit 😀"] {
             let _ = p(text);
         }
-        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()) }));
+        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()), mesh: false }));
     }
 }

@@ -3,7 +3,7 @@
 //! Embeds render Markdown, so every user string is escaped ([`escape_markdown`]); mentions
 //! never ping because every message the bot sends carries empty `allowed_mentions`.
 
-use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -42,10 +42,7 @@ fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str) -> Str
 /// The card as a message body (`embeds`, `components`, `allowed_mentions`) for create or edit.
 pub fn render(card: &Card) -> Value {
     let e = escape_markdown;
-    let (kind, icon) = match card.kind {
-        Kind::Video => ("Video call", "🎥"),
-        Kind::Voice => ("Voice call", "🎙"),
-    };
+    let (kind, icon) = (card.kind_label(), card.icon());
     let (status, color) = match card.status {
         CardStatus::Open => ("🟢 Open", 0x2ecc71),
         CardStatus::Locked => ("🔒 Locked — no new joiners", 0xe67e22),
@@ -62,6 +59,7 @@ pub fn render(card: &Card) -> Value {
             let _ = writeln!(d, "{kind}");
         }
     }
+    let _ = writeln!(d, "{}", card.route_line());
     let _ = writeln!(d, "{status}");
     if let Some(attendance) = &card.attendance {
         if attendance.is_empty() {
@@ -135,6 +133,7 @@ fn components(card: &Card) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_chat::Kind;
     use callbridge_chat::{Attendance, Knock};
 
     fn card() -> Card {
@@ -143,6 +142,7 @@ mod tests {
             title: Some("**Stand** <@&1> up".into()),
             host_name: Some("@everyone [x](http://evil)".into()),
             kind: Kind::Video,
+            private: false,
             status: CardStatus::Open,
             present: vec!["Bob_`code`".into()],
             entered: 2,

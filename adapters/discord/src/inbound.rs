@@ -32,7 +32,9 @@ pub fn command_definitions() -> Value {
             command["options"] = json!([
                 {"type": 3, "name": "kind", "description": "Video or voice", "required": false,
                  "choices": [{"name": "video", "value": "video"}, {"name": "voice", "value": "voice"}]},
-                {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120}
+                {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120},
+                {"type": 5, "name": "private", "description": "Browser to browser, at most 8 people: media never passes through the server",
+                 "required": false}
             ]);
         }
         command
@@ -152,6 +154,7 @@ impl DiscordAdapter {
                     "call" => Command::Call {
                         kind: option("kind").as_deref().and_then(Kind::parse),
                         title: option("title").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+                        mesh: data.options.iter().any(|o| o.name == "private" && o.value.as_ref().and_then(Value::as_bool) == Some(true)),
                     },
                     "lock" => Command::Lock,
                     "unlock" => Command::Unlock,

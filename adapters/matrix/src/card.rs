@@ -4,7 +4,7 @@
 //! for buttons, so the card says which ones work.
 
 use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
 
 /// Bytes one list of names may take, escaped. A Matrix event is at most 64 KiB, and an edit
 /// carries the card twice (fallback and `m.new_content`), each as HTML and plain text, then
@@ -65,14 +65,7 @@ impl Renderer {
     }
 
     fn card(&mut self, card: &Card, prefix: &str) {
-        let kind = match card.kind {
-            Kind::Video => "Video call",
-            Kind::Voice => "Voice call",
-        };
-        let icon = match card.kind {
-            Kind::Video => "🎥",
-            Kind::Voice => "🎙",
-        };
+        let (kind, icon) = (card.kind_label(), card.icon());
         let title = card.title.as_deref().map(|t| self.text(t)).unwrap_or_else(|| kind.to_owned());
         let title = self.bold(&title);
         self.line(&format!("{icon} {title}"));
@@ -83,6 +76,7 @@ impl Renderer {
             }
             None => self.line(kind),
         }
+        self.line(card.route_line());
         self.line(match card.status {
             CardStatus::Open => "🟢 Open",
             CardStatus::Locked => "🔒 Locked — no new joiners",
@@ -142,6 +136,7 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_chat::Kind;
     use callbridge_chat::{Attendance, Knock};
 
     fn card() -> Card {
@@ -150,6 +145,7 @@ mod tests {
             title: Some("<b>x</b> & 'y'".into()),
             host_name: Some("<img src=x onerror=alert(1)>".into()),
             kind: Kind::Video,
+            private: false,
             status: CardStatus::Open,
             present: vec!["Ada".into(), "<script>".into()],
             entered: 3,

@@ -1,7 +1,7 @@
 //! `Card` → Telegram HTML and inline keyboard.
 
 pub use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, Kind, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
 use std::fmt::Write;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -36,14 +36,7 @@ fn visible_len(html: &str) -> usize {
 /// The card's text. Every user string goes through [`escape_html`].
 pub fn render_html(card: &Card) -> String {
     let e = escape_html;
-    let kind = match card.kind {
-        Kind::Video => "Video call",
-        Kind::Voice => "Voice call",
-    };
-    let icon = match card.kind {
-        Kind::Video => "🎥",
-        Kind::Voice => "🎙",
-    };
+    let (kind, icon) = (card.kind_label(), card.icon());
     let mut s = String::new();
     let title = card.title.as_deref().map(e).unwrap_or_else(|| kind.to_owned());
     let _ = writeln!(s, "{icon} <b>{title}</b>");
@@ -56,6 +49,7 @@ pub fn render_html(card: &Card) -> String {
             let _ = writeln!(s, "{kind}");
         }
     }
+    let _ = writeln!(s, "{}", card.route_line());
     let status = match card.status {
         CardStatus::Open => "🟢 Open",
         CardStatus::Locked => "🔒 Locked — no new joiners",
@@ -124,6 +118,7 @@ pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callbridge_chat::Kind;
     use callbridge_chat::{Attendance, Knock};
 
     fn card() -> Card {
@@ -132,6 +127,7 @@ mod tests {
             title: Some("<b>Stand</b> & \"up\"".into()),
             host_name: Some("Ada <i>".into()),
             kind: Kind::Voice,
+            private: false,
             status: CardStatus::Open,
             present: vec!["Bob & <Co>".into()],
             entered: 2,
