@@ -1,14 +1,18 @@
 /*
- * room.js — the room page (/r/{id}/room): a WebRTC mesh over the room's WebSocket.
+ * room.js — the room page (/r/{id}/room): WebRTC over the room's WebSocket, through the
+ * daemon's SFU (data-media="sfu") or as a browser-to-browser mesh (data-media="mesh").
  *
  *   1. Setup      strings, room data (data-* on #app), tokens from sessionStorage, the
  *                 test hook window.callbridge = { state, peers, stats() }.
  *   2. Media      local microphone / camera / screen; mic, cam and screen toggles.
  *   3. Tiles      one tile per person (video + avatar + name); remote audio in <audio>.
- *   4. Peers      one RTCPeerConnection per peer, "perfect negotiation" (polite = lower id).
- *                 The newcomer offers to everyone in `welcome`; the others answer.
+ *   4. Peers      mesh: one RTCPeerConnection per peer, "perfect negotiation" (polite = lower
+ *                 id); the newcomer offers to everyone in `welcome`; the others answer.
+ *                 SFU: one RTCPeerConnection to the server. The page offers once (mic, and
+ *                 camera in two simulcast layers, send-only); the server then offers receiving
+ *                 tracks ("slots") and says whose media each carries (`sfu-slots`).
  *   5. Socket     GET /r/{id}/ws (tokens as subprotocols `token.…`, `host.…`): welcome / peer-joined / peer-left / signal / peer-media /
- *                 room / closed; reconnects with backoff 1 s, 2 s, 4 s … 10 s; if the
+ *                 sfu-answer / sfu-offer / sfu-slots / speaking / room / closed; reconnects with backoff 1 s, 2 s, 4 s … 10 s; if the
  *                 upgrade is refused, re-joins once with the stored token.
  *   6. People     the live list of who is in, and the host panel (lock, end, remove, knocks).
  *   7. States     full-page end states (ended, removed, left, …) and small toasts.
@@ -24,6 +28,7 @@
   const show = (el, on) => { if (el) el.hidden = !on; };
   const roomId = app.dataset.roomId;
   const kind = app.dataset.kind; // "video" | "voice"
+  const sfuMode = app.dataset.media === 'sfu';
   const key = (k) => `cb:${k}:${roomId}`;
   const store = (name) => {
     let s = null;
@@ -170,6 +175,8 @@
     if (media.screen) return stopScreen();
     const md = navigator.mediaDevices;
     if (!md || !md.getDisplayMedia) return toast(T.screen_unsupported);
+    // An SFU voice room carries audio only.
+    if (sfuMode && kind === 'voice') return toast(T.screen_unsupported);
     let stream;
     try { stream = await md.getDisplayMedia({ video: true, audio: false }); } catch { return; }
     const track = stream.getVideoTracks()[0];
@@ -221,7 +228,10 @@
     } else if (name) {
       m.name = name;
     }
-    if (!m.tile) m.tile = makeTile(pid);
+    if (!m.tile) {
+      m.tile = makeTile(pid);
+      placeSlots();
+    }
     renderTile(pid);
     return m;
   }
@@ -403,6 +413,88 @@
     if (c) c.pc.close();
     conns.delete(pid);
     peersPc.delete(pid);
+    if (c && c === sfu) sfu = null;
+  }
+
+  // ---- 4b. SFU --------------------------------------------------------------------------
+  const SFU = 'sfu'; // the key of the server's connection in `conns` (never a participant id)
+  let sfu = null; // { pc, audioTx, videoTx, queue, slots: mid -> pid, tracks: mid -> track }
+
+  function startSfu() {
+    closeConn(SFU);
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+    const c = { pid: SFU, pc, audioTx: null, videoTx: null, queue: Promise.resolve(), slots: new Map(), tracks: new Map() };
+    sfu = c;
+    conns.set(SFU, c);
+    peersPc.set(SFU, pc);
+    c.audioTx = pc.addTransceiver(media.mic || 'audio', { direction: 'sendonly' });
+    if (kind === 'video') {
+      // Two layers: receivers with many tiles get the low one, a large tile the high one.
+      c.videoTx = pc.addTransceiver(outgoingVideo() || 'video', { direction: 'sendonly', sendEncodings: [
+        { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 200000 },
+        { rid: 'h', maxBitrate: 900000 },
+      ] });
+    }
+    pc.ontrack = ({ transceiver, track }) => { c.tracks.set(transceiver.mid, track); placeSlots(); };
+    pc.onconnectionstatechange = () => {
+      $('self-tile').dataset.connection = pc.connectionState;
+      // The server lost us (or we it): offer afresh on the same socket.
+      if (pc.connectionState === 'failed' && sfu === c && !finished) setTimeout(() => { if (sfu === c && ws) startSfu(); }, 1000);
+    };
+    sfuStep(async () => {
+      await pc.setLocalDescription(await pc.createOffer());
+      send({ type: 'sfu-offer', sdp: pc.localDescription.sdp });
+    });
+  }
+
+  /** Runs signaling steps with the server one after another, as they arrived. */
+  function sfuStep(step) {
+    const c = sfu;
+    if (!c) return;
+    c.queue = c.queue.then(() => (c.pc.signalingState === 'closed' ? undefined : step(c.pc)))
+      .catch((e) => console.warn('callbridge: sfu', e));
+  }
+
+  function onSfuOffer(sdp) {
+    sfuStep(async (pc) => {
+      await pc.setRemoteDescription({ type: 'offer', sdp });
+      await pc.setLocalDescription();
+      send({ type: 'sfu-answer', sdp: pc.localDescription.sdp });
+    });
+  }
+
+  /** Puts each receiving track into the tile of whoever it carries now. */
+  function placeSlots() {
+    if (!sfu) return;
+    const want = new Map(); // pid -> { audio: track, video: track }
+    for (const [mid, pid] of sfu.slots) {
+      const track = sfu.tracks.get(mid);
+      if (!pid || !track || track.readyState === 'ended') continue;
+      const w = want.get(pid) || {};
+      w[track.kind] = track;
+      want.set(pid, w);
+    }
+    for (const [pid, m] of members) {
+      if (!m.tile) continue;
+      const w = want.get(pid) || {};
+      const audio = m.tile.querySelector('audio');
+      if ((audio.srcObject && audio.srcObject.getTracks()[0]) !== w.audio) {
+        audio.srcObject = w.audio ? new MediaStream([w.audio]) : null;
+        if (w.audio) play(audio);
+      }
+      const video = m.tile.querySelector('video.remote');
+      if (video && (video.srcObject && video.srcObject.getTracks()[0]) !== w.video) {
+        video.srcObject = w.video ? new MediaStream([w.video]) : null;
+        if (w.video) play(video);
+      }
+      renderTile(pid);
+    }
+  }
+
+  function onSpeaking(ids) {
+    const speaking = new Set(ids || []);
+    for (const [pid, m] of members) if (m.tile) m.tile.classList.toggle('speaking', speaking.has(pid));
+    $('self-tile').classList.toggle('speaking', speaking.has(selfId));
   }
 
   function closeAll() {
@@ -411,6 +503,7 @@
   }
 
   async function stats() {
+    if (sfu) return sfuStats();
     const out = {};
     for (const [pid, pc] of peersPc) {
       const r = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, videoTracks: 0,
@@ -429,6 +522,31 @@
         });
       } catch { /* closed meanwhile */ }
       out[pid] = r;
+    }
+    return out;
+  }
+
+  /** SFU rooms: what arrives for each other participant, by the slots that carry them. */
+  async function sfuStats() {
+    const out = {};
+    const c = sfu;
+    const report = await c.pc.getStats().catch(() => new Map());
+    const pair = [...report.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+    const remote = pair && report.get(pair.remoteCandidateId);
+    for (const [mid, pid] of c.slots) {
+      if (!pid) continue;
+      const r = out[pid] || (out[pid] = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, videoTracks: 0,
+        connectionState: c.pc.connectionState, remote: remote ? `${remote.address}:${remote.port}` : null });
+      report.forEach((s) => {
+        if (s.type !== 'inbound-rtp' || s.mid !== mid) return;
+        if ((s.kind || s.mediaType) === 'video') {
+          r.videoTracks += 1;
+          r.framesDecoded += s.framesDecoded || 0;
+          r.videoBytesReceived += s.bytesReceived || 0;
+        } else {
+          r.audioBytesReceived += s.bytesReceived || 0;
+        }
+      });
     }
     return out;
   }
@@ -521,6 +639,12 @@
         return;
       }
       case 'signal': return onSignal(msg.from, msg.data);
+      case 'sfu-answer': return sfuStep((pc) => pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }));
+      case 'sfu-offer': return onSfuOffer(msg.sdp);
+      case 'sfu-slots':
+        if (sfu) sfu.slots = new Map((msg.slots || []).map((x) => [x.mid, x.id]));
+        return placeSlots();
+      case 'speaking': return onSpeaking(msg.ids);
       case 'peer-media': {
         if (msg.id === selfId) return;
         const m = member(msg.id);
@@ -549,8 +673,9 @@
     for (const p of msg.peers || []) {
       if (p.id === selfId) continue;
       member(p.id, p.name);
-      connection(p.id, true);
+      if (!sfuMode) connection(p.id, true);
     }
+    if (sfuMode) startSfu();
     renderSelf();
     sendMedia();
     setState('in-room');

@@ -61,6 +61,9 @@ data_dir = "$work/data"
 
 [api]
 token = "$token"
+
+[sfu]
+listen = "127.0.0.1:0"
 EOF
 base="http://127.0.0.1:$port"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" --config "$work/config.toml" run >"$reports/daemon.log" 2>&1 &

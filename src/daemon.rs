@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Secret};
 use crate::live::{Live, run_dispatcher};
 use crate::service::RoomService;
+use crate::sfu::Sfu;
 use crate::web::{AppState, Shared, app};
 use anyhow::Context;
 use callbridge_chat::{AdapterSettings, BuildContext, Env, Platform, SettingsError};
@@ -70,6 +71,10 @@ impl Daemon {
             .await
             .context("cannot open the database")?;
         let live = Live::default();
+        let sfu = Arc::new(
+            Sfu::start(&config.sfu, live.clone(), stop_workers.child_token())
+                .with_context(|| format!("the SFU cannot receive media on {} (UDP)", config.sfu.listen))?,
+        );
         let limiter = |per_minute| NonZeroU32::new(per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
         let (join_limiter, socket_limiter) = (limiter(config.server.join_rate_per_minute), limiter(config.server.socket_rate_per_minute));
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
@@ -81,13 +86,14 @@ impl Daemon {
         let state = AppState::new(Shared {
             rooms: rooms.clone(),
             live: live.clone(),
+            sfu: sfu.clone(),
             node_id: node_id.clone(),
             join_limiter,
             socket_limiter,
             cancel: sessions_cancel,
             tracker: sessions,
         });
-        workers.spawn(run_dispatcher(rooms.clone(), live, rooms.subscribe(), stop_workers.clone()));
+        workers.spawn(run_dispatcher(rooms.clone(), live, sfu, rooms.subscribe(), stop_workers.clone()));
         workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
         adapters.start_all();
 
@@ -128,6 +134,9 @@ impl Daemon {
         if tokio::time::timeout(STAGE_TIMEOUT, self.workers.wait()).await.is_err() {
             tracing::warn!("background workers did not stop in time");
         }
+        // Its thread saw the same cancel; joining it is quick (and off the async workers).
+        let sfu = self.state.sfu.clone();
+        let _ = tokio::task::spawn_blocking(move || sfu.join()).await;
         self.state.rooms.close().await;
         tracing::info!("stopped");
     }

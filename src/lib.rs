@@ -34,6 +34,7 @@ pub mod logging;
 pub mod private_files;
 pub mod room;
 pub mod service;
+pub mod sfu;
 pub mod signaling;
 pub mod store;
 pub mod turn;

@@ -8,6 +8,7 @@
 
 use crate::events::{RoomEvent, RoomEventKind};
 use crate::ids::RoomId;
+use crate::sfu::{Command as SfuCommand, Sfu};
 use crate::service::{Knocks, RoomService};
 use crate::signaling::ToPage;
 use axum::extract::ws::Utf8Bytes;
@@ -169,6 +170,18 @@ impl Live {
         }
     }
 
+    /// Sends to one socket of a participant: nothing when it was replaced meanwhile.
+    pub fn send_to_conn(&self, room: &str, pid: &str, conn: u64, msg: Outbound) -> bool {
+        let rooms = self.rooms.lock().expect("live map poisoned");
+        match rooms.get(room).and_then(|p| p.get(pid)).filter(|p| p.conn == conn) {
+            Some(peer) => {
+                deliver(peer, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends to everyone in a room but `except`.
     pub fn broadcast(&self, room: &str, except: Option<&str>, msg: Outbound) {
         let rooms = self.rooms.lock().expect("live map poisoned");
@@ -207,7 +220,13 @@ fn deliver(peer: &Peer, msg: Outbound) {
 /// Applies room events to the connected pages until `cancel`: ended rooms and removed
 /// participants are disconnected at once; other changes are coalesced and pushed as a fresh
 /// room view at most every 100 ms per room.
-pub async fn run_dispatcher(rooms: RoomService, live: Live, mut events: broadcast::Receiver<RoomEvent>, cancel: CancellationToken) {
+pub async fn run_dispatcher(
+    rooms: RoomService,
+    live: Live,
+    sfu: Arc<Sfu>,
+    mut events: broadcast::Receiver<RoomEvent>,
+    cancel: CancellationToken,
+) {
     let mut dirty: HashSet<RoomId> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,6 +235,14 @@ pub async fn run_dispatcher(rooms: RoomService, live: Live, mut events: broadcas
             _ = cancel.cancelled() => break,
             event = events.recv() => match event {
                 Ok(RoomEvent { room_id, kind }) => {
+                    // Media stops at the SFU at once, not only when the page hears of it.
+                    match &kind {
+                        RoomEventKind::Ended { .. } => sfu.send(SfuCommand::End { room: room_id.clone() }),
+                        RoomEventKind::Removed { participant_id, .. } => {
+                            sfu.send(SfuCommand::Remove { room: room_id.clone(), pid: participant_id.clone() })
+                        }
+                        _ => {}
+                    }
                     if !live.has_room(&room_id) { continue; }
                     match &kind {
                         RoomEventKind::Ended { expired } => {

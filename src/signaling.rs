@@ -33,6 +33,13 @@ pub struct IceServerRef<'a> {
     pub credential: Option<&'a str>,
 }
 
+/// One receiving track of an SFU page and whose media it carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotRef {
+    pub mid: String,
+    pub id: Option<String>,
+}
+
 /// What the bridge sends to a room page.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -53,6 +60,15 @@ pub enum ToPage<'a> {
     PeerMedia { id: &'a str, audio: bool, video: bool, screen: bool },
     /// The room changed.
     Room { room: &'a RoomView },
+    /// The SFU's answer to this page's offer (SFU rooms).
+    SfuAnswer { sdp: &'a str },
+    /// The SFU offers a change: people to receive came or went.
+    SfuOffer { sdp: &'a str },
+    /// SFU rooms: which participant each of the page's receiving tracks carries now (by
+    /// the transceiver's mid; `id` null: nobody, the track is idle).
+    SfuSlots { slots: &'a [SlotRef] },
+    /// Who is speaking now (SFU rooms), by participant id.
+    Speaking { ids: &'a [&'a str] },
     /// The socket closes, and why (`ended`, `expired`, `removed`, `shutdown`, `flood`).
     Closed { reason: &'a str },
 }
@@ -79,6 +95,18 @@ pub enum FromPage {
         video: bool,
         #[serde(default)]
         screen: bool,
+    },
+    /// SFU rooms: the page's one offer (it publishes its tracks, send-only).
+    SfuOffer { sdp: String },
+    /// SFU rooms: the answer to the SFU's last offer.
+    SfuAnswer { sdp: String },
+    /// SFU rooms: whom the page shows as tiles (absent: everyone) and who is large; video of
+    /// the others is not sent to it.
+    SfuView {
+        #[serde(default)]
+        shown: Option<Vec<String>>,
+        #[serde(default)]
+        large: Option<String>,
     },
 }
 

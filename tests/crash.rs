@@ -103,6 +103,8 @@ max_participants = 1000
 ice_servers = []
 [api]
 token = "{API_TOKEN}"
+[sfu]
+listen = "127.0.0.1:0"
 [telegram]
 token = "{BOT_TOKEN}"
 api_url = "{api_url}"

@@ -47,7 +47,7 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
             "[server]\nlisten = \"127.0.0.1:{port}\"\njoin_rate_per_minute = 0\nsocket_rate_per_minute = 0\n\
              [storage]\nurl = \"{url}\"\ndata_dir = \"{dir}\"\n\
              [rooms]\nmax_participants = 50\npresence_grace = \"1s\"\nice_servers = []\n\
-             [api]\ntoken = \"{API_TOKEN}\"\n",
+             [api]\ntoken = \"{API_TOKEN}\"\n[sfu]\nlisten = \"127.0.0.1:0\"\n",
             url = db.url,
             dir = db.dir.path().display(),
         ),

@@ -54,6 +54,8 @@ pub type RateLimiter = DefaultKeyedRateLimiter<IpAddr>;
 pub struct Shared {
     pub rooms: RoomService,
     pub live: Live,
+    /// The media of SFU rooms.
+    pub sfu: Arc<crate::sfu::Sfu>,
     /// This daemon's id in the `nodes` table.
     pub node_id: Arc<str>,
     /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.

@@ -5,7 +5,9 @@ use super::AppState;
 use super::error::ApiError;
 use crate::ids::{ParticipantId, RoomId};
 use crate::live::{Outbound, PeerInfo, socket_queue};
+use crate::room::{Media, RoomKind, RoomView};
 use crate::service::{Credential, Knocks};
+use crate::sfu::Command as SfuCommand;
 use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
 use crate::store::PresenceChange;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -16,9 +18,9 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-/// Largest frame a page may send: signaling only (an SDP offer with its candidates is a few
-/// KiB); media never passes here.
-const MAX_FRAME: usize = 16 * 1024;
+/// Largest frame a page may send: signaling only (a mesh offer is a few KiB; an SFU page's
+/// answer for its 24 receiving tracks about 15 KiB); media never passes here.
+const MAX_FRAME: usize = 32 * 1024;
 /// Most bytes buffered for writing on one socket: above the largest frame the daemon sends (a
 /// room view of 50 people with their knocks).
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -119,7 +121,16 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
     let (conn, peers) = state.live.register(&room, &pid, &name, host, tx);
     let (mut sink, mut stream) = socket.split();
 
-    let welcome = welcome(&state, &room, &pid, &name, host, &peers).await;
+    let knocks = if host { Knocks::Shown } else { Knocks::Hidden };
+    let view = state.rooms.view(&room, knocks).await.ok();
+    let page = Page {
+        room: room.clone(),
+        pid: pid.clone(),
+        conn,
+        // An SFU room's media goes through the SFU; `None` for a mesh (or an unreadable room).
+        sfu: view.as_ref().filter(|v| v.media == Media::Sfu).map(|v| v.kind == RoomKind::Voice),
+    };
+    let welcome = welcome(&state, &pid, &name, host, &peers, view.as_ref());
     state.live.broadcast(&room, Some(&pid), Outbound::Text(ToPage::PeerJoined { peer: PeerRef { id: &pid, name: &name } }.frame()));
     let mut open = send(&mut sink, Message::Text(welcome)).await;
 
@@ -156,7 +167,7 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
                     break;
                 }
                 match message {
-                    Message::Text(text) => relay(&state, &room, &pid, &text, &mut signals),
+                    Message::Text(text) => relay(&state, &page, &text, &mut signals),
                     Message::Close(_) => break,
                     Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
                 }
@@ -171,6 +182,9 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
         }
     }
 
+    if page.sfu.is_some() {
+        state.sfu.send(SfuCommand::Leave { room: room.clone(), pid: pid.clone(), conn });
+    }
     if state.live.unregister(&room, &pid, conn) {
         state.live.broadcast(&room, None, Outbound::Text(ToPage::PeerLeft { id: &pid }.frame()));
         start_grace(state, room, pid);
@@ -195,9 +209,7 @@ fn start_grace(state: AppState, room: RoomId, pid: ParticipantId) {
     });
 }
 
-async fn welcome(state: &AppState, room: &RoomId, pid: &str, name: &str, host: bool, peers: &[PeerInfo]) -> axum::extract::ws::Utf8Bytes {
-    let knocks = if host { Knocks::Shown } else { Knocks::Hidden };
-    let view = state.rooms.view(room, knocks).await.ok();
+fn welcome(state: &AppState, pid: &str, name: &str, host: bool, peers: &[PeerInfo], view: Option<&RoomView>) -> axum::extract::ws::Utf8Bytes {
     // Browsers need TURN credentials in clear; only admitted participants ever get them, and
     // with `[rooms.turn]` their own, which expire.
     let rooms = &state.rooms.config().rooms;
@@ -211,7 +223,7 @@ async fn welcome(state: &AppState, room: &RoomId, pid: &str, name: &str, host: b
     ToPage::Welcome {
         me: Me { id: pid, name, host },
         peers: peers.iter().map(|p| PeerRef { id: &p.id, name: &p.name }).collect(),
-        room: view.as_ref(),
+        room: view,
         ice_servers,
     }
     .frame()
@@ -242,9 +254,20 @@ impl SignalBudget {
     }
 }
 
+/// Who a room socket is, for its frames.
+struct Page {
+    room: RoomId,
+    pid: ParticipantId,
+    conn: u64,
+    /// `Some(voice)` in an SFU room.
+    sfu: Option<bool>,
+}
+
 /// Handles one frame from a page: signaling to one other peer (never to itself, within a
-/// budget per target), or its media state to all.
-fn relay(state: &AppState, room: &RoomId, from: &str, text: &str, signals: &mut SignalBudget) {
+/// budget per target), its media state to all, or (SFU rooms) signaling with the SFU.
+fn relay(state: &AppState, page: &Page, text: &str, signals: &mut SignalBudget) {
+    let (room, from) = (&page.room, page.pid.as_str());
+    let (pid, conn) = (page.pid.clone(), page.conn);
     match serde_json::from_str::<FromPage>(text) {
         Ok(FromPage::Signal { to, data }) => {
             if to != from && signals.allows(&to) {
@@ -254,6 +277,21 @@ fn relay(state: &AppState, room: &RoomId, from: &str, text: &str, signals: &mut 
         Ok(FromPage::Media { audio, video, screen }) => {
             let out = ToPage::PeerMedia { id: from, audio, video, screen }.frame();
             state.live.broadcast(room, Some(from), Outbound::Text(out));
+        }
+        Ok(FromPage::SfuOffer { sdp }) => {
+            if let Some(voice) = page.sfu {
+                state.sfu.send(SfuCommand::Offer { room: room.clone(), pid, conn, voice, sdp });
+            }
+        }
+        Ok(FromPage::SfuAnswer { sdp }) => {
+            if page.sfu.is_some() {
+                state.sfu.send(SfuCommand::Answer { room: room.clone(), pid, conn, sdp });
+            }
+        }
+        Ok(FromPage::SfuView { shown, large }) => {
+            if page.sfu.is_some() {
+                state.sfu.send(SfuCommand::View { room: room.clone(), pid, shown, large });
+            }
         }
         Err(_) => {}
     }

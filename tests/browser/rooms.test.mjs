@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, writeFileSync, mkdirSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, createWriteStream, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -75,7 +75,8 @@ before(async () => {
     '[storage]', `data_dir = "${dir}"`,
     '[rooms]', 'presence_grace = "2s"', 'ice_servers = []',
     '[rooms.turn]', `urls = ["turn:127.0.0.1:${turnPort}?transport=udp"]`, `secret = "${TURN_SECRET}"`, 'ttl = "1h"',
-    '[api]', `token = "${API_TOKEN}"`, '',
+    '[api]', `token = "${API_TOKEN}"`,
+    '[sfu]', 'listen = "127.0.0.1:0"', '',
   ].join('\n'));
   logPath = join(ARTIFACTS, 'daemon.log');
   daemon = spawn(BIN, ['run', '--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
@@ -128,8 +129,8 @@ async function enter(p, url, name) {
 const stats = (p) => p.evaluate(async () => Object.values(await window.callbridge.stats()));
 const stateOf = (p) => p.evaluate(() => window.callbridge?.state);
 
-test('two participants each decode the other\'s video', async () => {
-  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Media check', host_name: 'Ada' })).body;
+test('a mesh room: two participants each decode the other\'s video', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Media check', host_name: 'Ada', media: 'mesh' })).body;
   const a = await page();
   const b = await page();
   await a.goto(room.url);
@@ -146,8 +147,8 @@ test('two participants each decode the other\'s video', async () => {
   await b.context().close();
 });
 
-test('a voice room carries audio only', async () => {
-  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Voice', kind: 'voice' })).body;
+test('a mesh voice room carries audio only', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Voice', kind: 'voice', media: 'mesh' })).body;
   const a = await page();
   const b = await page();
   await enter(a, room.url, 'Ada');
@@ -159,6 +160,58 @@ test('a voice room carries audio only', async () => {
     assert.equal(s[0].framesDecoded, 0);
   }
   assert.equal(await a.locator('video.remote').count() + await a.locator('video.remote[data-pid]').count(), 0);
+  await a.context().close();
+  await b.context().close();
+});
+
+/** The SFU's UDP address, as the daemon logged it when it started. */
+function sfuAddr() {
+  const log = readFileSync(logPath, 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
+  const m = /SFU listening \(UDP\) addrs=\[([0-9.:]+)\]/.exec(log);
+  assert.ok(m, 'the daemon logged its SFU address');
+  return m[1];
+}
+
+test('an SFU room: three pages each decode video from both others, through the SFU alone', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Through the SFU' })).body;
+  assert.equal(room.media, 'sfu');
+  assert.equal(room.max_participants, 50);
+  const names = ['Ada', 'Bob', 'Cyd'];
+  const pages = [];
+  for (const name of names) {
+    const p = await page();
+    await enter(p, room.url, name);
+    pages.push(p);
+  }
+  const sfu = sfuAddr();
+  for (const [i, p] of pages.entries()) {
+    const who = names[i];
+    await until(`${who} decoding video from both others`, async () => {
+      const s = await stats(p);
+      return s.length === 2 && s.every((r) => r.framesDecoded > 0 && r.audioBytesReceived > 0);
+    });
+    // One peer connection, to the server: the selected candidate pair ends at the SFU.
+    const s = await stats(p);
+    assert.equal(await p.evaluate(() => window.callbridge.peers.size), 1, `${who} has one peer connection`);
+    assert.ok(s.every((r) => r.remote === sfu), `${who}'s media comes from the SFU at ${sfu}: ${JSON.stringify(s)}`);
+    assert.match(await p.locator('#media').textContent(), /through this server/i);
+  }
+  await pages[2].screenshot({ path: join(ARTIFACTS, 'sfu-room.png') });
+  for (const p of pages) await p.context().close();
+});
+
+test('an SFU voice room carries audio only', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'SFU voice', kind: 'voice' })).body;
+  const a = await page();
+  const b = await page();
+  await enter(a, room.url, 'Ada');
+  await enter(b, room.url, 'Bob');
+  for (const p of [a, b]) {
+    await until('audio through the SFU', async () => (await stats(p)).some((s) => s.audioBytesReceived > 0));
+    const s = await stats(p);
+    assert.equal(s[0].videoTracks, 0, 'no video in a voice room');
+    assert.equal(s[0].remote, sfuAddr());
+  }
   await a.context().close();
   await b.context().close();
 });

@@ -70,6 +70,7 @@ pub fn config(db: &TestDb) -> Config {
     c.storage.data_dir = db.dir.path().to_owned();
     c.rooms.ice_servers = vec![];
     c.api.token = Some(Secret::new(API_TOKEN));
+    c.sfu.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 
