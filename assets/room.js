@@ -491,6 +491,14 @@
     }
   }
 
+  /** A host muted this page: the device goes off (the user may turn it on again). */
+  function onMutedByHost(msg) {
+    let changed = false;
+    if (msg.audio === true && prefs.audio) { prefs.audio = false; if (media.mic) media.mic.enabled = false; changed = true; }
+    if (msg.video === true && prefs.video) { prefs.video = false; if (media.cam) media.cam.enabled = false; changed = true; }
+    if (changed) { savePrefs(); toast(T.muted_by_host); }
+  }
+
   function onSpeaking(ids) {
     const speaking = new Set(ids || []);
     for (const [pid, m] of members) if (m.tile) m.tile.classList.toggle('speaking', speaking.has(pid));
@@ -645,6 +653,7 @@
         if (sfu) sfu.slots = new Map((msg.slots || []).map((x) => [x.mid, x.id]));
         return placeSlots();
       case 'speaking': return onSpeaking(msg.ids);
+      case 'muted': return onMutedByHost(msg);
       case 'peer-media': {
         if (msg.id === selfId) return;
         const m = member(msg.id);
@@ -755,7 +764,8 @@
       you.textContent = ` (${T.you})`;
       li.append(you);
     } else if (isHost) {
-      li.append(button('remove', T.remove, { pid: p.id }, `${T.remove}: ${p.name}`));
+      li.append(button('mute', T.mute, { pid: p.id }, `${T.mute}: ${p.name}`),
+        button('remove', T.remove, { pid: p.id }, `${T.remove}: ${p.name}`));
     }
     return li;
   }
@@ -770,12 +780,11 @@
     return li;
   }
 
-  async function hostCall(method, path) {
+  async function hostCall(method, path, body) {
     try {
-      const res = await fetch(`/api/v1/rooms/${roomId}${path}`, {
-        method,
-        headers: { Authorization: `Bearer ${hostToken}` },
-      });
+      const headers = { Authorization: `Bearer ${hostToken}` };
+      if (body) headers['Content-Type'] = 'application/json';
+      const res = await fetch(`/api/v1/rooms/${roomId}${path}`, { method, headers, body: body ? JSON.stringify(body) : undefined });
       const body = await res.json().catch(() => null);
       if (!res.ok) { toast(T.action_failed); return null; }
       return body;
@@ -843,7 +852,10 @@
     const room = await hostCall('POST', '/end');
     if (room) finish('ended', T.state_ended);
   });
+  $('mute-all').addEventListener('click', () => hostCall('POST', '/mute', { audio: true, except: selfId }));
   $('participants').addEventListener('click', async (e) => {
+    const mute = e.target.closest('button.mute[data-pid]');
+    if (mute) return hostCall('POST', `/participants/${encodeURIComponent(mute.dataset.pid)}/mute`, { audio: true });
     const b = e.target.closest('button.remove[data-pid]');
     if (!b) return;
     b.disabled = true;

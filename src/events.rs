@@ -24,6 +24,9 @@ pub enum RoomEventKind {
     /// The host ended the room, or it expired.
     Ended { expired: bool },
     Removed { participant_id: ParticipantId, name: String },
+    /// A host muted (`true`) or let speak again (`false`) a participant's audio or video for
+    /// everyone; `None` leaves that one as it is.
+    Muted { participant_id: ParticipantId, audio: Option<bool>, video: Option<bool> },
     Knocked { knock_id: String, name: String },
     KnockAnswered { knock_id: KnockId, name: String, admitted: bool },
 }

@@ -241,6 +241,12 @@ pub async fn run_dispatcher(
                         RoomEventKind::Removed { participant_id, .. } => {
                             sfu.send(SfuCommand::Remove { room: room_id.clone(), pid: participant_id.clone() })
                         }
+                        RoomEventKind::Muted { participant_id, audio, video } => {
+                            sfu.send(SfuCommand::Mute { room: room_id.clone(), pid: participant_id.clone(), audio: *audio, video: *video });
+                            let told = ToPage::Muted { audio: *audio, video: *video }.frame();
+                            live.send_to(&room_id, participant_id, Outbound::Text(told));
+                            continue;
+                        }
                         _ => {}
                     }
                     if !live.has_room(&room_id) { continue; }

@@ -305,6 +305,34 @@ impl RoomService {
         Ok(outcome)
     }
 
+    /// Mutes (`true`) or lets speak again (`false`) the audio or video of one participant
+    /// (`who`) or of everyone present but `except`, for everyone else: the SFU stops their
+    /// media, and their page turns the device off and tells them. Returns whom it applied to
+    /// (empty: nobody present by that id); `Ok(None)` when the room has ended.
+    pub async fn mute(
+        &self,
+        room: &RoomId,
+        who: Option<&ParticipantId>,
+        except: Option<&str>,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Result<Option<Vec<ParticipantId>>, ServiceError> {
+        let view = self.view(room, Knocks::Hidden).await?;
+        if view.ended {
+            return Ok(None);
+        }
+        let targets: Vec<ParticipantId> = view
+            .present()
+            .filter(|p| who.is_none_or(|w| w.as_str() == p.id) && except != Some(p.id.as_str()))
+            .map(|p| ParticipantId::trusted(p.id.clone()))
+            .collect();
+        for participant_id in &targets {
+            tracing::info!(room_id = %room, %participant_id, ?audio, ?video, "participant muted by a host");
+            self.events.publish(room, RoomEventKind::Muted { participant_id: participant_id.clone(), audio, video });
+        }
+        Ok(Some(targets))
+    }
+
     /// Asks to enter a locked room.
     pub async fn knock(&self, room: &RoomId, name: &str) -> Result<KnockOutcome, ServiceError> {
         let name = clean_name(name).map_err(ServiceError::InvalidName)?;

@@ -67,6 +67,13 @@ pub enum ToPage<'a> {
     /// SFU rooms: which participant each of the page's receiving tracks carries now (by
     /// the transceiver's mid; `id` null: nobody, the track is idle).
     SfuSlots { slots: &'a [SlotRef] },
+    /// A host muted (`true`) or let speak again (`false`) this page's audio or video.
+    Muted {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audio: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        video: Option<bool>,
+    },
     /// Who is speaking now (SFU rooms), by participant id.
     Speaking { ids: &'a [&'a str] },
     /// The socket closes, and why (`ended`, `expired`, `removed`, `shutdown`, `flood`).

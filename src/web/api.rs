@@ -181,6 +181,80 @@ pub async fn remove(
     }
 }
 
+/// What to mute: `true` mutes, `false` lets speak again; absent, audio is muted.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuteBody {
+    pub audio: Option<bool>,
+    pub video: Option<bool>,
+    /// Muting everyone: a participant left out (the host's own page).
+    pub except: Option<String>,
+}
+
+/// Whom a mute applied to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MutedResponse {
+    pub participants: Vec<String>,
+}
+
+async fn mute(state: &AppState, host: &HostOf, who: Option<&ParticipantId>, body: MuteBody) -> Result<Vec<String>, ApiError> {
+    let (audio, video) = match (body.audio, body.video) {
+        (None, None) => (Some(true), None),
+        both => both,
+    };
+    match state.rooms.mute(&host.room, who, body.except.as_deref(), audio, video).await? {
+        None => Err(ApiError::new(StatusCode::GONE, "ended", "this room has ended")),
+        Some(done) => Ok(done.into_iter().map(|p| p.as_str().to_owned()).collect()),
+    }
+}
+
+/// The body of a mute, if any: no body (or `null`) takes the defaults.
+fn mute_body(body: Result<Json<Option<JsonObject<MuteBody>>>, JsonRejection>, headers: &HeaderMap) -> Result<MuteBody, ApiError> {
+    match body {
+        Ok(Json(b)) => Ok(b.map(|JsonObject(b)| b).unwrap_or_default()),
+        Err(JsonRejection::MissingJsonContentType(_)) if !headers.contains_key(axum::http::header::CONTENT_TYPE) => Ok(MuteBody::default()),
+        Err(e) => Err(json_rejection(e)),
+    }
+}
+
+/// Mute one participant's audio (or video) for everyone. In an SFU room their media stops at
+/// the server at once; their page turns the device off and tells them. They may turn it on
+/// again themselves.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/participants/{pid}/mute", tag = "api",
+    params(("id" = String, Path), ("pid" = String, Path)), request_body = Option<MuteBody>, security(("bearer" = [])),
+    responses((status = 200, body = MutedResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "no such participant in the room now", body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn mute_participant(
+    State(state): State<AppState>,
+    host: HostOf,
+    Path(ids): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<Option<JsonObject<MuteBody>>>, JsonRejection>,
+) -> Result<Json<MutedResponse>, ApiError> {
+    let no_such = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such participant in the room now");
+    let pid = ParticipantId::parse(&ids.1).ok_or_else(no_such)?;
+    let participants = mute(&state, &host, Some(&pid), mute_body(body, &headers)?).await?;
+    if participants.is_empty() {
+        return Err(no_such());
+    }
+    Ok(Json(MutedResponse { participants }))
+}
+
+/// Mute everyone in the room (their audio, unless the body says otherwise), but `except`.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/mute", tag = "api",
+    params(("id" = String, Path)), request_body = Option<MuteBody>, security(("bearer" = [])),
+    responses((status = 200, body = MutedResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn mute_all(
+    State(state): State<AppState>,
+    host: HostOf,
+    headers: HeaderMap,
+    body: Result<Json<Option<JsonObject<MuteBody>>>, JsonRejection>,
+) -> Result<Json<MutedResponse>, ApiError> {
+    let participants = mute(&state, &host, None, mute_body(body, &headers)?).await?;
+    Ok(Json(MutedResponse { participants }))
+}
+
 async fn answer(state: AppState, host: HostOf, knock: String, decision: KnockDecision) -> Result<Json<RoomView>, ApiError> {
     let no_such = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such request");
     let knock = KnockId::parse(&knock).ok_or_else(no_such)?;

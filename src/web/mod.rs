@@ -83,6 +83,8 @@ pub fn app(state: AppState, webhooks: Vec<Router>) -> Router {
         .route("/api/v1/rooms/{id}/unlock", post(api::unlock))
         .route("/api/v1/rooms/{id}/end", post(api::end))
         .route("/api/v1/rooms/{id}/participants/{pid}", delete(api::remove))
+        .route("/api/v1/rooms/{id}/participants/{pid}/mute", post(api::mute_participant))
+        .route("/api/v1/rooms/{id}/mute", post(api::mute_all))
         .route("/api/v1/rooms/{id}/knocks/{knock_id}/admit", post(api::admit))
         .route("/api/v1/rooms/{id}/knocks/{knock_id}/deny", post(api::deny))
         .route("/api/v1/openapi.json", get(openapi::document))

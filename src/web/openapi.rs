@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::healthz,
         super::join::join, super::join::knock, super::join::knock_status,
         super::api::create_room, super::api::get_room, super::api::lock, super::api::unlock, super::api::end,
-        super::api::remove, super::api::admit, super::api::deny,
+        super::api::remove, super::api::mute_participant, super::api::mute_all, super::api::admit, super::api::deny,
     ),
     modifiers(&BearerAuth),
 )]

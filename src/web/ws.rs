@@ -277,6 +277,12 @@ fn relay(state: &AppState, page: &Page, text: &str, signals: &mut SignalBudget) 
         Ok(FromPage::Media { audio, video, screen }) => {
             let out = ToPage::PeerMedia { id: from, audio, video, screen }.frame();
             state.live.broadcast(room, Some(from), Outbound::Text(out));
+            // Someone a host muted may unmute themselves (as in most meeting tools): turning
+            // the device on again lets the SFU forward it again.
+            if page.sfu.is_some() && (audio || video) {
+                let (audio, video) = (audio.then_some(false), video.then_some(false));
+                state.sfu.send(SfuCommand::Mute { room: room.clone(), pid, audio, video });
+            }
         }
         Ok(FromPage::SfuOffer { sdp }) => {
             if let Some(voice) = page.sfu {

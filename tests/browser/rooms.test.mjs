@@ -216,6 +216,50 @@ test('an SFU voice room carries audio only', async () => {
   await b.context().close();
 });
 
+/** The audio bytes one page has received from `pid` (0 when it receives nothing of them). */
+const audioFrom = async (p, pid) => (await p.evaluate(async () => window.callbridge.stats()))[pid]?.audioBytesReceived ?? 0;
+const pidOf = (p) => p.evaluate(() => window.callbridge.selfId);
+
+test('an SFU host mutes someone for everyone, removes them, and ends the room', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'SFU host' })).body;
+  const [ada, bob, cyd] = [await page(), await page(), await page()];
+  await enter(ada, room.url, 'Ada');
+  await enter(bob, room.url, 'Bob');
+  await enter(cyd, room.url, 'Cyd');
+  const bobId = await pidOf(bob);
+  for (const p of [ada, cyd]) await until('Bob heard', async () => (await audioFrom(p, bobId)) > 0);
+
+  // Mute: within a second nothing more of Bob's audio arrives anywhere; his page turned his
+  // microphone off and told him.
+  const muted = await api('POST', `/api/v1/rooms/${room.id}/participants/${bobId}/mute`, room.host_token, { audio: true });
+  assert.equal(muted.status, 200);
+  assert.deepEqual(muted.body.participants, [bobId]);
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = [await audioFrom(ada, bobId), await audioFrom(cyd, bobId)];
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = [await audioFrom(ada, bobId), await audioFrom(cyd, bobId)];
+  assert.deepEqual(after, before, 'Bob\'s audio still arrives after the mute');
+  assert.equal(await bob.locator('#mic').getAttribute('aria-pressed'), 'false', 'Bob\'s page turned his microphone off');
+  // He turns it on again himself: he is heard again.
+  await bob.click('#mic');
+  await until('Bob heard again', async () => (await audioFrom(ada, bobId)) > after[0]);
+
+  // Remove: within a second Bob's media is gone from the others, and he cannot come back.
+  assert.equal((await api('DELETE', `/api/v1/rooms/${room.id}/participants/${bobId}`, room.host_token)).status, 200);
+  await new Promise((r) => setTimeout(r, 1000));
+  const kept = await audioFrom(ada, bobId);
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await audioFrom(ada, bobId), kept, 'Bob\'s audio still arrives after his removal');
+  const back = await fetch(`${base}/r/${room.id}/join`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Bob', token: await bob.evaluate((id) => sessionStorage.getItem(`cb:token:${id}`), room.id) }) });
+  assert.equal(back.status, 403);
+
+  // End: every page closes.
+  assert.equal((await api('POST', `/api/v1/rooms/${room.id}/end`, room.host_token)).status, 200);
+  for (const p of [ada, cyd]) await until('the page shows the end', async () => (await stateOf(p)) === 'ended');
+  for (const p of [ada, bob, cyd]) await p.context().close();
+});
+
 test('the host locks, admits a knock, removes a guest and ends the room; names stay text', async () => {
   const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Hosted', host_name: 'Hana' })).body;
   const host = await page();
