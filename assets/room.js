@@ -260,7 +260,8 @@
     mic.hidden = true;
     caption.append(el('span', 'name'), mic);
     tile.append(avatar, audio, caption);
-    $('grid').append(tile);
+    const more = $('more-tile');
+    if (more) $('grid').insertBefore(tile, more); else $('grid').append(tile);
     layout();
     return tile;
   }
@@ -291,8 +292,33 @@
     layout();
   }
 
+  /** Most tiles in the grid; beyond, people without video go to one "+N" tile (the people
+   *  panel lists everyone). The SFU sends at most 16 cameras, so 16 + yourself fit. */
+  const MAX_TILES = 17;
+
   function layout() {
-    $('grid').dataset.count = String(Math.min($('grid').children.length, 9));
+    const grid = $('grid');
+    const tiles = [...grid.querySelectorAll('figure.tile')];
+    let more = $('more-tile');
+    const crowded = tiles.length > MAX_TILES;
+    let hidden = 0;
+    for (const t of tiles) {
+      // In a crowd, a tile stays when it shows video or its person is speaking.
+      const off = crowded && t.id !== 'self-tile' && t.classList.contains('video-off') && !t.classList.contains('speaking');
+      t.classList.toggle('off-grid', off);
+      if (off) hidden += 1;
+    }
+    if (hidden && !more) {
+      more = el('button', 'tile tile-more', { id: 'more-tile', type: 'button' });
+      more.addEventListener('click', () => { app.classList.add('side-toggled'); syncPeopleToggle(); });
+      grid.append(more);
+    }
+    if (more) {
+      more.hidden = !hidden;
+      more.textContent = `+${hidden}`;
+      more.setAttribute('aria-label', `${T.people}: +${hidden}`);
+    }
+    grid.dataset.count = String(Math.min(tiles.length - hidden + (hidden ? 1 : 0), MAX_TILES));
   }
 
   function onTrack(pid, track) {
@@ -489,6 +515,7 @@
       }
       renderTile(pid);
     }
+    layout();
   }
 
   /** A host muted this page: the device goes off (the user may turn it on again). */
@@ -503,6 +530,7 @@
     const speaking = new Set(ids || []);
     for (const [pid, m] of members) if (m.tile) m.tile.classList.toggle('speaking', speaking.has(pid));
     $('self-tile').classList.toggle('speaking', speaking.has(selfId));
+    layout();
   }
 
   function closeAll() {

@@ -27,6 +27,8 @@ const HOLD_VOICE: f32 = 10.0;
 const SPEAKERS_EVERY: Duration = Duration::from_millis(300);
 /// Loudness (127 minus RFC 6464's -dBov) above which someone counts as speaking.
 const SPEAKING: f32 = 127.0 - 50.0;
+/// A tile is given to someone speaking only when its holder has been quiet this long.
+const QUIET_BEFORE_SWAP: Duration = Duration::from_secs(5);
 /// At most one keyframe request per forwarded track in this time.
 const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_millis(500);
 /// With this many video tiles or fewer, receivers get the high layer; above, the low one
@@ -300,16 +302,19 @@ impl Router {
         // Every publisher's tracks, by arrival.
         let mut publishers: Vec<(PeerKey, &Peer)> = keys.iter().filter_map(|k| self.peers.get(k).map(|p| (*k, p))).collect();
         publishers.sort_by_key(|(_, p)| p.since);
-        let videos: Vec<(PeerKey, String, Mid, Option<Instant>)> = publishers
+        let videos: Vec<VideoSource> = publishers
             .iter()
             .filter(|(_, p)| !p.voice)
             .flat_map(|(k, p)| {
                 p.tracks_in.iter().filter(|t| t.kind == MediaKind::Video).map(|t| (*k, p.pid.as_str().to_owned(), t.mid, p.last_voice))
             })
             .collect();
-        let audios: Vec<Source> = publishers
+        // Loudest first: a page with fewer voice slots than voices keeps the loudest.
+        let mut voices: Vec<(PeerKey, &Peer)> =
+            publishers.iter().filter(|(k, _)| loudest.as_ref().is_none_or(|l| l.contains(k))).copied().collect();
+        voices.sort_by(|a, b| b.1.loudness.total_cmp(&a.1.loudness));
+        let audios: Vec<Source> = voices
             .iter()
-            .filter(|(k, _)| loudest.as_ref().is_none_or(|l| l.contains(k)))
             .flat_map(|(k, p)| p.tracks_in.iter().filter(|t| t.kind == MediaKind::Audio).map(|t| (*k, t.mid)))
             .collect();
         let pids: HashMap<PeerKey, String> = publishers.iter().map(|(k, p)| (*k, p.pid.as_str().to_owned())).collect();
@@ -317,11 +322,9 @@ impl Router {
         let mut keyframes = Vec::new();
         for key in keys {
             let Some(peer) = self.peers.get_mut(&key) else { continue };
-            let mut video: Vec<&(PeerKey, String, Mid, Option<Instant>)> =
-                videos.iter().filter(|(k, pid, _, _)| *k != key && peer.shown.as_ref().is_none_or(|s| s.contains(pid))).collect();
-            // Large first, then the most recent speakers; the sort is stable, so arrival breaks ties.
-            video.sort_by_key(|(_, pid, _, spoke)| (peer.large.as_deref() != Some(pid.as_str()), Reverse(*spoke)));
-            let video: Vec<Source> = video.into_iter().take(MAX_VIDEO_SLOTS).map(|(k, _, mid, _)| (*k, *mid)).collect();
+            let candidates: Vec<&VideoSource> =
+                videos.iter().filter(|v| v.0 != key && peer.shown.as_ref().is_none_or(|s| s.contains(&v.1))).collect();
+            let video = pick_tiles(peer, &candidates, now);
             let audio: Vec<Source> = audios.iter().filter(|(k, _)| *k != key).take(MAX_AUDIO_SLOTS).copied().collect();
             if let Some(offer) = peer.grow_slots(video.len(), audio.len()) {
                 self.live.send_to_conn(room, &peer.pid, peer.conn, Outbound::Text(ToPage::SfuOffer { sdp: &offer }.frame()));
@@ -515,6 +518,10 @@ impl Router {
                 .map(|p| p.pid.as_str().to_owned())
                 .collect();
             speaking.sort();
+            // More cameras than tiles: who speaks decides who is seen.
+            if keys.len() > MAX_VIDEO_SLOTS + 1 {
+                self.refresh.insert(room.clone());
+            }
             if entry.1 != speaking {
                 let ids: Vec<&str> = speaking.iter().map(String::as_str).collect();
                 self.live.broadcast(room, None, Outbound::Text(ToPage::Speaking { ids: &ids }.frame()));
@@ -526,6 +533,7 @@ impl Router {
     /// Forgets a peer: its connection closes and its tracks are stopped at everyone else's.
     fn drop_peer(&mut self, key: PeerKey) {
         let Some(mut peer) = self.peers.remove(&key) else { return };
+        tracing::debug!(room_id = %peer.room, participant_id = %peer.pid, alive = peer.rtc.is_alive(), "SFU peer gone");
         peer.rtc.disconnect();
         for addr in &peer.addrs {
             self.by_addr.remove(addr);
@@ -543,4 +551,36 @@ impl Router {
         }
         self.refresh.insert(peer.room);
     }
+}
+
+/// A publisher's video track: (peer, participant id, mid, when they last spoke).
+type VideoSource = (PeerKey, String, Mid, Option<Instant>);
+
+/// Whose video a page receives, at most [`MAX_VIDEO_SLOTS`]: everyone while they fit; else the
+/// large tile, the people it already shows, and free slots filled by who spoke last, then by
+/// arrival. Someone speaking now takes the place of whoever has been quiet the longest, one
+/// change per pass and only after [`QUIET_BEFORE_SWAP`], so tiles do not flap in a lively room.
+fn pick_tiles(peer: &Peer, candidates: &[&VideoSource], now: Instant) -> Vec<Source> {
+    let source = |v: &VideoSource| (v.0, v.2);
+    if candidates.len() <= MAX_VIDEO_SLOTS {
+        return candidates.iter().map(|v| source(v)).collect();
+    }
+    let held = |v: &VideoSource| peer.slots.iter().any(|s| s.source == Some(source(v)));
+    let large = |v: &VideoSource| peer.large.as_deref() == Some(v.1.as_str());
+    let mut order: Vec<&VideoSource> = candidates.to_vec();
+    // Large first, then those shown already, then recent speakers; arrival breaks ties (stable sort).
+    order.sort_by_key(|v| (!large(v), !held(v), Reverse(v.3)));
+    let mut picked: Vec<&VideoSource> = order.iter().take(MAX_VIDEO_SLOTS).copied().collect();
+    let speaking_now = |v: &VideoSource| v.3.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+    let newcomer = order.iter().skip(MAX_VIDEO_SLOTS).find(|v| speaking_now(v));
+    let quietest = picked
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !large(v) && v.3.is_none_or(|at| now.duration_since(at) >= QUIET_BEFORE_SWAP))
+        .min_by_key(|(_, v)| v.3)
+        .map(|(i, _)| i);
+    if let (Some(newcomer), Some(i)) = (newcomer, quietest) {
+        picked[i] = newcomer;
+    }
+    picked.into_iter().map(source).collect()
 }

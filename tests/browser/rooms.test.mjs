@@ -16,6 +16,9 @@ import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.CALLBRIDGE_BIN;
+/** The synthetic SFU participants (examples/sfu_load) and the media they send. */
+const LOAD = process.env.CALLBRIDGE_LOAD;
+const MEDIA = new URL('../media', import.meta.url).pathname;
 const ARTIFACTS = process.env.CALLBRIDGE_ARTIFACTS ?? 'test-artifacts';
 const API_TOKEN = 'browser-test-api-token-0123456789';
 const HOSTILE = '<img src=x onerror=alert(1)>';
@@ -258,6 +261,53 @@ test('an SFU host mutes someone for everyone, removes them, and ends the room', 
   assert.equal((await api('POST', `/api/v1/rooms/${room.id}/end`, room.host_token)).status, 200);
   for (const p of [ada, cyd]) await until('the page shows the end', async () => (await stateOf(p)) === 'ended');
   for (const p of [ada, bob, cyd]) await p.context().close();
+});
+
+test('a room of 50: two Chromium pages and 48 synthetic participants all receive who they should; the 51st is refused', async () => {
+  const room = (await api('POST', '/api/v1/rooms', API_TOKEN, { title: 'Fifty' })).body;
+  assert.ok(LOAD, 'CALLBRIDGE_LOAD must name the sfu_load example binary');
+  // 48 str0m participants join through the join gate and socket and publish VP8 + Opus.
+  const load = spawn(LOAD, ['--base', base, '--room', room.id, '--count', '48', '--seconds', '30', '--media', MEDIA],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  load.stdout.on('data', (d) => { out += d; });
+  load.stderr.on('data', (d) => { err += d; });
+  const finished = new Promise((resolve) => load.on('exit', resolve));
+  await until('48 synthetic participants in', () => /48 joined/.test(err), 60000);
+  const [ada, bob] = [await page(), await page()];
+  await enter(ada, room.url, 'Ada');
+  await enter(bob, room.url, 'Bob');
+  const late = await fetch(`${base}/r/${room.id}/join`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"Fifty-one"}' });
+  assert.equal(late.status, 409, 'the 51st join is refused: the room is full');
+  for (const [who, p] of [['Ada', ada], ['Bob', bob]]) {
+    // 16 cameras (the most a page receives) and 8 voices, each decoding.
+    await until(`${who} decoding 16 cameras`, async () => {
+      const s = Object.values(await stats(p));
+      return s.filter((r) => r.framesDecoded > 0).length === 16 && s.filter((r) => r.audioBytesReceived > 0).length === 8;
+    }, 40000);
+    const tiles = await p.locator('#grid figure.tile:not(.off-grid)').count();
+    assert.ok(tiles <= 18, `${who}'s grid shows ${tiles} tiles, the rest behind "+N"`);
+  }
+  await ada.screenshot({ path: join(ARTIFACTS, 'room-of-50.png') });
+  await finished;
+  const report = JSON.parse(out);
+  assert.equal(report.joined, 48, err);
+  // Every synthetic participant filled its 16 camera and 8 voice slots, and saw and heard
+  // the two pages, who speak (Chromium's fake microphone beeps) while the synthetic voices
+  // carry no audio level: speakers take the tiles and the loudest-voice places.
+  const speakers = [await pidOf(ada), await pidOf(bob)];
+  for (const s of report.participants) {
+    const got = Object.values(s.received);
+    assert.ok(got.filter((r) => r.video_frames > 0).length >= 16, `${s.name} received video from 16 publishers`);
+    assert.ok(got.filter((r) => r.audio_frames > 0).length >= 8, `${s.name} received audio from 8 publishers`);
+    for (const pid of speakers) {
+      assert.ok(s.received[pid]?.video_frames > 0 && s.received[pid]?.audio_frames > 0, `${s.name} saw and heard ${pid}: ${JSON.stringify(s.received[pid])}`);
+    }
+    assert.equal(s.closed, null, `${s.name} stayed connected`);
+  }
+  await ada.context().close();
+  await bob.context().close();
 });
 
 test('the host locks, admits a knock, removes a guest and ends the room; names stay text', async () => {
