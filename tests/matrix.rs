@@ -155,7 +155,7 @@ async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
 
     // `!help` and `!who` answer in the room.
     hs.send_text(&member, &room, "!help").await;
-    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [title]").await);
+    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [private] [title]").await);
     hs.send_text(&member, &room, "/who").await;
     assert!(replied(&hs, &member, &room, b, "In the call (1): Bob <i>it</i> & co").await);
 

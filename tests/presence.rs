@@ -9,8 +9,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url).await.expect("socket opens").0
 }
@@ -163,15 +161,6 @@ async fn two_daemons_on_one_postgres_never_overshoot() {
     tdb.drop_db().await;
 }
 
-/// Connects with a tiny receive buffer, as a page on a stalled network would look.
-async fn connect_small(url: &str) -> Ws {
-    let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("socket opens").0
-}
-
 /// Hardening point 3: a page that stops reading while another page keeps signaling to it is
 /// dropped (its sends time out) and marked left after the grace period; the sender stays.
 /// Signals to oneself and past the per-target budget go nowhere.
@@ -185,7 +174,7 @@ async fn a_page_that_stops_reading_is_dropped_and_marked_left() {
     let (_, stalled) = h.join(&id, "Stalled", None).await;
     let (_, talker) = h.join(&id, "Talker", None).await;
     let stalled_id = stalled["participant_id"].as_str().unwrap().to_owned();
-    let mut s = connect_small(&h.ws_url(&id, stalled["token"].as_str().unwrap())).await;
+    let mut s = connect_stalled(&h.ws_url(&id, stalled["token"].as_str().unwrap())).await;
     next_of(&mut s, "welcome").await;
     let mut t = connect(&h.ws_url(&id, talker["token"].as_str().unwrap())).await;
     next_of(&mut t, "welcome").await;

@@ -24,17 +24,6 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A socket with a tiny receive buffer, as a page on a stalled network would look.
-async fn connect_small(url: &str) -> Ws {
-    let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("socket opens").0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_stalled_pages_leave_memory_flat() {
     let db = TestDb::new(Db::Sqlite).await;
@@ -99,7 +88,7 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
         let mut targets = Vec::new();
         for s in 0..STALLED_PER_ROOM {
             let (pid, token) = join(id.clone(), format!("stalled {r}.{s}")).await;
-            let mut ws = connect_small(&ws_url(&id, &token)).await;
+            let mut ws = common::connect_stalled(&ws_url(&id, &token)).await;
             ws.next().await.expect("welcome").unwrap();
             targets.push(pid);
             stalled.push(ws);

@@ -92,6 +92,8 @@ pub struct Synthetic {
     pub received: Arc<Mutex<HashMap<String, Received>>>,
     /// Why its socket closed, once it did (`ended`, `removed`, …).
     pub closed: Arc<Mutex<Option<String>>>,
+    /// From the join request to the first video frame received from anyone.
+    pub first_video: Arc<Mutex<Option<Duration>>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -100,6 +102,7 @@ impl Synthetic {
     /// Joins `room` at `base` as `name` and starts publishing. Errors with the join's HTTP
     /// status and body when refused.
     pub async fn join(http: &reqwest::Client, base: &str, room: &str, name: &str, media: Arc<Media>) -> Result<Synthetic, (u16, Value)> {
+        let started = Instant::now();
         let r = http.post(format!("{base}/r/{room}/join")).json(&json!({"name": name})).send().await.map_err(|e| (0, json!(e.to_string())))?;
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -114,9 +117,11 @@ impl Synthetic {
         let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| (0, json!(e.to_string())))?;
         let received = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(Mutex::new(None));
+        let first_video = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(ws, media, received.clone(), closed.clone(), stop.clone()));
-        Ok(Synthetic { name: name.to_owned(), pid, received, closed, stop, task })
+        let seen = Seen { received: received.clone(), closed: closed.clone(), first_video: first_video.clone(), started };
+        let task = tokio::spawn(run(ws, media, seen, stop.clone()));
+        Ok(Synthetic { name: name.to_owned(), pid, received, closed, first_video, stop, task })
     }
 
     /// What it has received so far, by sender.
@@ -124,8 +129,9 @@ impl Synthetic {
         self.received.lock().unwrap().clone()
     }
 
-    /// Vanishes: its task stops at once, saying goodbye to nobody (a browser whose network
+    /// Vanishes (the SFU tests use it; the load tool never does): its task stops at once, saying goodbye to nobody (a browser whose network
     /// went away, or a crash).
+    #[allow(dead_code)]
     pub fn vanish(self) {
         self.task.abort();
     }
@@ -139,13 +145,15 @@ impl Synthetic {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn run(
-    mut ws: Ws,
-    media: Arc<Media>,
+/// What the participant's task reports.
+struct Seen {
     received: Arc<Mutex<HashMap<String, Received>>>,
     closed: Arc<Mutex<Option<String>>>,
-    stop: CancellationToken,
-) {
+    first_video: Arc<Mutex<Option<Duration>>>,
+    started: Instant,
+}
+
+async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket");
     let local = socket.local_addr().unwrap();
     let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
@@ -190,7 +198,7 @@ async fn run(
                             .collect();
                     }
                     Some("closed") => {
-                        *closed.lock().unwrap() = msg["reason"].as_str().map(str::to_owned);
+                        *seen.closed.lock().unwrap() = msg["reason"].as_str().map(str::to_owned);
                         break;
                     }
                     _ => {}
@@ -233,11 +241,14 @@ async fn run(
                 }
                 Ok(Output::Event(Event::MediaData(data))) => {
                     if let Some(from) = slots.get(&data.mid) {
-                        let mut received = received.lock().unwrap();
+                        let mut received = seen.received.lock().unwrap();
                         let r = received.entry(from.clone()).or_default();
                         match data.params.spec().codec {
                             Codec::Opus => r.audio_frames += 1,
-                            _ => r.video_frames += 1,
+                            _ => {
+                                r.video_frames += 1;
+                                seen.first_video.lock().unwrap().get_or_insert_with(|| seen.started.elapsed());
+                            }
                         }
                         r.bytes += data.data.len() as u64;
                     }

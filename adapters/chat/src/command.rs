@@ -32,7 +32,7 @@ pub const PRIVATE_WORD: &str = "private";
 /// A chat command, platform-neutral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `/call [voice|video] [title]`: mint a room and post its join card.
+    /// `/call [voice|video] [private] [title]`: mint a room (`private`: a mesh) and post its join card.
     Call { kind: Option<Kind>, title: Option<String>, mesh: bool },
     /// `/lock`: refuse new joiners in the chat's latest open room.
     Lock,
