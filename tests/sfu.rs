@@ -91,6 +91,8 @@ async fn garbage_on_the_sfu_socket_and_a_vanishing_peer_disturb_nobody() {
         })
     };
     assert!(common::eventually(Duration::from_secs(20), || async { all_flowing(&rooms) }).await, "media flows in both rooms");
+    let waits: Vec<Duration> = rooms.iter().flatten().filter_map(|s| *s.first_video.lock().unwrap()).collect();
+    eprintln!("join to first video frame: {waits:?}");
 
     // Five seconds of hostile datagrams from many addresses, while media keeps flowing.
     let before: Vec<Vec<HashMap<String, Received>>> = rooms.iter().map(|p| p.iter().map(Synthetic::received).collect()).collect();

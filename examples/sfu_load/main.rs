@@ -1,7 +1,8 @@
 //! `sfu_load`: synthetic participants in one SFU room, for the room-of-50 test and the SFU
 //! benchmark. Each joins through the join gate and room socket, publishes pre-encoded VP8 and
 //! Opus, and counts what it receives from whom; at the end one JSON object goes to stdout:
-//! `{"joined": n, "refused": [status…], "participants": [{"name", "pid", "received": {pid: …}}]}`.
+//! `{"joined": n, "refused": [status…], "participants": [{"name", "pid", "received": {pid: …},
+//! "closed", "first_video_ms"}]}`.
 //!
 //! ```sh
 //! cargo run --release --example sfu_load -- --base http://127.0.0.1:8080 --room ID --count 48 --seconds 20
@@ -59,7 +60,8 @@ async fn main() {
     eprintln!("sfu_load: {} joined, {} refused; running {} s", joined.len(), refused.len(), a.seconds);
     tokio::time::sleep(Duration::from_secs(a.seconds)).await;
     let participants: Vec<_> =
-        joined.iter().map(|s| json!({"name": s.name, "pid": s.pid, "received": s.received(), "closed": *s.closed.lock().unwrap()})).collect();
+        joined.iter().map(|s| json!({"name": s.name, "pid": s.pid, "received": s.received(), "closed": *s.closed.lock().unwrap(),
+            "first_video_ms": s.first_video.lock().unwrap().map(|d| d.as_millis() as u64)})).collect();
     println!("{}", json!({"joined": joined.len(), "refused": refused, "participants": participants}));
     for s in joined {
         s.leave().await;
