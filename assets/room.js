@@ -813,9 +813,9 @@
       const headers = { Authorization: `Bearer ${hostToken}` };
       if (body) headers['Content-Type'] = 'application/json';
       const res = await fetch(`/api/v1/rooms/${roomId}${path}`, { method, headers, body: body ? JSON.stringify(body) : undefined });
-      const body = await res.json().catch(() => null);
+      const answer = await res.json().catch(() => null);
       if (!res.ok) { toast(T.action_failed); return null; }
-      return body;
+      return answer;
     } catch {
       toast(T.action_failed);
       return null;

@@ -117,6 +117,7 @@ async function page() {
   p.on('websocket', (ws) => opened.push(ws.url()));
   p.on('dialog', async (d) => { if (d.type() === 'alert') alerts.push(d.message()); await d.accept(); });
   p.on('pageerror', (e) => console.error('page error:', e.message));
+  p.on('console', (m) => { if (m.type() === 'error') console.error('page console:', m.text()); });
   return p;
 }
 
@@ -323,6 +324,11 @@ test('the host locks, admits a knock, removes a guest and ends the room; names s
   await until('the guest listed', async () => (await list.textContent()).includes(HOSTILE));
   assert.equal(await list.locator('img').count(), 0);
   await host.screenshot({ path: join(ARTIFACTS, 'host-view.png') });
+
+  // the host's Mute button turns the guest's microphone off on the guest's page
+  assert.equal(await guest.locator('#mic').getAttribute('aria-pressed'), 'true');
+  await host.locator('button.mute[data-pid]').first().click();
+  await until('the guest muted by the host', async () => (await guest.locator('#mic').getAttribute('aria-pressed')) === 'false');
 
   // lock: a third person sees the locked page; people inside stay
   await host.click('#lock');
