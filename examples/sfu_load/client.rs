@@ -31,6 +31,16 @@ pub const VIDEO_FPS: u64 = 15;
 const AUDIO_FRAME: Duration = Duration::from_millis(60);
 
 impl Media {
+    /// The `n`th video frame of the loop.
+    pub fn video_frame(&self, n: u64) -> &[u8] {
+        &self.video[(n % self.video.len() as u64) as usize]
+    }
+
+    /// The `n`th audio packet of the loop.
+    pub fn audio_packet(&self, n: u64) -> &[u8] {
+        &self.audio[(n % self.audio.len() as u64) as usize]
+    }
+
     /// Reads `synthetic.ivf` and `synthetic.opus` from `dir`.
     pub fn load(dir: &Path) -> std::io::Result<Media> {
         let ivf = std::fs::read(dir.join("synthetic.ivf"))?;
@@ -213,14 +223,14 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
             }
             _ = video_tick.tick() => {
                 if rtc.is_connected() {
-                    let frame = &media.video[(video_n % media.video.len() as u64) as usize];
+                    let frame = media.video_frame(video_n);
                     write(&mut rtc, video_mid, Codec::Vp8, MediaTime::new(video_n * 90_000 / VIDEO_FPS, Frequency::NINETY_KHZ), frame);
                     video_n += 1;
                 }
             }
             _ = audio_tick.tick() => {
                 if rtc.is_connected() {
-                    let packet = &media.audio[(audio_n % media.audio.len() as u64) as usize];
+                    let packet = media.audio_packet(audio_n);
                     write(&mut rtc, audio_mid, Codec::Opus, MediaTime::new(audio_n * 2880, Frequency::FORTY_EIGHT_KHZ), packet);
                     audio_n += 1;
                 }
@@ -265,7 +275,8 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
     let _ = ws.close(None).await;
 }
 
-fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, time: MediaTime, data: &[u8]) {
+/// Writes one frame of `codec` on `mid` (dropped until the connection is up).
+pub fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, time: MediaTime, data: &[u8]) {
     let Some(writer) = rtc.writer(mid) else { return };
     let Some(pt) = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else { return };
     let _ = writer.write(pt, Instant::now(), time, data.to_vec());

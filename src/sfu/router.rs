@@ -188,6 +188,9 @@ impl Router {
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
         let key = match self.by_addr.get(&(socket, source)) {
             Some(key) => *key,
+            // From a new address only a STUN check (first byte 0–3) can be a peer's: nothing
+            // else is worth a look through every peer.
+            None if !matches!(data.first(), Some(0..=3)) => return,
             None => {
                 let Some(key) = self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(k, _)| *k) else { return };
                 self.by_addr.insert((socket, source), key);

@@ -129,6 +129,7 @@ async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool,
         conn,
         // An SFU room's media goes through the SFU; `None` for a mesh (or an unreadable room).
         sfu: view.as_ref().filter(|v| v.media == Media::Sfu).map(|v| v.kind == RoomKind::Voice),
+        last_offer: Default::default(),
     };
     let welcome = welcome(&state, &pid, &name, host, &peers, view.as_ref());
     state.live.broadcast(&room, Some(&pid), Outbound::Text(ToPage::PeerJoined { peer: PeerRef { id: &pid, name: &name } }.frame()));
@@ -261,6 +262,8 @@ struct Page {
     conn: u64,
     /// `Some(voice)` in an SFU room.
     sfu: Option<bool>,
+    /// When the page last offered to the SFU.
+    last_offer: std::cell::Cell<Option<Instant>>,
 }
 
 /// Handles one frame from a page: signaling to one other peer (never to itself, within a
@@ -285,6 +288,12 @@ fn relay(state: &AppState, page: &Page, text: &str, signals: &mut SignalBudget) 
             }
         }
         Ok(FromPage::SfuOffer { sdp }) => {
+            // Each offer builds a new connection at the SFU: one a second is plenty for a page.
+            let now = Instant::now();
+            if page.last_offer.get().is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+                return;
+            }
+            page.last_offer.set(Some(now));
             if let Some(voice) = page.sfu {
                 state.sfu.send(SfuCommand::Offer { room: room.clone(), pid, conn, voice, sdp });
             }

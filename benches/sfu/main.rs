@@ -5,12 +5,20 @@
 //! and the CPU per forwarded stream; then how the CPU grows with several rooms of 50, and how
 //! long a newcomer to a busy room waits for its first video frame.
 //!
+//! With `--janus URL --janus-pid PID --janus-ip IP`, every shape also runs against Janus's
+//! VideoRoom in the same run (`janus.rs`), subscribing to the same streams callbridge forwards;
+//! `scripts/bench-sfu.sh` sets that up (Janus does not offer loopback candidates, so it runs in a
+//! network namespace of its own with a dummy interface).
+//!
 //! ```sh
+//! scripts/bench-sfu.sh        # both, in a namespace
 //! cargo bench --bench sfu -- --sizes 10,25,50 --seconds 20 --rooms-of-50 1,2 --newcomers 20
 //! ```
 
-#[path = "../examples/sfu_load/client.rs"]
+#[allow(dead_code)] // the load tool's client; the benchmark reads only part of what it reports
+#[path = "../../examples/sfu_load/client.rs"]
 mod client;
+mod janus;
 
 use client::{Media, Synthetic};
 use std::path::Path;
@@ -25,10 +33,12 @@ struct Args {
     seconds: u64,
     rooms_of_50: Vec<usize>,
     newcomers: usize,
+    janus: Option<(String, u32, std::net::IpAddr)>,
 }
 
 fn args() -> Args {
-    let mut a = Args { sizes: vec![10, 25, 50], seconds: 20, rooms_of_50: vec![1, 2], newcomers: 20 };
+    let mut a = Args { sizes: vec![10, 25, 50], seconds: 20, rooms_of_50: vec![1, 2], newcomers: 20, janus: None };
+    let (mut janus_url, mut janus_pid, mut janus_ip) = (None, None, None);
     let list = |v: &str| v.split(',').map(|n| n.trim().parse().expect("a number")).collect::<Vec<usize>>();
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(flag) = it.next() {
@@ -38,8 +48,14 @@ fn args() -> Args {
             "--seconds" => a.seconds = value.parse().expect("--seconds N"),
             "--rooms-of-50" => a.rooms_of_50 = list(&value),
             "--newcomers" => a.newcomers = value.parse().expect("--newcomers N"),
+            "--janus" => janus_url = Some(value),
+            "--janus-pid" => janus_pid = Some(value.parse().expect("--janus-pid PID")),
+            "--janus-ip" => janus_ip = Some(value.parse().expect("--janus-ip IP")),
             other => panic!("unknown flag {other}"),
         }
+    }
+    if let (Some(url), Some(pid), Some(ip)) = (janus_url, janus_pid, janus_ip) {
+        a.janus = Some((url, pid, ip));
     }
     a
 }
@@ -142,22 +158,70 @@ async fn measure(d: &Daemon, http: &reqwest::Client, media: &Arc<Media>, rooms: 
     ((f1 - f0) as f64 / elapsed, cores, mib_per_room, rooms * forwarded(n))
 }
 
+/// The same shape at Janus: `rooms` VideoRooms of `n` publishers, each participant subscribing
+/// to the cameras and voices callbridge would forward it.
+async fn measure_janus(url: &str, pid: u32, ip: std::net::IpAddr, http: &reqwest::Client, media: &Arc<Media>, rooms: usize, n: usize, seconds: u64) -> (f64, f64, f64, usize) {
+    static NEXT_ROOM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(4000);
+    let (_, rss_before) = usage(pid);
+    let admin = janus::Session::create(http, url).await;
+    let (handle, _) = admin.attach().await;
+    let mut people: Vec<janus::Participant> = Vec::new();
+    let mut shape = Vec::new();
+    for _ in 0..rooms {
+        let room = NEXT_ROOM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let created = admin
+            .message(handle, serde_json::json!({"request": "create", "room": room, "publishers": n + 1, "videocodec": "vp8", "audiocodec": "opus", "bitrate": 0}), None)
+            .await;
+        assert_eq!(created["plugindata"]["data"]["videoroom"], "created", "{created}");
+        let start = people.len();
+        for i in 0..n {
+            people.push(janus::Participant::publish(http, url, room, ip, media.clone(), &format!("P{i}")).await);
+        }
+        shape.push((room, start, people.len()));
+    }
+    for (room, start, end) in shape {
+        let feeds: Vec<(u64, (String, String))> = people[start..end].iter().map(|p| (p.feed, p.mids.clone())).collect();
+        for (i, p) in people[start..end].iter_mut().enumerate() {
+            let others: Vec<&(u64, (String, String))> = feeds.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, f)| f).collect();
+            let videos: Vec<(u64, String)> = others.iter().take(16).map(|(f, (_, v))| (*f, v.clone())).collect();
+            let audios: Vec<(u64, String)> = others.iter().take(8).map(|(f, (a, _))| (*f, a.clone())).collect();
+            p.subscribe(room, ip, &videos, &audios).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu0, _) = usage(pid);
+    let f0: u64 = people.iter().map(janus::Participant::frames).sum();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu1, rss) = usage(pid);
+    let f1: u64 = people.iter().map(janus::Participant::frames).sum();
+    let elapsed = t0.elapsed().as_secs_f64();
+    for p in people {
+        p.leave().await;
+    }
+    admin.destroy().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cores = (cpu1 - cpu0).as_secs_f64() / elapsed;
+    ((f1 - f0) as f64 / elapsed, cores, rss.saturating_sub(rss_before) as f64 / 1024.0 / rooms as f64, rooms * forwarded(n))
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
     let media = Arc::new(Media::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/media")).unwrap());
     let http = reqwest::Client::new();
     let d = start_daemon().await;
-    println!("| rooms × publishers | streams forwarded | frames received/s | daemon CPU (cores) | CPU per stream (% of a core) | RSS per room (MiB) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| server | rooms × publishers | streams forwarded | frames received/s | server CPU (cores) | CPU per stream (% of a core) | RSS per room (MiB) |");
+    println!("|---|---|---|---|---|---|---|");
     let mut shapes: Vec<(usize, usize)> = a.sizes.iter().map(|n| (1, *n)).collect();
     shapes.extend(a.rooms_of_50.iter().filter(|r| **r > 1).map(|r| (*r, 50)));
     for (rooms, n) in shapes {
         let (fps, cores, mib, streams) = measure(&d, &http, &media, rooms, n, a.seconds).await;
-        println!(
-            "| {rooms} × {n} | {streams} | {fps:.0} | {cores:.3} | {:.4} | {mib:.1} |",
-            cores * 100.0 / streams as f64
-        );
+        println!("| callbridge | {rooms} × {n} | {streams} | {fps:.0} | {cores:.3} | {:.4} | {mib:.1} |", cores * 100.0 / streams as f64);
+        if let Some((url, pid, ip)) = &a.janus {
+            let (fps, cores, mib, streams) = measure_janus(url, *pid, *ip, &http, &media, rooms, n, a.seconds).await;
+            println!("| Janus | {rooms} × {n} | {streams} | {fps:.0} | {cores:.3} | {:.4} | {mib:.1} |", cores * 100.0 / streams as f64);
+        }
     }
 
     // Newcomers to a busy room of 25: join request → first video frame.
