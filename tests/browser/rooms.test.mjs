@@ -110,8 +110,8 @@ async function api(method, path, token = API_TOKEN, body) {
 /** Every URL a page opened (requests and sockets), to check that no token rides in one. */
 const opened = [];
 
-async function page() {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+async function page(viewport = { width: 1000, height: 700 }) {
+  const context = await browser.newContext({ viewport });
   const p = await context.newPage();
   p.on('request', (r) => opened.push(r.url()));
   p.on('websocket', (ws) => opened.push(ws.url()));
@@ -276,7 +276,8 @@ test('a room of 50: two Chromium pages and 48 synthetic participants all receive
   load.stderr.on('data', (d) => { err += d; });
   const finished = new Promise((resolve) => load.on('exit', resolve));
   await until('48 synthetic participants in', () => /48 joined/.test(err), 60000);
-  const [ada, bob] = [await page(), await page()];
+  // Bob is on a phone-sized screen.
+  const [ada, bob] = [await page(), await page({ width: 390, height: 844 })];
   await enter(ada, room.url, 'Ada');
   await enter(bob, room.url, 'Bob');
   const late = await fetch(`${base}/r/${room.id}/join`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"Fifty-one"}' });
@@ -291,6 +292,14 @@ test('a room of 50: two Chromium pages and 48 synthetic participants all receive
     assert.ok(tiles <= 18, `${who}'s grid shows ${tiles} tiles, the rest behind "+N"`);
   }
   await ada.screenshot({ path: join(ARTIFACTS, 'room-of-50.png') });
+  await bob.screenshot({ path: join(ARTIFACTS, 'room-of-50-phone.png') });
+  // On the phone: nothing wider than the screen, the controls on screen, the grid scrolls.
+  const phone = await bob.evaluate(() => ({
+    wide: document.documentElement.scrollWidth,
+    leave: document.getElementById('leave').getBoundingClientRect().bottom,
+    cols: getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length,
+  }));
+  assert.ok(phone.wide <= 390 && phone.leave <= 844 && phone.cols === 2, `the phone layout: ${JSON.stringify(phone)}`);
   await finished;
   const report = JSON.parse(out);
   assert.equal(report.joined, 48, err);
