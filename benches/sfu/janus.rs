@@ -2,7 +2,7 @@
 //! API: each participant publishes audio and VP8 on one peer connection and subscribes, on a
 //! second, to the same shape of streams callbridge forwards (16 cameras and 8 voices at most).
 
-use crate::client::{Media, VIDEO_FPS, write};
+use crate::client::{AUDIO_FRAME, Media, VIDEO_FPS, drain, send_audio, send_video};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
+use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -134,7 +133,7 @@ impl Pc {
                 let mut buf = vec![0u8; 2000];
                 let mut deadline = Instant::now();
                 let mut video_tick = tokio::time::interval(Duration::from_millis(1000 / VIDEO_FPS));
-                let mut audio_tick = tokio::time::interval(Duration::from_millis(60));
+                let mut audio_tick = tokio::time::interval(AUDIO_FRAME);
                 let (mut vn, mut an) = (0u64, 0u64);
                 loop {
                     tokio::select! {
@@ -159,34 +158,23 @@ impl Pc {
                             }
                         }
                         _ = video_tick.tick(), if mids.is_some() && rtc.is_connected() => {
-                            let m = media.as_ref().unwrap();
-                            write(&mut rtc, mids.unwrap().1, Codec::Vp8, MediaTime::new(vn * 90_000 / VIDEO_FPS, Frequency::NINETY_KHZ), m.video_frame(vn));
+                            send_video(&mut rtc, mids.unwrap().1, media.as_ref().unwrap(), vn);
                             vn += 1;
                         }
                         _ = audio_tick.tick(), if mids.is_some() && rtc.is_connected() => {
-                            let m = media.as_ref().unwrap();
-                            write(&mut rtc, mids.unwrap().0, Codec::Opus, MediaTime::new(an * 2880, Frequency::FORTY_EIGHT_KHZ), m.audio_packet(an));
+                            send_audio(&mut rtc, mids.unwrap().0, media.as_ref().unwrap(), an);
                             an += 1;
                         }
                         _ = tokio::time::sleep_until(deadline.into()) => {
                             let _ = rtc.handle_input(Input::Timeout(Instant::now()));
                         }
                     }
-                    loop {
-                        match rtc.poll_output() {
-                            Ok(Output::Timeout(at)) => {
-                                deadline = at.min(Instant::now() + Duration::from_secs(1));
-                                break;
-                            }
-                            Ok(Output::Transmit(t)) => {
-                                let _ = socket.send_to(&t.contents, t.destination).await;
-                            }
-                            Ok(Output::Event(Event::MediaData(_))) => {
-                                frames.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
+                    let counted = drain(&mut rtc, &socket, |_| {
+                        frames.fetch_add(1, Ordering::Relaxed);
+                    });
+                    match counted.await {
+                        Some(at) => deadline = at,
+                        None => break,
                     }
                 }
                 rtc.disconnect();

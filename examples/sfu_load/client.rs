@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -28,7 +28,7 @@ pub struct Media {
 }
 
 pub const VIDEO_FPS: u64 = 15;
-const AUDIO_FRAME: Duration = Duration::from_millis(60);
+pub const AUDIO_FRAME: Duration = Duration::from_millis(60);
 
 impl Media {
     /// The `n`th video frame of the loop.
@@ -223,15 +223,13 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
             }
             _ = video_tick.tick() => {
                 if rtc.is_connected() {
-                    let frame = media.video_frame(video_n);
-                    write(&mut rtc, video_mid, Codec::Vp8, MediaTime::new(video_n * 90_000 / VIDEO_FPS, Frequency::NINETY_KHZ), frame);
+                    send_video(&mut rtc, video_mid, &media, video_n);
                     video_n += 1;
                 }
             }
             _ = audio_tick.tick() => {
                 if rtc.is_connected() {
-                    let packet = media.audio_packet(audio_n);
-                    write(&mut rtc, audio_mid, Codec::Opus, MediaTime::new(audio_n * 2880, Frequency::FORTY_EIGHT_KHZ), packet);
+                    send_audio(&mut rtc, audio_mid, &media, audio_n);
                     audio_n += 1;
                 }
             }
@@ -240,32 +238,23 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
             }
         }
         // Drain everything the change produced.
-        loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(at)) => {
-                    deadline = at.min(Instant::now() + Duration::from_secs(1));
-                    break;
+        let drained = drain(&mut rtc, &socket, |data| {
+            let Some(from) = slots.get(&data.mid) else { return };
+            let mut received = seen.received.lock().unwrap();
+            let r = received.entry(from.clone()).or_default();
+            match data.params.spec().codec {
+                Codec::Opus => r.audio_frames += 1,
+                _ => {
+                    r.video_frames += 1;
+                    seen.first_video.lock().unwrap().get_or_insert_with(|| seen.started.elapsed());
                 }
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(Event::MediaData(data))) => {
-                    if let Some(from) = slots.get(&data.mid) {
-                        let mut received = seen.received.lock().unwrap();
-                        let r = received.entry(from.clone()).or_default();
-                        match data.params.spec().codec {
-                            Codec::Opus => r.audio_frames += 1,
-                            _ => {
-                                r.video_frames += 1;
-                                seen.first_video.lock().unwrap().get_or_insert_with(|| seen.started.elapsed());
-                            }
-                        }
-                        r.bytes += data.data.len() as u64;
-                    }
-                }
-                Ok(Output::Event(_)) => {}
-                Err(_) => break,
             }
+            r.bytes += data.data.len() as u64;
+        })
+        .await;
+        match drained {
+            Some(at) => deadline = at,
+            None => break,
         }
         if !rtc.is_alive() {
             break;
@@ -275,8 +264,34 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
     let _ = ws.close(None).await;
 }
 
+/// Polls `rtc` until it waits: sends what it transmits and hands each frame received to
+/// `frame`. Returns when to poll it next, or `None` once it failed.
+pub async fn drain(rtc: &mut Rtc, socket: &UdpSocket, mut frame: impl FnMut(MediaData)) -> Option<Instant> {
+    loop {
+        match rtc.poll_output() {
+            Ok(Output::Timeout(at)) => return Some(at.min(Instant::now() + Duration::from_secs(1))),
+            Ok(Output::Transmit(t)) => {
+                let _ = socket.send_to(&t.contents, t.destination).await;
+            }
+            Ok(Output::Event(Event::MediaData(data))) => frame(data),
+            Ok(Output::Event(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends the `n`th frame of the video loop on `mid`.
+pub fn send_video(rtc: &mut Rtc, mid: Mid, media: &Media, n: u64) {
+    write(rtc, mid, Codec::Vp8, MediaTime::new(n * 90_000 / VIDEO_FPS, Frequency::NINETY_KHZ), media.video_frame(n));
+}
+
+/// Sends the `n`th packet of the audio loop on `mid`.
+pub fn send_audio(rtc: &mut Rtc, mid: Mid, media: &Media, n: u64) {
+    write(rtc, mid, Codec::Opus, MediaTime::new(n * 2880, Frequency::FORTY_EIGHT_KHZ), media.audio_packet(n));
+}
+
 /// Writes one frame of `codec` on `mid` (dropped until the connection is up).
-pub fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, time: MediaTime, data: &[u8]) {
+fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, time: MediaTime, data: &[u8]) {
     let Some(writer) = rtc.writer(mid) else { return };
     let Some(pt) = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else { return };
     let _ = writer.write(pt, Instant::now(), time, data.to_vec());

@@ -63,6 +63,7 @@ impl Sfu {
     /// Binds the sockets and starts the thread; it runs until `cancel`.
     pub fn start(config: &SfuConfig, live: Live, cancel: CancellationToken) -> std::io::Result<Sfu> {
         let sockets = net::bind(config)?;
+        let cert = peer::node_certificate().ok_or_else(|| std::io::Error::other("cannot make the SFU's DTLS certificate"))?;
         let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.announced).collect();
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let thread = std::thread::Builder::new().name("sfu".into()).spawn(move || {
@@ -70,7 +71,11 @@ impl Sfu {
                 Ok(r) => r,
                 Err(error) => return tracing::error!(%error, "the SFU cannot start its runtime"),
             };
-            runtime.block_on(router::run(sockets, live, inbox, cancel));
+            let run = std::panic::AssertUnwindSafe(|| runtime.block_on(router::run(sockets, cert, live, inbox, cancel)));
+            if std::panic::catch_unwind(run).is_err() {
+                // Said at once, not only at shutdown: SFU rooms have no media until a restart.
+                tracing::error!("the SFU stopped on a bug; SFU rooms carry no media until callbridge restarts");
+            }
         })?;
         tracing::info!(addrs = ?addrs, "SFU listening (UDP)");
         Ok(Sfu { commands, thread: Mutex::new(Some(thread)), addrs })
@@ -86,10 +91,8 @@ impl Sfu {
     /// Waits for the thread to end (after its cancel token fired).
     pub fn join(&self) {
         let thread = self.thread.lock().expect("sfu thread slot").take();
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("the SFU thread panicked");
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::config::DtlsCert;
 use str0m::{Candidate, Rtc};
 
 /// Most video tiles a page receives at once (a 4×4 grid).
@@ -85,9 +86,26 @@ pub struct Peer {
     pub since: Instant,
 }
 
-/// Codecs every peer speaks: forwarding needs one codec set everywhere.
-fn new_rtc(now: Instant) -> Rtc {
-    Rtc::builder().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(now)
+/// Packets of each forwarded video track kept for resends (NACK): about 2 s of a camera's high
+/// layer. str0m's default (1000) would let each of a page's 16 video slots hold a megabyte.
+const VIDEO_RESEND_BUFFER: usize = 200;
+
+/// Codecs every peer speaks (forwarding needs one codec set everywhere), and the node's one
+/// DTLS certificate (a key pair per connection would cost a keygen per join, and memory).
+fn new_rtc(cert: &DtlsCert, now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_send_buffer_video(VIDEO_RESEND_BUFFER)
+        .set_dtls_cert(cert.clone())
+        .build(now)
+}
+
+/// The certificate every connection of this node presents.
+pub fn node_certificate() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags().dtls_provider.generate_certificate()
 }
 
 impl Peer {
@@ -99,10 +117,11 @@ impl Peer {
         voice: bool,
         sdp: &str,
         candidates: &[SocketAddr],
+        cert: &DtlsCert,
         now: Instant,
     ) -> Result<(Peer, String), String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unreadable offer: {e}"))?;
-        let mut rtc = new_rtc(now);
+        let mut rtc = new_rtc(cert, now);
         for addr in candidates {
             let candidate = Candidate::host(*addr, "udp").map_err(|e| format!("candidate {addr}: {e}"))?;
             rtc.add_local_candidate(candidate);

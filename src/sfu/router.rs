@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::config::DtlsCert;
 use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,10 +61,12 @@ struct Router {
     /// Per room: the voices forwarded (big rooms) and who is speaking.
     voices: HashMap<RoomId, (Option<HashSet<PeerKey>>, Vec<String>)>,
     next_key: PeerKey,
+    cert: DtlsCert,
 }
 
-pub async fn run(sockets: Vec<SfuSocket>, live: Live, mut inbox: mpsc::Receiver<Command>, cancel: CancellationToken) {
+pub async fn run(sockets: Vec<SfuSocket>, cert: DtlsCert, live: Live, mut inbox: mpsc::Receiver<Command>, cancel: CancellationToken) {
     let mut r = Router {
+        cert,
         sockets,
         live,
         peers: HashMap::new(),
@@ -96,6 +99,10 @@ pub async fn run(sockets: Vec<SfuSocket>, live: Live, mut inbox: mpsc::Receiver<
             _ = tokio::time::sleep_until(next_timer.into()) => r.timers_due(),
             _ = speakers.tick() => r.pick_voices(),
         }
+        // A socket that is always ready (a flood) must not starve the timers.
+        if r.timers.peek().is_some_and(|Reverse((at, _))| *at <= Instant::now()) {
+            r.timers_due();
+        }
         r.settle();
     }
     for peer in r.peers.values_mut() {
@@ -113,7 +120,7 @@ impl Router {
                     self.drop_peer(old);
                 }
                 let candidates: Vec<SocketAddr> = self.sockets.iter().map(|s| s.announced).collect();
-                match Peer::accept(room.clone(), pid.clone(), conn, voice, &sdp, &candidates, now) {
+                match Peer::accept(room.clone(), pid.clone(), conn, voice, &sdp, &candidates, &self.cert, now) {
                     Ok((peer, answer)) => {
                         let key = self.next_key;
                         self.next_key += 1;

@@ -36,8 +36,15 @@ impl Modify for BearerAuth {
 }
 
 /// `GET /api/v1/openapi.json`.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn document() -> Json<serde_json::Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    // A mesh holds at most 8 people: a rule across two fields, which the derived schema cannot
+    // say (JSON Schema's `if`/`then`, as OpenAPI 3.1 allows).
+    if let Some(body) = doc.pointer_mut("/components/schemas/CreateRoomBody") {
+        body["if"] = serde_json::json!({"properties": {"media": {"const": "mesh"}}, "required": ["media"]});
+        body["then"] = serde_json::json!({"properties": {"max_participants": {"maximum": crate::room::MESH_MAX_PARTICIPANTS}}});
+    }
+    Json(doc)
 }
 
 // What `room::clean_name` and `room::clean_title` accept, as JSON Schema patterns, so that
