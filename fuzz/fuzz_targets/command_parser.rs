@@ -5,7 +5,7 @@
 //! Beyond "never panics", it checks what `parse_command` promises its callers.
 #![no_main]
 
-use callbridge_chat::{Command, Kind, parse_command};
+use callbridge_chat::{Command, Kind, PRIVATE_WORD, parse_command};
 use libfuzzer_sys::fuzz_target;
 
 /// `""` must always give `None`; `"ü"` is a multi-byte prefix (split points off ASCII).
@@ -44,13 +44,16 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
     // Arguments are the user's text, trimmed, never empty, never rewritten.
     let arg_ok = |a: &str| !a.is_empty() && a == a.trim() && text.contains(a);
     match &command {
-        Command::Call { kind, title } => {
+        Command::Call { kind, title, mesh } => {
             if let Some(t) = title {
                 assert!(arg_ok(t), "bad title {t:?} from {text:?}");
+                // Had the first word been a kind (or `private`), it would have been taken as one.
+                let first = t.split(char::is_whitespace).next().unwrap_or("");
                 if kind.is_none() {
-                    // Had the first word been a kind, it would have been taken as the kind.
-                    let first = t.split(char::is_whitespace).next().unwrap_or("");
                     assert_eq!(Kind::parse(first), None, "kind word left in the title of {text:?}");
+                }
+                if !mesh {
+                    assert!(!first.eq_ignore_ascii_case(PRIVATE_WORD), "`private` left in the title of {text:?}");
                 }
             }
         }
@@ -71,9 +74,9 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
 fn render(command: &Command, prefix: &str) -> String {
     let word = |w: &str| format!("{prefix}{w}");
     match command {
-        Command::Call { kind, title } => {
+        Command::Call { kind, title, mesh } => {
             let mut s = word("call");
-            for part in [kind.map(Kind::as_str), title.as_deref()].into_iter().flatten() {
+            for part in [kind.map(Kind::as_str), mesh.then_some(PRIVATE_WORD), title.as_deref()].into_iter().flatten() {
                 s.push(' ');
                 s.push_str(part);
             }

@@ -26,7 +26,7 @@ pub mod text;
 
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, human_seconds, knock_code};
-pub use command::{Command, CommandInfo, Kind, MENU, parse_command};
+pub use command::{Command, CommandInfo, Kind, MENU, PRIVATE_WORD, parse_command};
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};
