@@ -42,7 +42,7 @@
   const local = store('localStorage');
 
   const peersPc = new Map(); // pid -> RTCPeerConnection (exposed to tests)
-  const api = (window.callbridge = { state: 'connecting', peers: peersPc, selfId: null, room: null, stats });
+  const api = (window.callbridge = { state: 'connecting', peers: peersPc, selfId: null, room: null, stats, audioBytes });
 
   let token = session.get(key('token'));
   if (!token) {
@@ -560,6 +560,17 @@
       out[pid] = r;
     }
     return out;
+  }
+
+  /** All audio bytes received, whoever's slot carried them (tests: nothing of a removed
+   *  participant may still arrive, on any slot). */
+  async function audioBytes() {
+    let total = 0;
+    for (const pc of peersPc.values()) {
+      const report = await pc.getStats().catch(() => new Map());
+      report.forEach((s) => { if (s.type === 'inbound-rtp' && (s.kind || s.mediaType) === 'audio') total += s.bytesReceived || 0; });
+    }
+    return total;
   }
 
   /** SFU rooms: what arrives for each other participant, by the slots that carry them. */

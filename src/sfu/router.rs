@@ -375,10 +375,12 @@ impl Router {
         if kind == MediaKind::Audio {
             self.hear(from, &data);
         }
-        let keys = self.rooms.get(&room).cloned().unwrap_or_default();
+        // Borrowed out of the map for the loop (polling never changes who is in a room), so no
+        // frame copies the room's member list.
+        let keys = self.rooms.get_mut(&room).map(std::mem::take).unwrap_or_default();
         let now = Instant::now();
         let mut want_keyframe: Option<Rid> = None;
-        for key in keys {
+        for &key in &keys {
             if key == from {
                 continue;
             }
@@ -418,6 +420,9 @@ impl Router {
                 tracing::debug!(%error, "SFU write failed");
             }
             self.poll(key, now);
+        }
+        if let Some(slot) = self.rooms.get_mut(&room) {
+            *slot = keys;
         }
         if let Some(rid) = want_keyframe {
             self.ask_keyframe(from, data.mid, Some(rid), KeyframeRequestKind::Pli);
