@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Where the other nodes of a deployment reach this one (PostgreSQL storage): room
+    /// sockets that hit another node are passed on here when this node is the room's home, and
+    /// chat webhooks when it leads that adapter. Default: `http://{listen}`.
+    pub internal_url: Option<String>,
 }
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -88,6 +92,7 @@ impl Default for ServerConfig {
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             max_body_bytes: 16 * 1024,
+            internal_url: None,
         }
     }
 }
@@ -362,6 +367,12 @@ impl Config {
                 _ => return Err(invalid("server.public_url", "must be an http(s) URL".into())),
             }
         }
+        if let Some(url) = &self.server.internal_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return Err(invalid("server.internal_url", "must be an http(s) URL with a host".into())),
+            }
+        }
         let url = self.storage_url();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid("storage.url", "must start with sqlite:// or postgres://".into()));
@@ -421,6 +432,19 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.server.listen),
         }
+    }
+
+    /// Where the other nodes reach this one (`[server] internal_url`, default `http://{listen}`).
+    pub fn internal_url(&self) -> String {
+        match &self.server.internal_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+
+    /// Whether the storage is PostgreSQL, which several nodes can share.
+    pub fn shared_storage(&self) -> bool {
+        !self.storage_url().starts_with("sqlite:")
     }
 
     /// The effective configuration as TOML, secrets redacted.

@@ -3,13 +3,20 @@
 //! Every configured chat adapter is built from its settings and started the same way, in one
 //! loop ([`Adapters`]); the web server mounts the webhook routes they offer.
 //!
+//! With PostgreSQL the node joins its deployment (see [`crate::cluster`]): each adapter runs
+//! only while this node leads it, and the sweeps only while it leads housekeeping. On SQLite
+//! it is the only node and leads everything.
+//!
 //! Shutdown order: stop accepting and finish in-flight requests; tell every room page why it
 //! closes and stop timers; stop the chat adapters and their bridges; stop the background
-//! workers (admission writers, housekeeping, dispatcher); close the database pools. Each wait
-//! is bounded.
+//! workers (admission writers, housekeeping, dispatcher, elections); retire the node (its
+//! people are marked left at once); stop the event link to other nodes; close the database
+//! pools. Each wait is bounded.
 
 use crate::bridge::BridgeSettings;
 use crate::bridge::adapters::Adapters;
+use crate::cluster::leader;
+use crate::cluster::proxy::ToLeader;
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
 use crate::live::{Live, run_dispatcher};
@@ -28,10 +35,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often the node beats and sweeps presence.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
-/// A node silent this long is dead: its sockets are gone.
-const NODE_STALE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for each stage.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,12 +67,23 @@ impl Daemon {
         if config.server.public_url.is_none() {
             config.server.public_url = Some(format!("http://{addr}"));
         }
+        if config.server.internal_url.is_none() {
+            config.server.internal_url = Some(format!("http://{addr}"));
+        }
         let config = Arc::new(config);
-        let api_token = ensure_api_token(&config)?;
+        // With PostgreSQL and no configured token, every node shares one made in the database.
+        let api_token = match config.api.token.is_some() || !config.shared_storage() {
+            true => Some(ensure_api_token(&config)?),
+            false => None,
+        };
         let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
-        let rooms = RoomService::start(config.clone(), api_token, clock, &workers, stop_workers.clone())
+        let node_id: Arc<str> = crate::ids::new_participant_id().into();
+        let rooms = RoomService::start(config.clone(), api_token, clock, node_id.clone(), &workers, stop_workers.clone())
             .await
             .context("cannot open the database")?;
+        if config.api.token.is_none() && config.shared_storage() {
+            write_token_file(&config, rooms.api_token())?;
+        }
         let live = Live::default();
         let sfu = Arc::new(
             Sfu::start(&config.sfu, live.clone(), stop_workers.child_token())
@@ -77,11 +91,10 @@ impl Daemon {
         );
         let limiter = |per_minute| NonZeroU32::new(per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
         let (join_limiter, socket_limiter) = (limiter(config.server.join_rate_per_minute), limiter(config.server.socket_rate_per_minute));
-        let node_id: Arc<str> = crate::ids::new_participant_id().into();
-        rooms.heartbeat(&node_id).await?;
+        rooms.heartbeat().await?;
 
         let adapters = Adapters::new(rooms.clone(), stop_workers.child_token());
-        let webhooks = build_adapters(&config, &adapters)?;
+        let webhooks = build_adapters(&config, &adapters, &rooms)?;
         let (sessions_cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
         let state = AppState::new(Shared {
             rooms: rooms.clone(),
@@ -94,8 +107,13 @@ impl Daemon {
             tracker: sessions,
         });
         workers.spawn(run_dispatcher(rooms.clone(), live, sfu, rooms.subscribe(), stop_workers.clone()));
-        workers.spawn(housekeeping(state.clone(), stop_workers.clone()));
-        adapters.start_all();
+        let (sweeper, sweeps) = tokio::sync::watch::channel(!rooms.is_shared());
+        if rooms.is_shared() {
+            start_elections(&config, &rooms, &adapters, sweeper, &workers, &stop_workers);
+        } else {
+            adapters.start_all();
+        }
+        workers.spawn(housekeeping(state.clone(), sweeps, stop_workers.clone()));
 
         let stop_server = CancellationToken::new();
         let router = app(state.clone(), webhooks).into_make_service_with_connect_info::<SocketAddr>();
@@ -137,6 +155,9 @@ impl Daemon {
         // Its thread saw the same cancel; joining it is quick (and off the async workers).
         let sfu = self.state.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.join()).await;
+        if let Err(error) = self.state.rooms.retire().await {
+            tracing::warn!(%error, "cannot retire this node; the others will find it silent");
+        }
         self.state.rooms.close().await;
         tracing::info!("stopped");
     }
@@ -180,24 +201,66 @@ impl Platform for NotBuilt {
     }
 }
 
-/// Builds every configured adapter, stopped, and the webhook routes they offer.
-fn build_adapters(config: &Config, adapters: &Adapters) -> anyhow::Result<Vec<axum::Router>> {
+/// Builds every configured adapter, stopped, and the webhook routes they offer (which pass a
+/// request on to the adapter's leader when this node does not run it).
+fn build_adapters(config: &Config, adapters: &Adapters, rooms: &RoomService) -> anyhow::Result<Vec<axum::Router>> {
     let mut webhooks = Vec::new();
+    let http = reqwest::Client::new();
     for settings in &config.adapters {
         let platform = settings.platform();
-        let ctx = BuildContext { state_dir: config.storage.data_dir.join(platform), on_secret: crate::logging::mask };
+        let state = Arc::new(crate::bridge::state::StateInDb { rooms: rooms.clone(), platform });
+        let ctx = BuildContext { state_dir: config.storage.data_dir.join(platform), on_secret: crate::logging::mask, state };
         let adapter = settings.build(&ctx).map_err(|e| anyhow::anyhow!("cannot build the {platform} adapter: {e}"))?;
-        webhooks.extend(adapter.clone().webhook());
+        if let Some(routes) = adapter.clone().webhook() {
+            let to = ToLeader { platform, adapters: adapters.clone(), rooms: rooms.clone(), http: http.clone() };
+            webhooks.push(routes.layer(axum::middleware::from_fn_with_state(to, crate::cluster::proxy::to_leader)));
+        }
         adapters.add(adapter, BridgeSettings { debounce: settings.debounce() });
     }
     Ok(webhooks)
 }
 
-/// Heartbeat, presence sweeps, expiry and limiter upkeep.
-async fn housekeeping(state: AppState, cancel: CancellationToken) {
+/// Elections (PostgreSQL): one per chat adapter, which runs here only while this node leads
+/// it, and one for the sweeps (`sweeper`).
+fn start_elections(
+    config: &Config,
+    rooms: &RoomService,
+    adapters: &Adapters,
+    sweeper: tokio::sync::watch::Sender<bool>,
+    workers: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let url = config.storage_url();
+    for platform in adapters.platforms() {
+        let (adapters, rooms) = (adapters.clone(), rooms.clone());
+        let on_change = move |lead: bool| -> futures::future::BoxFuture<'static, ()> {
+            let (adapters, rooms) = (adapters.clone(), rooms.clone());
+            Box::pin(async move {
+                if lead {
+                    if let Err(error) = rooms.lead_adapter(platform).await {
+                        tracing::warn!(%error, platform, "cannot record this node as the adapter's leader");
+                    }
+                    adapters.start(platform);
+                } else {
+                    adapters.stop(platform).await;
+                }
+            })
+        };
+        workers.spawn(leader::elect(url.clone(), format!("adapter:{platform}"), on_change, cancel.clone()));
+    }
+    let on_change = move |lead: bool| -> futures::future::BoxFuture<'static, ()> {
+        let _ = sweeper.send(lead);
+        Box::pin(async {})
+    };
+    workers.spawn(leader::elect(url, "housekeeping".into(), on_change, cancel.clone()));
+}
+
+/// Heartbeat (and the database's clock) on every node; presence sweeps, expiry and limiter
+/// upkeep on the one node that leads housekeeping (`sweeps`).
+async fn housekeeping(state: AppState, sweeps: tokio::sync::watch::Receiver<bool>, cancel: CancellationToken) {
     let rooms = &state.rooms;
     let config = rooms.config();
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT_EVERY);
     let mut rounds: u64 = 0;
     loop {
         tokio::select! {
@@ -205,20 +268,25 @@ async fn housekeeping(state: AppState, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         rounds += 1;
-        if let Err(error) = rooms.heartbeat(&state.node_id).await {
+        if let Err(error) = rooms.heartbeat().await {
             tracing::warn!(%error, "heartbeat failed");
             continue;
         }
-        if let Err(error) = rooms.sweep_presence(NODE_STALE, config.rooms.connect_timeout).await {
-            tracing::warn!(%error, "presence sweep failed");
-        }
         if rounds % 12 == 1 {
-            if let Err(error) = rooms.sweep_expired().await {
-                tracing::warn!(%error, "expiry sweep failed");
-            }
             for limiter in [&state.join_limiter, &state.socket_limiter].into_iter().flatten() {
                 limiter.retain_recent();
             }
+        }
+        if !*sweeps.borrow() {
+            continue;
+        }
+        if let Err(error) = rooms.sweep_presence(crate::cluster::NODE_STALE, config.rooms.connect_timeout).await {
+            tracing::warn!(%error, "presence sweep failed");
+        }
+        if rounds % 12 == 1
+            && let Err(error) = rooms.sweep_expired().await
+        {
+            tracing::warn!(%error, "expiry sweep failed");
         }
     }
 }
@@ -233,12 +301,23 @@ pub fn ensure_api_token(config: &Config) -> anyhow::Result<Secret> {
     if let Some(token) = read_token_file(&path)? {
         return Ok(token);
     }
+    let token = Secret::new(crate::ids::new_token());
+    write_token_file(config, &token)?;
+    tracing::info!(path = %path.display(), "generated an API token");
+    Ok(token)
+}
+
+/// Writes the API token to `{data_dir}/api-token` (readable by its owner only) for the CLI on
+/// this machine, unless that file holds it already.
+fn write_token_file(config: &Config, token: &Secret) -> anyhow::Result<()> {
+    let path = config.storage.data_dir.join("api-token");
+    if read_token_file(&path)?.is_some_and(|t| t.expose() == token.expose()) {
+        return Ok(());
+    }
     crate::private_files::create_dir(&config.storage.data_dir)
         .with_context(|| format!("cannot create {}", config.storage.data_dir.display()))?;
-    let token = crate::ids::new_token();
-    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated an API token");
-    Ok(Secret::new(token))
+    let _ = std::fs::remove_file(&path);
+    write_private(&path, token.expose()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Reads a token file, if present.

@@ -17,6 +17,8 @@
 //!   [`signaling`] — the room socket's messages, typed.
 //! * [`turn`] — TURN credentials that expire, for admitted participants only.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
+//! * [`cluster`] — several nodes on one PostgreSQL: events across nodes, one leader per chat
+//!   adapter, rooms' home nodes.
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
 //!   [`logging`] — logs with every configured secret masked; [`private_files`] — the data
 //!   directory for the daemon's user alone.
@@ -24,6 +26,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod events;

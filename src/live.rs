@@ -6,7 +6,7 @@
 //! go through a bounded queue; a page that cannot keep up is disconnected (it reconnects),
 //! rather than letting one slow page grow the daemon's memory.
 
-use crate::events::{RoomEvent, RoomEventKind};
+use crate::events::{RoomEvent, RoomEventKind, Subscription};
 use crate::ids::RoomId;
 use crate::sfu::{Command as SfuCommand, Sfu};
 use crate::service::{Knocks, RoomService};
@@ -224,7 +224,7 @@ pub async fn run_dispatcher(
     rooms: RoomService,
     live: Live,
     sfu: Arc<Sfu>,
-    mut events: broadcast::Receiver<RoomEvent>,
+    mut events: Subscription,
     cancel: CancellationToken,
 ) {
     let mut dirty: HashSet<RoomId> = HashSet::new();

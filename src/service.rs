@@ -8,23 +8,24 @@
 
 use crate::clock::Clock;
 use crate::config::{Config, MAX_PARTICIPANTS_LIMIT, Secret};
-use crate::events::{EventBus, RoomEvent, RoomEventKind};
+use crate::events::{EventBus, RoomEventKind, Subscription};
 use crate::identity::{Identity, IdentityKey, PERSONAL_LINK_TTL_MS};
 use crate::ids::{KnockId, ParticipantId, RoomId, secret_eq};
 use crate::room::{Admission, CreatedRoom, JoinRequest, Media, NewRoom, Refusal, RoomKind, RoomView, clean_name, clean_title};
 use crate::store::{
-    AdmissionWriter, Backend, HostCheck, Timing, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
+    AdmissionWriter, Backend, Home, HostCheck, Timing, KnockAnswer, KnockOutcome, PostedCard, PresenceChange, RemoveOutcome, StateChange,
     Store, StoreError,
 };
 use callbridge_chat::{ChatRef, MessageRef, knock_code};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How often SQLite's WAL is copied into the database file, beside the admission writer.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How long inbound updates are remembered as taken (no platform redelivers one later).
+const CLAIMS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// Errors a caller can act on, each with a stable code.
 #[derive(Debug, thiserror::Error)]
@@ -131,19 +132,55 @@ pub struct RoomService {
     base_url: Arc<str>,
     identity: IdentityKey,
     api_token: Secret,
+    /// This node's id in the `nodes` table.
+    node: Arc<str>,
+    /// With PostgreSQL: what proves a request comes from another node of the deployment.
+    node_key: Option<Secret>,
+    /// The tasks that carry events between nodes (PostgreSQL), stopped last.
+    link: Link,
+}
+
+/// The event link to the other nodes: stopped by [`RoomService::close`], after the node's
+/// last events (its people leaving) went out.
+#[derive(Clone, Default)]
+struct Link {
+    cancel: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl RoomService {
     /// Opens the database (migrating it), starts the admission writers and SQLite's
     /// checkpoints on `tracker`; they stop when `cancel` fires.
+    ///
+    /// With PostgreSQL, the node joins its deployment: it follows the database's clock, shares
+    /// the API token (`api_token` `None`: generated once into the database) and the node key,
+    /// and starts the event link to the other nodes.
     pub async fn start(
         config: Arc<Config>,
-        api_token: Secret,
+        api_token: Option<Secret>,
         clock: Clock,
+        node: Arc<str>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Result<RoomService, ServiceError> {
         let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock).await?;
+        let shared = store.backend() == Backend::Postgres;
+        if shared {
+            follow_server_clock(&store).await?;
+        }
+        let api_token = match api_token {
+            Some(token) => token,
+            None => Secret::new(store.secret("api_token", crate::ids::new_token).await?),
+        };
+        let node_key = match shared {
+            true => Some(Secret::new(store.secret("node_key", crate::ids::new_token).await?)),
+            false => None,
+        };
+        let events = EventBus::default();
+        let link = Link::default();
+        if shared {
+            start_link(&config.storage_url(), &events, &node, &link).await?;
+        }
         let timing = Timing {
             expire_ms: config.rooms.expire_after.as_millis() as i64,
             grace_ms: config.rooms.presence_grace.as_millis() as i64,
@@ -155,7 +192,7 @@ impl RoomService {
             tracker.spawn(checkpoints(store.clone(), cancel));
         }
         let base_url = config.public_url().into();
-        Ok(RoomService { store, events: EventBus::default(), admissions, config, base_url, identity, api_token })
+        Ok(RoomService { store, events, admissions, config, base_url, identity, api_token, node, node_key, link })
     }
 
     pub fn config(&self) -> &Config {
@@ -163,7 +200,7 @@ impl RoomService {
     }
 
     /// Every room change from now on, in order.
-    pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
+    pub fn subscribe(&self) -> Subscription {
         self.events.subscribe()
     }
 
@@ -216,6 +253,11 @@ impl RoomService {
     /// The time by the daemon's clock, in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.store.clock().now_ms()
+    }
+
+    /// The API token, for the CLI's token file on this machine.
+    pub(crate) fn api_token(&self) -> &Secret {
+        &self.api_token
     }
 
     /// Whether `token` is the API token (compared in constant time).
@@ -410,9 +452,81 @@ impl RoomService {
         self.events.publish(&room, RoomEventKind::Left { participant_id, name: left.name });
     }
 
-    /// Tells the other nodes this one is alive.
-    pub async fn heartbeat(&self, node: &str) -> Result<(), ServiceError> {
-        Ok(self.store.heartbeat(node).await?)
+    /// Tells the other nodes this one is alive and where they reach it; with PostgreSQL,
+    /// follows the database's clock first.
+    pub async fn heartbeat(&self) -> Result<(), ServiceError> {
+        if self.is_shared() {
+            follow_server_clock(&self.store).await?;
+        }
+        Ok(self.store.heartbeat(&self.node, &self.config.internal_url()).await?)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether several nodes may share the database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.node_key.is_some()
+    }
+
+    /// The deployment's node key (PostgreSQL), which requests between nodes carry.
+    pub fn node_key(&self) -> Option<&str> {
+        self.node_key.as_ref().map(Secret::expose)
+    }
+
+    /// Whether `key` is the deployment's node key (compared in constant time).
+    pub fn is_node_key(&self, key: &str) -> bool {
+        self.node_key.as_ref().is_some_and(|k| secret_eq(key, k.expose()))
+    }
+
+    /// Which node serves the room's page sockets: its home when that node is alive, else this
+    /// node, which becomes its home. Always this node on SQLite.
+    pub async fn room_home(&self, room: &RoomId) -> Result<Home, ServiceError> {
+        if !self.is_shared() {
+            return Ok(Home::Here);
+        }
+        let stale = crate::cluster::NODE_STALE.as_millis() as i64;
+        Ok(self.store.room_home(room, &self.node, stale).await?)
+    }
+
+    /// This node now leads `platform`'s adapter: webhooks other nodes receive come here.
+    pub async fn lead_adapter(&self, platform: &str) -> Result<(), ServiceError> {
+        Ok(self.store.set_adapter_value(platform, "leader", &self.node).await?)
+    }
+
+    /// Where the node leading `platform`'s adapter is reached, when it is alive.
+    pub async fn adapter_leader_url(&self, platform: &str) -> Result<Option<String>, ServiceError> {
+        let Some(leader) = self.store.adapter_value(platform, "leader").await? else { return Ok(None) };
+        if leader == *self.node {
+            return Ok(None);
+        }
+        Ok(self.store.node_url(&leader, crate::cluster::NODE_STALE.as_millis() as i64).await?)
+    }
+
+    /// A value `platform`'s adapter keeps in the database.
+    pub async fn adapter_value(&self, platform: &str, key: &str) -> Result<Option<String>, ServiceError> {
+        Ok(self.store.adapter_value(platform, &format!("a:{key}")).await?)
+    }
+
+    /// Saves a value `platform`'s adapter keeps.
+    pub async fn set_adapter_value(&self, platform: &str, key: &str, value: &str) -> Result<(), ServiceError> {
+        Ok(self.store.set_adapter_value(platform, &format!("a:{key}"), value).await?)
+    }
+
+    /// Takes an inbound update of `platform`: `true` the first time, on any node.
+    pub async fn claim_update(&self, platform: &str, key: &str) -> Result<bool, ServiceError> {
+        Ok(self.store.claim_update(platform, key).await?)
+    }
+
+    /// This node stops cleanly: it leaves the deployment, and everyone whose page it held is
+    /// marked left at once (their pages reconnect to another node and rejoin).
+    pub async fn retire(&self) -> Result<(), ServiceError> {
+        let left = self.store.retire(&self.node).await?;
+        tracing::info!(left = left.len(), "this node retired");
+        left.into_iter().for_each(|p| self.publish_left(p));
+        Ok(())
     }
 
     /// Marks as left the participants of nodes silent for `node_stale` and those admitted
@@ -423,11 +537,13 @@ impl RoomService {
         Ok(())
     }
 
-    /// Expires the rooms unused for `[rooms] expire_after`; publishes each.
+    /// Expires the rooms unused for `[rooms] expire_after`; publishes each. Forgets inbound
+    /// updates taken long ago.
     pub async fn sweep_expired(&self) -> Result<(), ServiceError> {
         for id in self.store.sweep_expired(self.config.rooms.expire_after.as_millis() as i64).await? {
             self.events.publish(&RoomId::trusted(id), RoomEventKind::Ended { expired: true });
         }
+        self.store.prune_claims(CLAIMS_KEPT.as_millis() as i64).await?;
         Ok(())
     }
 
@@ -474,10 +590,39 @@ impl RoomService {
         self.store.ping().await.is_ok()
     }
 
-    /// Closes the database, waiting for running queries (after the workers stopped).
+    /// Stops the event link (sending what is queued) and closes the database, waiting for
+    /// running queries (after the workers stopped).
     pub async fn close(&self) {
+        self.link.cancel.cancel();
+        self.link.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.link.tasks.wait()).await.is_err() {
+            tracing::warn!("the event link to other nodes did not stop in time");
+        }
         self.store.close().await;
     }
+}
+
+/// Sets the node's clock to follow the database server's (see [`crate::clock`]): the wall
+/// clock is read on both sides of the query, and the server's reading set against their mean.
+async fn follow_server_clock(store: &Store) -> Result<(), StoreError> {
+    let before = store.clock().wall_ms();
+    let server = store.server_time_ms().await?;
+    let after = store.clock().wall_ms();
+    store.clock().follow(server, before + (after - before) / 2);
+    Ok(())
+}
+
+/// Starts the event link: the outbox's sender and the listener (connected before this
+/// returns, so no event committed after start is missed).
+async fn start_link(url: &str, events: &EventBus, node: &str, link: &Link) -> Result<(), ServiceError> {
+    use crate::cluster::notify;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.map_err(StoreError::from)?;
+    let Some(listener) = notify::listen(url, &link.cancel).await else { return Ok(()) };
+    let (outbox, queued) = tokio::sync::mpsc::channel(notify::OUTBOX);
+    events.set_outbox(outbox);
+    link.tasks.spawn(notify::publish(pool, node.to_owned(), queued, link.cancel.clone()));
+    link.tasks.spawn(notify::receive(listener, events.clone(), node.to_owned(), link.cancel.clone()));
+    Ok(())
 }
 
 /// Keeps SQLite's WAL short from outside the writer's path (see `Store::checkpoint`).

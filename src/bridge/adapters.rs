@@ -10,6 +10,7 @@ use super::{BridgeSettings, start as start_bridge};
 use crate::service::RoomService;
 use callbridge_chat::ChatAdapter;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// A std Mutex, never held across an `.await`.
     entries: Mutex<BTreeMap<&'static str, Entry>>,
+    /// Set by [`Adapters::stop_all`]: the node is stopping, and no adapter starts again.
+    closed: AtomicBool,
 }
 
 struct Entry {
@@ -46,7 +49,7 @@ struct Running {
 
 impl Adapters {
     pub fn new(rooms: RoomService, shutdown: CancellationToken) -> Adapters {
-        Adapters(Arc::new(Inner { rooms, shutdown, entries: Mutex::default() }))
+        Adapters(Arc::new(Inner { rooms, shutdown, entries: Mutex::default(), closed: AtomicBool::new(false) }))
     }
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<&'static str, Entry>> {
@@ -71,7 +74,7 @@ impl Adapters {
     /// Starts `platform`'s adapter and its bridge; `false` when there is no such adapter, it
     /// runs already, or the node is shutting down.
     pub fn start(&self, platform: &str) -> bool {
-        if self.0.shutdown.is_cancelled() {
+        if self.0.shutdown.is_cancelled() || self.0.closed.load(Ordering::SeqCst) {
             return false;
         }
         let mut entries = self.entries();
@@ -107,8 +110,9 @@ impl Adapters {
         true
     }
 
-    /// Stops every adapter (in parallel) and waits for them.
+    /// Stops every adapter (in parallel) and waits for them; none starts again.
     pub async fn stop_all(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
         futures::future::join_all(self.platforms().into_iter().map(|p| async move { self.stop(p).await })).await;
     }
 }

@@ -6,11 +6,13 @@
 //! * `adapters` — every adapter's lifecycle: start and stop, all or one.
 //! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
 //! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
+//! * `state` — what an adapter keeps in the database (offsets, updates taken).
 //! * `updater` — `CardUpdater`, which keeps posted cards current.
 
 pub mod adapters;
 pub mod cards;
 pub mod pacer;
+pub mod state;
 pub mod updater;
 
 use crate::room::{Media, RoomKind};

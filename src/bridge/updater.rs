@@ -12,7 +12,7 @@ use crate::ids::RoomId;
 use crate::service::{CardState, Knocks};
 use crate::store::PostedCard;
 use super::pacer::ChatPacer;
-use crate::events::RoomEvent;
+use crate::events::Subscription;
 use crate::service::{RoomService, ServiceError};
 use callbridge_chat::{Backoff, ChatAdapter, SendError};
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ impl CardUpdater {
 
     /// Follows room events until cancelled. Subscribe before calling [`resume`](Self::resume)
     /// so nothing that happens in between is missed.
-    pub async fn run(self, mut events: broadcast::Receiver<RoomEvent>) {
+    pub async fn run(self, mut events: Subscription) {
         loop {
             let event = tokio::select! {
                 _ = self.inner.cancel.cancelled() => return,

@@ -10,16 +10,20 @@
 //! * `knocks` — requests to enter a locked room.
 //! * `presence` — room-page connections, leaving, node heartbeats and sweeps.
 //! * `cards` — which chat message shows which room, and what it shows now.
+//! * `nodes` — the nodes of one deployment: where each is reached, rooms' home nodes,
+//!   retirement, and what chat adapters keep across runs and nodes.
 
 mod admission;
 mod cards;
 mod knocks;
+mod nodes;
 mod presence;
 mod rooms;
 
 pub use admission::{AdmissionWriter, Timing};
 pub use cards::PostedCard;
 pub use knocks::{KnockAnswer, KnockOutcome};
+pub use nodes::Home;
 pub use presence::PresenceChange;
 pub use rooms::{HostCheck, RemoveOutcome, StateChange};
 

@@ -90,16 +90,6 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// The node's heartbeat.
-    pub async fn heartbeat(&self, node_id: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO nodes (id, seen_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at")
-            .bind(node_id)
-            .bind(self.clock.now_ms())
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     /// Marks as left everyone whose room page sat on a node that stopped beating for
     /// `stale_ms`, and everyone admitted more than `connect_timeout_ms` ago whose page never
     /// connected. Returns who left.

@@ -102,6 +102,10 @@ impl FromRequestParts<AppState> for WithinSocketRate {
 /// Spends one of the client's attempts on `limiter` (none: no limit); 429 when none is left.
 fn within_rate(limiter: Option<&RateLimiter>, parts: &Parts, state: &AppState, message: &'static str) -> Result<(), ApiError> {
     let Some(limiter) = limiter else { return Ok(()) };
+    // Another node passing a page's socket on counted it against the page's address already.
+    if crate::cluster::proxy::from_peer(&parts.headers, &state.rooms) {
+        return Ok(());
+    }
     let server = &state.rooms.config().server;
     let Some(ip) = super::client_addr::client_ip(parts, &server.trusted_proxies, server.trust_forwarded_for) else { return Ok(()) };
     limiter

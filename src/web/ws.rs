@@ -9,7 +9,8 @@ use crate::room::{Media, RoomKind, RoomView};
 use crate::service::{Credential, Knocks};
 use crate::sfu::Command as SfuCommand;
 use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
-use crate::store::PresenceChange;
+use crate::cluster::proxy;
+use crate::store::{Home, PresenceChange};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -96,6 +97,23 @@ pub async fn ws(
         Ok(u) => u,
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    // A room's sockets meet on its home node (see `cluster`): a socket that reached another
+    // node is passed on there, unless another node passed it here.
+    if !proxy::from_peer(&headers, &state.rooms)
+        && let Home::At(home) = state.rooms.room_home(&id).await?
+    {
+        let key = state.rooms.node_key().unwrap_or_default();
+        let upstream = proxy::open_upstream(&home, &id, &headers, key).await.map_err(|status| match status {
+            axum::http::StatusCode::UNAUTHORIZED => unauthorized(),
+            status => ApiError::new(status, "unavailable", "the node serving this room does not answer; try again"),
+        })?;
+        let (cancel, tracker) = (state.cancel.clone(), state.tracker.clone());
+        return Ok(upgrade
+            .max_message_size(MAX_FRAME)
+            .max_write_buffer_size(WRITE_BUFFER)
+            .protocols([PROTOCOL])
+            .on_upgrade(move |socket| tracker.track_future(proxy::relay(socket, upstream, cancel))));
+    }
     let Some(who) = state.rooms.page_opened(&id, token, &state.node_id).await? else { return Err(unauthorized()) };
     let host = match &q.host {
         Some(token) => state.rooms.authorize(&id, Credential::Token(token)).await?.is_host(),

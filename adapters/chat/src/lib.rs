@@ -13,6 +13,8 @@
 //!   it from, without the core naming the platform.
 //! * [`settings`] — what every section shares: `Secret`, human durations, the section reader
 //!   that keeps line numbers, and the common checks.
+//! * [`state`] — what an adapter keeps in the shared database: values across runs and the
+//!   inbound updates already taken.
 //! * [`retry`] — the one backoff helper.
 //! * [`text`] — escaping and length budgets the card renderers share.
 
@@ -22,6 +24,7 @@ pub mod command;
 pub mod platform;
 pub mod retry;
 pub mod settings;
+pub mod state;
 pub mod text;
 
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
@@ -30,6 +33,7 @@ pub use command::{Command, CommandInfo, Kind, MENU, PRIVATE_WORD, parse_command}
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};
+pub use state::{AdapterState, MemoryState};
 
 /// An opaque reference to a chat (a Telegram chat id, a Matrix room id, a Discord channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -24,7 +24,7 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the daemon lends an adapter it builds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BuildContext {
     /// A folder of the adapter's own for state it keeps across restarts (a login session, an
     /// encryption store), below the daemon's data directory. Created by the adapter if needed.
@@ -32,6 +32,8 @@ pub struct BuildContext {
     /// Told every secret the adapter learns while running (an access token), so the logs can
     /// mask it.
     pub on_secret: fn(&str),
+    /// The adapter's values and inbound claims in the database every node shares.
+    pub state: std::sync::Arc<dyn crate::state::AdapterState>,
 }
 
 /// The keys every adapter's section has, which [`adapter_section!`](crate::adapter_section)

@@ -58,7 +58,11 @@ impl MatrixAdapter {
             return;
         };
         let marker = self.store_dir.join(SYNCED_MARKER);
-        if !marker.exists() {
+        // A node new to a deployment whose bot already runs (it takes the adapter over from
+        // another node) must not skip what arrived meanwhile: it acts on recent history, and
+        // the events other nodes took are marked as such.
+        let deployment_synced = matches!(self.state.load(SYNCED_MARKER).await, Ok(Some(_)));
+        if !marker.exists() && !deployment_synced {
             // First start: take in the rooms' state and history without acting on any of it.
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             loop {
@@ -74,8 +78,13 @@ impl MatrixAdapter {
                     }
                 }
             }
+        }
+        if !marker.exists() {
             if let Err(error) = std::fs::write(&marker, b"") {
                 tracing::warn!(%error, "matrix: cannot mark the store as synced");
+            }
+            if let Err(error) = self.state.save(SYNCED_MARKER, "1").await {
+                tracing::warn!(%error, "matrix: cannot mark the deployment as synced");
             }
         }
         // Only now do sends find their rooms: before the first sync a fresh store knows none,
@@ -205,7 +214,9 @@ impl Listener {
         // whoever invited the bot, and a host link must never land in a group.
         let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;
         let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
-        let _ = self.inbox.send(event).await;
+        if self.adapter.take(&ev.event_id).await {
+            let _ = self.inbox.send(event).await;
+        }
     }
 
     async fn on_reaction(&self, ev: OriginalSyncReactionEvent, room: Room) {
@@ -225,7 +236,9 @@ impl Listener {
             action,
             ack: encode_ack(room.room_id(), &ev.event_id),
         };
-        let _ = self.inbox.send(event).await;
+        if self.adapter.take(&ev.event_id).await {
+            let _ = self.inbox.send(event).await;
+        }
     }
 
     /// Whether `event` is a message of the bot's (a card); asks the homeserver once per event

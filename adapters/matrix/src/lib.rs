@@ -20,7 +20,7 @@ pub mod session;
 
 use callbridge_chat::settings::{check_http_url, env_secret};
 use callbridge_chat::{
-    ActionAck, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, invalid,
 };
 
@@ -195,6 +195,8 @@ pub struct MatrixAdapter {
     client: OnceLock<Client>,
     /// Cards this process posted or saw reacted to (newest last), bounded.
     cards: Mutex<(HashSet<OwnedEventId>, VecDeque<OwnedEventId>)>,
+    /// The events taken, and whether any node ever synced, in the database every node shares.
+    state: Arc<dyn AdapterState>,
 }
 
 impl MatrixAdapter {
@@ -205,7 +207,20 @@ impl MatrixAdapter {
             on_secret: ctx.on_secret,
             client: OnceLock::new(),
             cards: Mutex::default(),
+            state: ctx.state.clone(),
         })
+    }
+
+    /// Takes an event for handling: `false` when a run (here or on another node) took it
+    /// already. A database that does not answer lets it through.
+    pub(crate) async fn take(&self, event: &matrix_sdk::ruma::EventId) -> bool {
+        match self.state.claim(event.as_str()).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(%error, "matrix: cannot mark an event as taken; handling it");
+                true
+            }
+        }
     }
 
     pub fn settings(&self) -> &Settings {

@@ -43,6 +43,14 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
         }
     }
     let settings = &adapter.settings;
+    // Where the last run, on this node or another, left off.
+    match adapter.state.load(OFFSET_KEY).await {
+        Ok(Some(saved)) => {
+            adapter.next_update.fetch_max(saved.parse().unwrap_or(0), Ordering::Relaxed);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "telegram: cannot read the saved update offset; relying on taken-update marks"),
+    }
     backoff.reset();
     loop {
         let poll = adapter
@@ -81,7 +89,9 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
                 UpdateKind::CallbackQuery(q) => adapter.on_callback(&q).await,
                 _ => None,
             };
-            if let Some(event) = event {
+            if let Some(event) = event
+                && adapter.take(update.id.0).await
+            {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = inbox.send(event) => if r.is_err() { return },
@@ -89,10 +99,35 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
             }
             adapter.next_update.fetch_max(next, Ordering::Relaxed);
         }
+        let offset = adapter.next_update.load(Ordering::Relaxed).to_string();
+        if let Err(error) = adapter.state.save(OFFSET_KEY, &offset).await {
+            tracing::warn!(%error, "telegram: cannot save the update offset");
+        }
     }
 }
 
+/// The saved `getUpdates` offset.
+const OFFSET_KEY: &str = "offset";
+
 impl TelegramAdapter {
+    /// Takes an update for handling: `false` when a run (here or on another node) took it
+    /// already. A database that does not answer lets it through: better once too often than
+    /// a command lost.
+    async fn take(&self, update_id: u32) -> bool {
+        match self.state.claim(&format!("update:{update_id}")).await {
+            Ok(fresh) => {
+                if !fresh {
+                    tracing::info!(update_id, "telegram: update already handled; skipped");
+                }
+                fresh
+            }
+            Err(error) => {
+                tracing::warn!(%error, update_id, "telegram: cannot mark an update as taken; handling it");
+                true
+            }
+        }
+    }
+
     fn allowed(&self, chat: ChatId) -> bool {
         self.settings.allowed_chats.is_empty() || self.settings.allowed_chats.contains(&chat.0)
     }

@@ -16,7 +16,7 @@ pub use card::{escape_html, render_html, render_keyboard};
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
-    ActionAck, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
 
@@ -89,8 +89,8 @@ impl Section for Settings {
         Ok(())
     }
 
-    fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
-        Ok(TelegramAdapter::new(self.clone())?)
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
+        Ok(TelegramAdapter::with_state(self.clone(), ctx.state.clone())?)
     }
 }
 
@@ -112,14 +112,22 @@ pub struct TelegramAdapter {
     username: OnceLock<String>,
     /// (chat, user) → (is admin, checked at). A std Mutex, never held across an `.await`.
     admins: Mutex<HashMap<(i64, u64), (bool, Instant)>>,
-    /// The `getUpdates` offset: the first update not handled yet. Kept across runs, so a run
-    /// after a stop neither handles an update twice nor skips one.
+    /// The `getUpdates` offset: the first update not handled yet. Kept across runs, and saved
+    /// in `state`, so a run after a stop, here or on another node, neither handles an update
+    /// twice nor skips one.
     next_update: AtomicI32,
+    /// The offset and the updates taken, in the database every node shares.
+    state: Arc<dyn AdapterState>,
 }
 
 impl TelegramAdapter {
-    /// Builds the adapter; nothing is sent until it runs.
+    /// Builds the adapter with its state in memory (one process); nothing is sent until it runs.
     pub fn new(settings: Settings) -> Result<Arc<Self>, TelegramError> {
+        Self::with_state(settings, MemoryState::shared())
+    }
+
+    /// Builds the adapter with its state in `state`; nothing is sent until it runs.
+    pub fn with_state(settings: Settings, state: Arc<dyn AdapterState>) -> Result<Arc<Self>, TelegramError> {
         let token = settings.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
         let bot_with_timeout = |timeout: Duration| {
             let client = teloxide::net::default_reqwest_settings()
@@ -137,6 +145,7 @@ impl TelegramAdapter {
             username: OnceLock::new(),
             admins: Mutex::default(),
             next_update: AtomicI32::new(0),
+            state,
         }))
     }
 

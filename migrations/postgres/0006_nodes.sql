@@ -1,0 +1,23 @@
+-- Several nodes on one database.
+-- Where other nodes reach a node (`[server] internal_url`): room sockets and webhooks that
+-- belong elsewhere are passed on there.
+ALTER TABLE nodes ADD COLUMN internal_url TEXT;
+-- The node that serves a room's page sockets (and its SFU media); NULL until a page connects.
+ALTER TABLE rooms ADD COLUMN home_node TEXT;
+-- What a chat adapter keeps across runs and nodes (Telegram's update offset, which node
+-- leads the adapter).
+CREATE TABLE adapter_state (
+    platform TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (platform, key)
+);
+-- Inbound updates already taken by a node (a Telegram update id, a Matrix event id), so that a
+-- fail-over never handles one twice. Pruned after a day.
+CREATE TABLE handled (
+    platform TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    at       BIGINT NOT NULL,
+    PRIMARY KEY (platform, key)
+);
+CREATE INDEX handled_at ON handled (at);
