@@ -33,10 +33,11 @@ pub fn from_peer(headers: &HeaderMap, rooms: &RoomService) -> bool {
     headers.get(NODE_KEY_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|key| rooms.is_node_key(key))
 }
 
-/// Opens the page's socket at `home` (an internal URL), offering the page's subprotocols
-/// (its credentials). The home node's refusal comes back as its status.
-pub async fn open_upstream(home: &str, room: &RoomId, headers: &HeaderMap, node_key: &str) -> Result<Upstream, StatusCode> {
-    let url = format!("{}/r/{room}/ws", home.replacen("http", "ws", 1));
+/// Opens the page's socket at `home` (an internal URL), with the page's credentials (its
+/// subprotocols, or the query of scripts). The home node's refusal comes back as its status.
+pub async fn open_upstream(home: &str, room: &RoomId, query: Option<&str>, headers: &HeaderMap, node_key: &str) -> Result<Upstream, StatusCode> {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!("{}/r/{room}/ws{query}", home.replacen("http", "ws", 1));
     let mut request = url.into_client_request().map_err(|_| StatusCode::BAD_GATEWAY)?;
     if let Some(protocols) = headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
         request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());

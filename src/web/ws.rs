@@ -12,7 +12,7 @@ use crate::signaling::{FromPage, IceServerRef, Me, PeerRef, ToPage};
 use crate::cluster::proxy;
 use crate::store::{Home, PresenceChange};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -80,6 +80,7 @@ pub async fn ws(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     _: super::join::WithinSocketRate,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -103,14 +104,16 @@ pub async fn ws(
         && let Home::At(home) = state.rooms.room_home(&id).await?
     {
         let key = state.rooms.node_key().unwrap_or_default();
-        let upstream = proxy::open_upstream(&home, &id, &headers, key).await.map_err(|status| match status {
+        let upstream = proxy::open_upstream(&home, &id, raw_query.as_deref(), &headers, key).await.map_err(|status| match status {
             axum::http::StatusCode::UNAUTHORIZED => unauthorized(),
             status => ApiError::new(status, "unavailable", "the node serving this room does not answer; try again"),
         })?;
         let (cancel, tracker) = (state.cancel.clone(), state.tracker.clone());
         return Ok(upgrade
-            .max_message_size(MAX_FRAME)
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0)
             .max_write_buffer_size(WRITE_BUFFER)
+            .max_message_size(MAX_FRAME)
             .protocols([PROTOCOL])
             .on_upgrade(move |socket| tracker.track_future(proxy::relay(socket, upstream, cancel))));
     }

@@ -6,7 +6,8 @@
 //! edits twice within a second in one chat, or more than 20 times a minute, gets a 429; a
 //! text over 4096 characters gets 400 "message is too long". A call into a chat before a 429's
 //! `retry_after` has passed is refused again and counted. With a fault plan (`set_faults`) it
-//! also fails a share of calls with 429s, 5xx and stalls.
+//! also fails a share of calls with 429s, 5xx and stalls. Two overlapping `getUpdates` calls are
+//! two bot instances polling one token: the earlier gets 409 Conflict, and it is counted.
 #![allow(dead_code)]
 
 use axum::extract::{Path, State as AxState};
@@ -69,6 +70,11 @@ struct State {
     blocked_until: HashMap<(i64, String), Instant>,
     /// Calls into a chat before its `retry_after` had passed.
     retry_after_violations: usize,
+    /// Long polls started, and how many are open now: a poll that starts while another is
+    /// open terminates it with 409 Conflict, as Telegram does when two instances poll one bot.
+    poll_generation: u64,
+    polls_open: usize,
+    conflicts: usize,
 }
 
 /// A fault plan: every `every`-th call of the bot (other than long polls, which get only 5xx)
@@ -109,6 +115,11 @@ impl BotApiDouble {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    /// Long polls that overlapped another (two bot instances polling one token).
+    pub fn conflicts(&self) -> usize {
+        self.lock().conflicts
     }
 
     /// Makes `user` an administrator of `chat`.
@@ -323,14 +334,39 @@ fn injected_fault(d: &BotApiDouble, method: &str, body: &Value) -> Option<Fault>
     }
 }
 
+/// Closes a long poll's place when its request ends (answered, or its client went away).
+struct OpenPoll(BotApiDouble);
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        self.0.lock().polls_open -= 1;
+    }
+}
+
 async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
     let offset = body["offset"].as_i64().unwrap_or(0);
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let deadline = tokio::time::Instant::now() + timeout;
+    let generation = {
+        let mut st = d.lock();
+        if st.polls_open > 0 {
+            st.conflicts += 1;
+        }
+        st.polls_open += 1;
+        st.poll_generation += 1;
+        st.poll_generation
+    };
+    let _open = OpenPoll(d.clone());
+    d.new_update.notify_waiters();
     loop {
         let notified = d.new_update.notified();
         {
             let mut st = d.lock();
+            if st.poll_generation != generation {
+                st.calls.push(Call { method: "getUpdates".into(), body: body.clone(), at: Instant::now(), status: 409 });
+                return err(409, json!({"ok": false, "error_code": 409,
+                    "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}));
+            }
             // Updates below the offset are confirmed: Telegram forgets them.
             while st.updates.front().is_some_and(|u| u["update_id"].as_i64().unwrap() < offset) {
                 st.updates.pop_front();
