@@ -208,7 +208,7 @@ fn build_adapters(config: &Config, adapters: &Adapters, rooms: &RoomService) -> 
     let http = reqwest::Client::new();
     for settings in &config.adapters {
         let platform = settings.platform();
-        let state = Arc::new(crate::bridge::state::StateInDb { rooms: rooms.clone(), platform });
+        let state = Arc::new(crate::bridge::state::StateInDb::new(rooms.clone(), platform));
         let ctx = BuildContext { state_dir: config.storage.data_dir.join(platform), on_secret: crate::logging::mask, state };
         let adapter = settings.build(&ctx).map_err(|e| anyhow::anyhow!("cannot build the {platform} adapter: {e}"))?;
         if let Some(routes) = adapter.clone().webhook() {

@@ -515,9 +515,20 @@ impl RoomService {
         Ok(self.store.set_adapter_value(platform, &format!("a:{key}"), value).await?)
     }
 
-    /// Takes an inbound update of `platform`: `true` the first time, on any node.
-    pub async fn claim_update(&self, platform: &str, key: &str) -> Result<bool, ServiceError> {
-        Ok(self.store.claim_update(platform, key).await?)
+    /// Takes an inbound update of `platform` for an adapter's `run` (see `Store::claim_update`).
+    pub async fn claim_update(&self, platform: &str, key: &str, run: &str, payload: Option<&str>) -> Result<bool, ServiceError> {
+        Ok(self.store.claim_update(platform, key, run, payload).await?)
+    }
+
+    /// Marks an inbound update's handling finished.
+    pub async fn finish_update(&self, platform: &str, key: &str) -> Result<(), ServiceError> {
+        Ok(self.store.finish_update(platform, key).await?)
+    }
+
+    /// Inbound updates other runs of `platform`'s adapter (here or on other nodes) took and
+    /// never finished.
+    pub async fn unfinished_updates(&self, platform: &str, run: &str) -> Result<Vec<(String, Option<String>)>, ServiceError> {
+        Ok(self.store.unfinished_updates(platform, run).await?)
     }
 
     /// This node stops cleanly: it leaves the deployment, and everyone whose page it held is

@@ -12,12 +12,18 @@ CREATE TABLE adapter_state (
     value    TEXT NOT NULL,
     PRIMARY KEY (platform, key)
 );
--- Inbound updates already taken by a node (a Telegram update id, a Matrix event id), so that a
--- fail-over never handles one twice. Pruned after a day.
+-- Inbound updates taken by a node (a Telegram update id, a Matrix event id) and whether their
+-- handling finished, so that a fail-over neither handles one twice nor loses one: the next
+-- leader takes over what a stopped leader took and did not finish (`payload`: the update as
+-- the platform sent it, where the platform will not send it again). Pruned after a day.
 CREATE TABLE handled (
     platform TEXT NOT NULL,
     key      TEXT NOT NULL,
     at       BIGINT NOT NULL,
+    node_id  TEXT NOT NULL,
+    done     INTEGER NOT NULL DEFAULT 0,
+    payload  TEXT,
     PRIMARY KEY (platform, key)
 );
 CREATE INDEX handled_at ON handled (at);
+CREATE INDEX handled_open ON handled (platform) WHERE done = 0;

@@ -19,7 +19,7 @@ use crate::room::{Media, RoomKind};
 use crate::ids::{KnockId, RoomId};
 use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
 use crate::store::{KnockAnswer, PostedCard, StateChange};
-use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Kind, MENU, SendError, UserRef};
+use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Inbound, Kind, MENU, SendError, UserRef};
 use std::collections::HashMap;
 use pacer::ChatPacer;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub struct BridgeSettings {
 pub fn start(
     rooms: RoomService,
     adapter: Arc<dyn ChatAdapter>,
-    inbox: mpsc::Receiver<ChatEvent>,
+    inbox: mpsc::Receiver<Inbound>,
     settings: BridgeSettings,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -112,8 +112,8 @@ type Outcome = Result<String, String>;
 impl Bridge {
     /// Hands each event to its chat's worker: chats proceed side by side, and within a chat in
     /// order (a `/lock` right after a `/call` must see the new room).
-    async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
-        let mut chats: HashMap<ChatRef, mpsc::Sender<ChatEvent>> = HashMap::new();
+    async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<Inbound>, cancel: CancellationToken) {
+        let mut chats: HashMap<ChatRef, mpsc::Sender<Inbound>> = HashMap::new();
         let mut seen = 0usize;
         loop {
             let event = tokio::select! {
@@ -124,7 +124,7 @@ impl Bridge {
             if seen.is_multiple_of(FORGET_ENDED_EVERY) {
                 chats.retain(|_, worker| !worker.is_closed());
             }
-            let chat = event.chat().clone();
+            let chat = event.event.chat().clone();
             let mut event = Some(event);
             while let Some(e) = event.take() {
                 let worker = chats.entry(chat.clone()).or_insert_with(|| {
@@ -134,7 +134,13 @@ impl Bridge {
                 });
                 match worker.try_send(e) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!(chat = %chat, "a chat outpaces its budget; an event is dropped"),
+                    Err(mpsc::error::TrySendError::Full(dropped)) => {
+                        tracing::warn!(chat = %chat, "a chat outpaces its budget; an event is dropped");
+                        // Dropped on purpose: no later run should handle it either.
+                        if let Some(receipt) = dropped.receipt {
+                            self.tracker.spawn(receipt.done());
+                        }
+                    }
                     // That worker just ended for idleness: start another.
                     Err(mpsc::error::TrySendError::Closed(e)) => {
                         chats.remove(&chat);
@@ -147,7 +153,7 @@ impl Bridge {
 
     /// Handles one chat's events in order; ends after [`CHAT_IDLE`] without one, handling
     /// whatever arrived meanwhile first.
-    async fn chat_worker(self: Arc<Self>, mut events: mpsc::Receiver<ChatEvent>, cancel: CancellationToken) {
+    async fn chat_worker(self: Arc<Self>, mut events: mpsc::Receiver<Inbound>, cancel: CancellationToken) {
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -163,9 +169,14 @@ impl Bridge {
                     }
                 },
             };
+            // A stop mid-way leaves the update unfinished, for the next run (here or on
+            // another node) to handle.
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = self.handle(event) => {}
+                _ = self.handle(event.event) => {}
+            }
+            if let Some(receipt) = event.receipt {
+                receipt.done().await;
             }
         }
     }

@@ -1,13 +1,29 @@
 //! An adapter's state in the database (see `callbridge_chat::AdapterState`), through the room
-//! service, under the adapter's platform name.
+//! service, under the adapter's platform name. Updates are taken in the name of a run: this
+//! node and a number that grows with each start of the adapter, so that a node that leads an
+//! adapter again takes over what its own earlier run left unfinished.
 
 use crate::service::RoomService;
 use callbridge_chat::{AdapterState, BoxFuture};
+use std::sync::Mutex;
 
 /// The database corner of one platform's adapter.
 pub struct StateInDb {
-    pub rooms: RoomService,
-    pub platform: &'static str,
+    rooms: RoomService,
+    platform: &'static str,
+    /// This run's name (`{node}/{n}`). A std Mutex, held for a copy.
+    run: Mutex<(u64, String)>,
+}
+
+impl StateInDb {
+    pub fn new(rooms: RoomService, platform: &'static str) -> StateInDb {
+        let run = format!("{}/0", rooms.node_id());
+        StateInDb { rooms, platform, run: Mutex::new((0, run)) }
+    }
+
+    fn run(&self) -> String {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
 }
 
 impl AdapterState for StateInDb {
@@ -17,7 +33,20 @@ impl AdapterState for StateInDb {
     fn save<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.rooms.set_adapter_value(self.platform, key, value).await.map_err(|e| e.to_string()) })
     }
-    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move { self.rooms.claim_update(self.platform, key).await.map_err(|e| e.to_string()) })
+    fn begin_run(&self) -> BoxFuture<'_, Result<Vec<(String, Option<String>)>, String>> {
+        let run = {
+            let mut run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+            run.0 += 1;
+            run.1 = format!("{}/{}", self.rooms.node_id(), run.0);
+            run.1.clone()
+        };
+        Box::pin(async move { self.rooms.unfinished_updates(self.platform, &run).await.map_err(|e| e.to_string()) })
+    }
+    fn claim<'a>(&'a self, key: &'a str, payload: Option<&'a str>) -> BoxFuture<'a, Result<bool, String>> {
+        let run = self.run();
+        Box::pin(async move { self.rooms.claim_update(self.platform, key, &run, payload).await.map_err(|e| e.to_string()) })
+    }
+    fn finish<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.rooms.finish_update(self.platform, key).await.map_err(|e| e.to_string()) })
     }
 }

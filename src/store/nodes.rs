@@ -119,16 +119,41 @@ impl Store {
         Ok(())
     }
 
-    /// Takes an inbound update: `true` the first time `key` is taken for `platform`, `false`
-    /// ever after (another run or node took it).
-    pub async fn claim_update(&self, platform: &str, key: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("INSERT INTO handled (platform, key, at) VALUES ($1, $2, $3) ON CONFLICT (platform, key) DO NOTHING")
+    /// Takes an inbound update for an adapter's run (`node_id`: the node and its run of the
+    /// adapter): `true` the first time `key` is taken for `platform`, and when another run took
+    /// it and never finished (only the adapter's leader takes updates, one run at a time, so
+    /// that run has stopped); `false` once it is finished, or taken by this run. `payload` is kept until it is finished, for a leader that takes it over.
+    pub async fn claim_update(&self, platform: &str, key: &str, node_id: &str, payload: Option<&str>) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO handled (platform, key, at, node_id, done, payload) VALUES ($1, $2, $3, $4, 0, $5)              ON CONFLICT (platform, key) DO UPDATE SET node_id = excluded.node_id, at = excluded.at              WHERE handled.done = 0 AND handled.node_id <> excluded.node_id",
+        )
+        .bind(platform)
+        .bind(key)
+        .bind(self.clock.now_ms())
+        .bind(node_id)
+        .bind(payload)
+        .execute(&self.write)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// Marks an update's handling finished.
+    pub async fn finish_update(&self, platform: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE handled SET done = 1, payload = NULL WHERE platform = $1 AND key = $2")
             .bind(platform)
             .bind(key)
-            .bind(self.clock.now_ms())
             .execute(&self.write)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(())
+    }
+
+    /// Updates other runs took and never finished, oldest first, with their payloads.
+    pub async fn unfinished_updates(&self, platform: &str, node_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT key, payload FROM handled WHERE platform = $1 AND done = 0 AND node_id <> $2 ORDER BY at")
+            .bind(platform)
+            .bind(node_id)
+            .fetch_all(&self.read)
+            .await?)
     }
 
     /// Forgets updates taken more than `older_than_ms` ago (no platform delivers them again).

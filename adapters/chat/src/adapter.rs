@@ -9,7 +9,8 @@
 //! retries and coalescing live once, in the core.
 
 use crate::card::Card;
-use crate::{ChatEvent, ChatRef, MessageRef, UserRef};
+use crate::state::Inbound;
+use crate::{ChatRef, MessageRef, UserRef};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::future::Future;
@@ -70,7 +71,7 @@ pub trait ChatAdapter: Send + Sync + 'static {
     /// every command and button press to `inbox`. Failures are retried here; nothing ends the
     /// daemon. Returns soon after `cancel`. May be called again after it returned, to start the
     /// adapter anew with a new inbox.
-    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()>;
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()>;
 
     /// Routes to mount on the bridge's web server when the platform pushes events over HTTP
     /// (Discord's interactions endpoint). Called once, before the adapter first runs; the routes

@@ -33,7 +33,7 @@ pub use command::{Command, CommandInfo, Kind, MENU, PRIVATE_WORD, parse_command}
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};
-pub use state::{AdapterState, MemoryState};
+pub use state::{AdapterState, Inbound, MemoryState, Receipt};
 
 /// An opaque reference to a chat (a Telegram chat id, a Matrix room id, a Discord channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

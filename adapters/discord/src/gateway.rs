@@ -4,7 +4,7 @@
 //! interaction's callback instead of being the HTTP response.
 
 use super::DiscordAdapter;
-use callbridge_chat::{Backoff, ChatEvent};
+use callbridge_chat::{Backoff, Inbound};
 use serde_json::json;
 use serenity::all::{ApplicationId, ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction, Ready};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ const DISCORD: &str = "https://discord.com";
 
 struct Handler {
     adapter: Arc<DiscordAdapter>,
-    inbox: mpsc::Sender<ChatEvent>,
+    inbox: mpsc::Sender<Inbound>,
 }
 
 #[serenity::async_trait]
@@ -43,7 +43,7 @@ impl EventHandler for Handler {
             return tracing::warn!(%error, "discord: cannot answer an interaction");
         }
         if let Some(event) = event
-            && self.inbox.send(event).await.is_err()
+            && self.inbox.send(event.into()).await.is_err()
         {
             tracing::warn!("discord: the bridge has stopped");
         }
@@ -51,7 +51,7 @@ impl EventHandler for Handler {
 }
 
 /// Keeps the gateway connection until `cancel` fires, reconnecting with backoff.
-pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
     let settings = adapter.settings.clone();
     let token = settings.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));

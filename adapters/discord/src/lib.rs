@@ -31,7 +31,7 @@ pub mod webhook;
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
-    ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef,
+    ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, Inbound, MessageRef,
     Basics, Pacing, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel,
 };
 use reqwest::Method;
@@ -194,7 +194,7 @@ pub struct DiscordAdapter {
     key: Option<ed25519_dalek::VerifyingKey>,
     rest: rest::Rest,
     /// Where the interactions endpoint delivers while the adapter runs; `None` while stopped.
-    endpoint_inbox: Mutex<Option<mpsc::Sender<ChatEvent>>>,
+    endpoint_inbox: Mutex<Option<mpsc::Sender<Inbound>>>,
     /// Interaction ids acted on, with when: a replayed signed request is answered, not acted on.
     /// A std Mutex, never held across an `.await`.
     seen: Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -236,7 +236,7 @@ impl DiscordAdapter {
     }
 
     /// The endpoint's inbox, a std Mutex never held across an `.await`.
-    fn endpoint_inbox(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<ChatEvent>>> {
+    fn endpoint_inbox(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<Inbound>>> {
         self.endpoint_inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -284,7 +284,7 @@ impl ChatAdapter for DiscordAdapter {
         "discord"
     }
 
-    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             match self.settings.mode {
                 // The gateway connects while the commands register.

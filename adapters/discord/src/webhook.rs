@@ -35,7 +35,7 @@ async fn interactions(State(adapter): State<Arc<DiscordAdapter>>, headers: Heade
         Ok((answer, event)) => {
             if let Some(event) = event {
                 let inbox = adapter.endpoint_inbox().clone();
-                let delivered = inbox.is_some_and(|inbox| inbox.try_send(event).is_ok());
+                let delivered = inbox.is_some_and(|inbox| inbox.try_send(event.into()).is_ok());
                 if !delivered {
                     tracing::warn!("discord: the bridge is stopped or backed up; refusing an interaction");
                     return webhook_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "try again in a moment");

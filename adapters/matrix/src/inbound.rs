@@ -12,7 +12,7 @@
 use crate::card::reaction_action;
 use crate::session::{self, SYNCED_MARKER};
 use crate::{MAX_COMMAND_AGE, MatrixAdapter, encode_ack};
-use callbridge_chat::{Actor, Backoff, ChatEvent, ChatRef, Command, MessageRef, UserRef, parse_command};
+use callbridge_chat::{Actor, Backoff, ChatEvent, ChatRef, Command, Inbound, MessageRef, UserRef, parse_command};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -36,7 +36,7 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 impl MatrixAdapter {
     /// Logs in (or restores; a run after a stop keeps the client it had), then syncs and sends every command and card reaction to `inbox`
     /// until `cancel` fires. Failures are retried with backoff; nothing here ends the daemon.
-    pub(crate) async fn sync(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+    pub(crate) async fn sync(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         let client = loop {
             if let Some(client) = self.client.get() {
@@ -62,6 +62,11 @@ impl MatrixAdapter {
         // another node) must not skip what arrived meanwhile: it acts on recent history, and
         // the events other nodes took are marked as such.
         let deployment_synced = matches!(self.state.load(SYNCED_MARKER).await, Ok(Some(_)));
+        // Events an earlier run took and did not finish come again with the sync (from this
+        // store's sync token, or a new store's recent history) and are taken over then.
+        if let Err(error) = self.state.begin_run().await {
+            tracing::warn!(%error, "matrix: cannot start a run in the database");
+        }
         if !marker.exists() && !deployment_synced {
             // First start: take in the rooms' state and history without acting on any of it.
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -142,7 +147,7 @@ impl MatrixAdapter {
 /// What the event handlers share.
 struct Listener {
     adapter: Arc<MatrixAdapter>,
-    inbox: mpsc::Sender<ChatEvent>,
+    inbox: mpsc::Sender<Inbound>,
     me: OwnedUserId,
     /// Invitation joins run beside the sync (a join can take a while to be allowed).
     tasks: TaskTracker,
@@ -214,8 +219,8 @@ impl Listener {
         // whoever invited the bot, and a host link must never land in a group.
         let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;
         let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
-        if self.adapter.take(&ev.event_id).await {
-            let _ = self.inbox.send(event).await;
+        if let Some(receipt) = self.adapter.take(&ev.event_id).await {
+            let _ = self.inbox.send(Inbound { event, receipt: Some(receipt) }).await;
         }
     }
 
@@ -236,8 +241,8 @@ impl Listener {
             action,
             ack: encode_ack(room.room_id(), &ev.event_id),
         };
-        if self.adapter.take(&ev.event_id).await {
-            let _ = self.inbox.send(event).await;
+        if let Some(receipt) = self.adapter.take(&ev.event_id).await {
+            let _ = self.inbox.send(Inbound { event, receipt: Some(receipt) }).await;
         }
     }
 
@@ -329,6 +334,6 @@ fn strip_reply_fallback(body: &str) -> &str {
 }
 
 /// The adapter's run: the sync loop above.
-pub(crate) async fn run(adapter: Arc<MatrixAdapter>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+pub(crate) async fn run(adapter: Arc<MatrixAdapter>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
     adapter.sync(inbox, cancel).await
 }

@@ -20,7 +20,7 @@ pub mod session;
 
 use callbridge_chat::settings::{check_http_url, env_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Inbound, Receipt, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, invalid,
 };
 
@@ -211,16 +211,15 @@ impl MatrixAdapter {
         })
     }
 
-    /// Takes an event for handling: `false` when a run (here or on another node) took it
-    /// already. A database that does not answer lets it through.
-    pub(crate) async fn take(&self, event: &matrix_sdk::ruma::EventId) -> bool {
-        match self.state.claim(event.as_str()).await {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::warn!(%error, "matrix: cannot mark an event as taken; handling it");
-                true
-            }
+    /// Takes an event for handling: its receipt, or `None` when a run (here or on another
+    /// node) took it already. A database that does not answer lets it through.
+    pub(crate) async fn take(&self, event: &matrix_sdk::ruma::EventId) -> Option<Receipt> {
+        match self.state.claim(event.as_str(), None).await {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(error) => tracing::warn!(%error, "matrix: cannot mark an event as taken; handling it"),
         }
+        Some(Receipt::new(self.state.clone(), event.to_string()))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -358,7 +357,7 @@ impl ChatAdapter for MatrixAdapter {
         "matrix"
     }
 
-    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(inbound::run(self, inbox, cancel))
     }
 

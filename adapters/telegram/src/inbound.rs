@@ -3,22 +3,22 @@
 
 use crate::TelegramAdapter;
 use callbridge_chat::{
-    ActionAck, Actor, Backoff, CardAction, ChatEvent, ChatRef, MENU, MessageRef, SendError, UserRef, parse_command,
-    sleep_or_cancel,
+    ActionAck, Actor, Backoff, CardAction, ChatEvent, ChatRef, Inbound, MENU, MessageRef, Receipt, SendError, UserRef,
+    parse_command, sleep_or_cancel,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::requests::{Request, Requester};
-use teloxide::types::{AllowedUpdate, BotCommand, CallbackQuery, ChatId, Message, UpdateKind, UserId};
+use teloxide::types::{AllowedUpdate, BotCommand, CallbackQuery, ChatId, Message, Update, UpdateKind, UserId};
 use teloxide::RequestError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Says hello (`getMe`, `setMyCommands`, retried until they work), then long-polls and sends
 /// every command and button press to `inbox` until `cancel` fires.
-pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) {
+pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while adapter.username.get().is_none() {
         let hello = async {
@@ -43,7 +43,20 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
         }
     }
     let settings = &adapter.settings;
-    // Where the last run, on this node or another, left off.
+    // What an earlier run (a leader that died, a stop mid-way) took and did not finish goes
+    // first; then on from where the last run, on this node or another, left off.
+    match adapter.state.begin_run().await {
+        Ok(unfinished) => {
+            for (key, payload) in unfinished {
+                let Some(update) = payload.and_then(|p| serde_json::from_str::<Update>(&p).ok()) else { continue };
+                tracing::info!(%key, "telegram: handling an update an earlier run took and did not finish");
+                if !adapter.hand_over(update, &inbox, &cancel).await {
+                    return;
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "telegram: cannot read the updates earlier runs left unfinished"),
+    }
     match adapter.state.load(OFFSET_KEY).await {
         Ok(Some(saved)) => {
             adapter.next_update.fetch_max(saved.parse().unwrap_or(0), Ordering::Relaxed);
@@ -84,18 +97,8 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
         for update in updates {
             // Past this update once it is handed over: a stop before then gets it again.
             let next = update.id.0 as i32 + 1;
-            let event = match update.kind {
-                UpdateKind::Message(m) => adapter.on_message(&m).await,
-                UpdateKind::CallbackQuery(q) => adapter.on_callback(&q).await,
-                _ => None,
-            };
-            if let Some(event) = event
-                && adapter.take(update.id.0).await
-            {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = inbox.send(event) => if r.is_err() { return },
-                }
+            if !adapter.hand_over(update, &inbox, &cancel).await {
+                return;
             }
             adapter.next_update.fetch_max(next, Ordering::Relaxed);
         }
@@ -110,21 +113,32 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<ChatE
 const OFFSET_KEY: &str = "offset";
 
 impl TelegramAdapter {
-    /// Takes an update for handling: `false` when a run (here or on another node) took it
-    /// already. A database that does not answer lets it through: better once too often than
-    /// a command lost.
-    async fn take(&self, update_id: u32) -> bool {
-        match self.state.claim(&format!("update:{update_id}")).await {
-            Ok(fresh) => {
-                if !fresh {
-                    tracing::info!(update_id, "telegram: update already handled; skipped");
-                }
-                fresh
+    /// Turns an update into an event and hands it to the bridge with its receipt, unless a run
+    /// (here or on another node) took it already. `false` when the run must stop.
+    async fn hand_over(&self, update: Update, inbox: &mpsc::Sender<Inbound>, cancel: &CancellationToken) -> bool {
+        let event = match &update.kind {
+            UpdateKind::Message(m) => self.on_message(m).await,
+            UpdateKind::CallbackQuery(q) => self.on_callback(q).await,
+            _ => None,
+        };
+        let Some(event) = event else { return true };
+        let key = format!("update:{}", update.id.0);
+        // The update itself is kept until handled: Telegram does not send a confirmed one again.
+        let payload = serde_json::to_string(&update).ok();
+        match self.state.claim(&key, payload.as_deref()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%key, "telegram: update already handled; skipped");
+                return true;
             }
-            Err(error) => {
-                tracing::warn!(%error, update_id, "telegram: cannot mark an update as taken; handling it");
-                true
-            }
+            // A database that does not answer lets it through: better once too often than a
+            // command lost.
+            Err(error) => tracing::warn!(%error, %key, "telegram: cannot mark an update as taken; handling it"),
+        }
+        let inbound = Inbound { event, receipt: Some(Receipt::new(self.state.clone(), key)) };
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            r = inbox.send(inbound) => r.is_ok(),
         }
     }
 

@@ -16,7 +16,7 @@ pub use card::{escape_html, render_html, render_keyboard};
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatEvent, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Inbound, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
 
@@ -199,7 +199,7 @@ impl ChatAdapter for TelegramAdapter {
         "telegram"
     }
 
-    fn run(self: Arc<Self>, inbox: mpsc::Sender<ChatEvent>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+    fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(inbound::run(self, inbox, cancel))
     }
 
