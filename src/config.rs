@@ -211,9 +211,14 @@ impl Default for RoomsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Bearer token for `/api/v1`. When unset, the daemon generates one into
-    /// `{data_dir}/api-token` (mode 0600) so the CLI on the same machine can use it.
+    /// `{data_dir}/api-token` (mode 0600) so the CLI on the same machine can use it. Required
+    /// with PostgreSQL storage: every node of a deployment must accept the same token.
     pub token: Option<Secret>,
 }
+
+/// Why `[api] token` must be set with PostgreSQL.
+pub const API_TOKEN_SHARED: &str =
+    "is required with PostgreSQL storage, so that every node accepts the same token (set it, or CALLBRIDGE_API_TOKEN)";
 
 /// `[sfu]`: where the SFU receives media, and what it tells browsers to send it to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +363,9 @@ impl Config {
             };
             return Err(invalid("rooms.max_participants", why));
         }
+        if self.shared_storage() && self.api.token.is_none() {
+            return Err(invalid("api.token", API_TOKEN_SHARED.into()));
+        }
         if self.rooms.expire_after < Duration::from_secs(60) {
             return Err(invalid("rooms.expire_after", "must be at least 1m".into()));
         }
@@ -369,8 +377,11 @@ impl Config {
         }
         if let Some(url) = &self.server.internal_url {
             match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => return Err(invalid("server.internal_url", "must be an http(s) URL with a host".into())),
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+                _ => {
+                    let why = "must be an http:// URL with a host, on the nodes' private network (nodes do not speak TLS to each other)";
+                    return Err(invalid("server.internal_url", why.into()));
+                }
             }
         }
         let url = self.storage_url();
@@ -585,6 +596,19 @@ mod tests {
         assert!(msg.contains("line 2") && msg.contains("sfu") && msg.contains("mesh"), "{msg}");
         let msg = size("[sfu]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn several_nodes_need_a_shared_token_and_an_internal_url_with_a_host() {
+        let path = Path::new("n.toml");
+        let check = |text: &str| Config::parse(text, path, &[]).and_then(|c| c.validate(path));
+        let pg = "[storage]\nurl = \"postgres://cb@db/cb\"\n";
+        let msg = check(pg).unwrap_err().to_string();
+        assert!(msg.contains("n.toml") && msg.contains("api.token") && msg.contains("PostgreSQL"), "{msg}");
+        check(&format!("{pg}[api]\ntoken = \"t\"\n")).unwrap();
+        let msg = check("[server]\ninternal_url = \"10.0.0.5:8080\"\n").unwrap_err().to_string();
+        assert!(msg.contains("server.internal_url"), "{msg}");
+        check("[server]\ninternal_url = \"http://10.0.0.5:8080\"\n").unwrap();
     }
 
     #[test]

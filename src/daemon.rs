@@ -71,19 +71,15 @@ impl Daemon {
             config.server.internal_url = Some(format!("http://{addr}"));
         }
         let config = Arc::new(config);
-        // With PostgreSQL and no configured token, every node shares one made in the database.
-        let api_token = match config.api.token.is_some() || !config.shared_storage() {
-            true => Some(ensure_api_token(&config)?),
-            false => None,
-        };
+        if config.shared_storage() && config.api.token.is_none() {
+            anyhow::bail!("api.token {}", crate::config::API_TOKEN_SHARED);
+        }
+        let api_token = ensure_api_token(&config)?;
         let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
         let rooms = RoomService::start(config.clone(), api_token, clock, node_id.clone(), &workers, stop_workers.clone())
             .await
             .context("cannot open the database")?;
-        if config.api.token.is_none() && config.shared_storage() {
-            write_token_file(&config, rooms.api_token())?;
-        }
         let live = Live::default();
         let sfu = Arc::new(
             Sfu::start(&config.sfu, live.clone(), stop_workers.child_token())
@@ -109,6 +105,7 @@ impl Daemon {
         workers.spawn(run_dispatcher(rooms.clone(), live, sfu, rooms.subscribe(), stop_workers.clone()));
         let (sweeper, sweeps) = tokio::sync::watch::channel(!rooms.is_shared());
         if rooms.is_shared() {
+            adapters.standby_all();
             start_elections(&config, &rooms, &adapters, sweeper, &workers, &stop_workers);
         } else {
             adapters.start_all();
@@ -301,23 +298,12 @@ pub fn ensure_api_token(config: &Config) -> anyhow::Result<Secret> {
     if let Some(token) = read_token_file(&path)? {
         return Ok(token);
     }
-    let token = Secret::new(crate::ids::new_token());
-    write_token_file(config, &token)?;
-    tracing::info!(path = %path.display(), "generated an API token");
-    Ok(token)
-}
-
-/// Writes the API token to `{data_dir}/api-token` (readable by its owner only) for the CLI on
-/// this machine, unless that file holds it already.
-fn write_token_file(config: &Config, token: &Secret) -> anyhow::Result<()> {
-    let path = config.storage.data_dir.join("api-token");
-    if read_token_file(&path)?.is_some_and(|t| t.expose() == token.expose()) {
-        return Ok(());
-    }
     crate::private_files::create_dir(&config.storage.data_dir)
         .with_context(|| format!("cannot create {}", config.storage.data_dir.display()))?;
-    let _ = std::fs::remove_file(&path);
-    write_private(&path, token.expose()).with_context(|| format!("cannot write {}", path.display()))
+    let token = crate::ids::new_token();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an API token");
+    Ok(Secret::new(token))
 }
 
 /// Reads a token file, if present.

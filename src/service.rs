@@ -153,11 +153,10 @@ impl RoomService {
     /// checkpoints on `tracker`; they stop when `cancel` fires.
     ///
     /// With PostgreSQL, the node joins its deployment: it follows the database's clock, shares
-    /// the API token (`api_token` `None`: generated once into the database) and the node key,
-    /// and starts the event link to the other nodes.
+    /// the node key, and starts the event link to the other nodes.
     pub async fn start(
         config: Arc<Config>,
-        api_token: Option<Secret>,
+        api_token: Secret,
         clock: Clock,
         node: Arc<str>,
         tracker: &TaskTracker,
@@ -168,10 +167,6 @@ impl RoomService {
         if shared {
             follow_server_clock(&store).await?;
         }
-        let api_token = match api_token {
-            Some(token) => token,
-            None => Secret::new(store.secret("api_token", crate::ids::new_token).await?),
-        };
         let node_key = match shared {
             true => Some(Secret::new(store.secret("node_key", crate::ids::new_token).await?)),
             false => None,
@@ -253,11 +248,6 @@ impl RoomService {
     /// The time by the daemon's clock, in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.store.clock().now_ms()
-    }
-
-    /// The API token, for the CLI's token file on this machine.
-    pub(crate) fn api_token(&self) -> &Secret {
-        &self.api_token
     }
 
     /// Whether `token` is the API token (compared in constant time).

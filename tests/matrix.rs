@@ -5,7 +5,9 @@
 //!   joins on the card → a plain member's `!lock` and 🔒 refused → a moderator's work →
 //!   knock and `!admit` → restart (no duplicate replies, the card still updates) → `!end`;
 //! * an encrypted room, where the user is a second matrix-sdk client that sends `!call`
-//!   encrypted and reads the bot's encrypted card and edits back.
+//!   encrypted and reads the bot's encrypted card and edits back;
+//! * two nodes on one PostgreSQL: each has its own device of the bot from the start, and after
+//!   a fail-over the new leader reads and answers at once what is sent in the encrypted room.
 
 mod common;
 #[path = "support/synapse.rs"]
@@ -346,6 +348,63 @@ async fn encrypted_room_read_back_by_the_users_own_client() {
     assert_eq!(h.join(&call_id, "Eve", None).await.0, StatusCode::GONE);
     syncing.abort();
     h.stop().await;
+}
+
+/// A fail-over costs nothing in an encrypted room: every node's device of the bot is known
+/// to the users' clients from the start (a standby node logs in and uploads its keys), so the
+/// node that takes over reads at once what is sent after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_over_to_a_new_device_answers_in_an_encrypted_room() {
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let alice = hs.register("alice", false).await;
+    let b = bot.user_id.as_str();
+    let db = TestDb::new(Db::Postgres).await;
+    let node_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for dir in &node_dirs {
+        let mut cfg = config(&db);
+        cfg.storage.data_dir = dir.path().to_owned();
+        cfg.adapters.push(Box::new(callbridge_matrix::Settings { widget: false, ..matrix_settings(&hs, &bot) }));
+        nodes.push(Some(Harness::start(cfg).await));
+    }
+    let leader = |nodes: &Vec<Option<Harness>>| nodes.iter().position(|n| n.as_ref().is_some_and(|h| h.daemon.adapters.is_running("matrix")));
+    assert!(eventually(WAIT, || async { leader(&nodes).is_some() }).await, "a node leads Matrix");
+    let first = leader(&nodes).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (client, seen, syncing) = user_client(&hs, &alice, dir.path()).await;
+    let room_id = hs.create_room(&alice, "secret", &[b], true).await;
+    hs.wait_for_join(&alice, &room_id, b, WAIT).await;
+    let id = <&matrix_sdk::ruma::RoomId>::try_from(room_id.as_str()).unwrap();
+    assert!(eventually(WAIT, || async { client.get_room(id).is_some_and(|r| r.state() == matrix_sdk::RoomState::Joined) }).await);
+    let room = client.get_room(id).unwrap();
+    let cards = |seen: &Seen| {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|(r, s, c)| *r == room_id && s == b && c["formatted_body"].is_string() && c["m.new_content"].is_null()).count()
+    };
+    room.send(RoomMessageEventContent::text_plain("!call One")).await.unwrap();
+    assert!(eventually(WAIT, || async { cards(&seen) == 1 }).await, "the first leader answers");
+
+    // The standby node made its own device known at start: alice's client encrypts for both.
+    let bot_id = matrix_sdk::ruma::OwnedUserId::try_from(b).unwrap();
+    let devices = client.encryption().get_user_devices(&bot_id).await.unwrap().devices().count();
+    assert_eq!(devices, 2, "the bot has a device per node before any fail-over");
+
+    // The leader stops; the other node takes over and reads at once what alice sends.
+    nodes[first].take().unwrap().stop().await;
+    assert!(eventually(WAIT, || async { leader(&nodes) == Some(first ^ 1) }).await, "the other node leads Matrix");
+    room.send(RoomMessageEventContent::text_plain("!call Two")).await.unwrap();
+    assert!(eventually(WAIT, || async { cards(&seen) == 2 }).await, "the new device decrypts the command and answers");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cards(&seen), 2, "and answers nothing twice");
+    syncing.abort();
+    for node in nodes.into_iter().flatten() {
+        node.stop().await;
+    }
+    db.drop_db().await;
 }
 
 /// A homeserver that rate-limits the bot hard: the 429s' `retry_after_ms` reach the card

@@ -33,6 +33,8 @@ struct Inner {
     entries: Mutex<BTreeMap<&'static str, Entry>>,
     /// Set by [`Adapters::stop_all`]: the node is stopping, and no adapter starts again.
     closed: AtomicBool,
+    /// The adapters' standby work (see [`Adapters::standby_all`]), stopped by `stop_all`.
+    standby: Running,
 }
 
 struct Entry {
@@ -49,7 +51,8 @@ struct Running {
 
 impl Adapters {
     pub fn new(rooms: RoomService, shutdown: CancellationToken) -> Adapters {
-        Adapters(Arc::new(Inner { rooms, shutdown, entries: Mutex::default(), closed: AtomicBool::new(false) }))
+        let standby = Running { cancel: shutdown.child_token(), tasks: TaskTracker::new() };
+        Adapters(Arc::new(Inner { rooms, shutdown, entries: Mutex::default(), closed: AtomicBool::new(false), standby }))
     }
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<&'static str, Entry>> {
@@ -110,9 +113,24 @@ impl Adapters {
         true
     }
 
+    /// Prepares every adapter on a node that another node may lead (see
+    /// [`ChatAdapter::standby`]), beside whatever runs.
+    pub fn standby_all(&self) {
+        let standby = &self.0.standby;
+        for entry in self.entries().values() {
+            standby.tasks.spawn(entry.adapter.clone().standby(standby.cancel.clone()));
+        }
+    }
+
     /// Stops every adapter (in parallel) and waits for them; none starts again.
     pub async fn stop_all(&self) {
         self.0.closed.store(true, Ordering::SeqCst);
+        let standby = &self.0.standby;
+        standby.cancel.cancel();
+        standby.tasks.close();
+        if tokio::time::timeout(STOP_TIMEOUT, standby.tasks.wait()).await.is_err() {
+            tracing::warn!("chat adapters' standby work did not stop in time");
+        }
         futures::future::join_all(self.platforms().into_iter().map(|p| async move { self.stop(p).await })).await;
     }
 }

@@ -71,6 +71,8 @@ pub fn start(
 const CHAT_QUEUE: usize = 16;
 /// A chat's worker ends after this long without an event (a new one starts on the next).
 const CHAT_IDLE: Duration = Duration::from_secs(60);
+/// How long a stopping bridge lets the event in hand finish.
+const FINISH_GRACE: Duration = Duration::from_secs(5);
 /// How often the dispatcher forgets the workers that ended.
 const FORGET_ENDED_EVERY: usize = 64;
 
@@ -169,11 +171,19 @@ impl Bridge {
                     }
                 },
             };
-            // A stop mid-way leaves the update unfinished, for the next run (here or on
-            // another node) to handle.
+            // A stop lets the event in hand finish (within FINISH_GRACE): a command half
+            // handled (its card posted, the host's link not yet sent) would be handled again
+            // by the next run. What is queued behind it stays unfinished, for the next run
+            // (here or on another node) to handle.
+            let handling = self.handle(event.event);
+            tokio::pin!(handling);
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.handle(event.event) => {}
+                _ = &mut handling => {}
+                _ = cancel.cancelled() => {
+                    if tokio::time::timeout(FINISH_GRACE, handling).await.is_err() {
+                        return;
+                    }
+                }
             }
             if let Some(receipt) = event.receipt {
                 receipt.done().await;

@@ -73,6 +73,15 @@ pub trait ChatAdapter: Send + Sync + 'static {
     /// adapter anew with a new inbox.
     fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()>;
 
+    /// Prepares the adapter on a node that does not run it (another node leads it), once at
+    /// start, until `cancel`: a platform where each node is a participant of its own (a Matrix
+    /// device) makes itself known now, so that a fail-over to this node loses nothing. Most
+    /// platforms need nothing.
+    fn standby(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        let _ = cancel;
+        Box::pin(async {})
+    }
+
     /// Routes to mount on the bridge's web server when the platform pushes events over HTTP
     /// (Discord's interactions endpoint). Called once, before the adapter first runs; the routes
     /// deliver to the inbox of the current run and answer 503 while the adapter is stopped.

@@ -34,25 +34,55 @@ use tokio_util::task::TaskTracker;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl MatrixAdapter {
-    /// Logs in (or restores; a run after a stop keeps the client it had), then syncs and sends every command and card reaction to `inbox`
-    /// until `cancel` fires. Failures are retried with backoff; nothing here ends the daemon.
-    pub(crate) async fn sync(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
+    /// The logged-in client: the one in `login`, or a new login (or restored session), retried
+    /// until it works; `None` when cancelled first.
+    async fn log_in(&self, login: &mut Option<Client>, cancel: &CancellationToken) -> Option<Client> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
-        let client = loop {
-            if let Some(client) = self.client.get() {
-                break client.clone();
-            }
+        while login.is_none() {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return None,
                 r = session::connect(&self.settings, &self.store_dir, self.on_secret) => match r {
-                    Ok(client) => break client,
+                    Ok(client) => *login = Some(client),
                     Err(error) => {
                         tracing::warn!(%error, "matrix: cannot log in; retrying");
+                        if !backoff.wait(cancel).await { return None; }
+                    }
+                }
+            }
+        }
+        login.clone()
+    }
+
+    /// On a node that does not lead the bot: logs in and syncs once, which uploads this node's
+    /// device keys. Users' clients then encrypt for this device too, so after a fail-over it
+    /// reads what is sent in encrypted rooms at once. Nothing is acted on.
+    pub(crate) async fn make_device_known(&self, cancel: CancellationToken) {
+        let mut login = self.login.lock().await;
+        let Some(client) = self.log_in(&mut login, &cancel).await else { return };
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = client.sync_once(SyncSettings::default().timeout(Duration::ZERO)) => match r {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "matrix: standby sync failed; retrying");
                         if !backoff.wait(&cancel).await { return; }
                     }
                 }
             }
-        };
+        }
+        // What came before this sync was the leader's to handle.
+        if let Err(error) = std::fs::write(self.store_dir.join(SYNCED_MARKER), b"") {
+            tracing::warn!(%error, "matrix: cannot mark the store as synced");
+        }
+        tracing::info!(device = ?client.device_id(), "matrix: this node's device is known; standing by");
+    }
+
+    /// Logs in (or restores; a run after a stop keeps the client it had), then syncs and sends every command and card reaction to `inbox`
+    /// until `cancel` fires. Failures are retried with backoff; nothing here ends the daemon.
+    pub(crate) async fn sync(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) {
+        let Some(client) = self.log_in(&mut *self.login.lock().await, &cancel).await else { return };
         let Some(me) = client.user_id().map(ToOwned::to_owned) else {
             tracing::error!("matrix: the session has no user id");
             return;

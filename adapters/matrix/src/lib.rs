@@ -191,8 +191,11 @@ pub struct MatrixAdapter {
     store_dir: PathBuf,
     /// Told the session's access token once known, so the logs can mask it.
     on_secret: fn(&str),
-    /// Set once logged in; requests made before then are transient failures.
+    /// Set once logged in and synced; requests made before then are transient failures.
     client: OnceLock<Client>,
+    /// The logged-in client, once there is one; held while logging in (and while a standby
+    /// node makes its device known), so a run and a standby never log in twice.
+    login: tokio::sync::Mutex<Option<Client>>,
     /// Cards this process posted or saw reacted to (newest last), bounded.
     cards: Mutex<(HashSet<OwnedEventId>, VecDeque<OwnedEventId>)>,
     /// The events taken, and whether any node ever synced, in the database every node shares.
@@ -206,6 +209,7 @@ impl MatrixAdapter {
             store_dir: ctx.state_dir.clone(),
             on_secret: ctx.on_secret,
             client: OnceLock::new(),
+            login: tokio::sync::Mutex::new(None),
             cards: Mutex::default(),
             state: ctx.state.clone(),
         })
@@ -359,6 +363,10 @@ impl ChatAdapter for MatrixAdapter {
 
     fn run(self: Arc<Self>, inbox: mpsc::Sender<Inbound>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(inbound::run(self, inbox, cancel))
+    }
+
+    fn standby(self: Arc<Self>, cancel: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.make_device_known(cancel).await })
     }
 
     fn pacing(&self) -> Pacing {
