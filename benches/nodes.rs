@@ -101,18 +101,9 @@ async fn start_node(db_url: &str, tg: &BotApiDouble, dir: &std::path::Path) -> N
         .expect("the callbridge binary starts");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut id = String::new();
-    let up = eventually(Duration::from_secs(30), || async {
-        match http.get(format!("{base}/healthz")).send().await {
-            Ok(r) if r.status().is_success() => {
-                id = r.json::<Value>().await.unwrap()["node_id"].as_str().unwrap().to_owned();
-                true
-            }
-            _ => false,
-        }
-    })
-    .await;
-    assert!(up, "node at {base} answers");
+    let health = || async { http.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success()) };
+    assert!(eventually(Duration::from_secs(30), || async { health().await.is_some() }).await, "node at {base} answers");
+    let id = health().await.unwrap().json::<Value>().await.unwrap()["node_id"].as_str().unwrap().to_owned();
     Node { child, base, id }
 }
 

@@ -9,9 +9,9 @@
 //!
 //! Shutdown order: stop accepting and finish in-flight requests; tell every room page why it
 //! closes and stop timers; stop the chat adapters and their bridges; stop the background
-//! workers (admission writers, housekeeping, dispatcher, elections); retire the node (its
-//! people are marked left at once); stop the event link to other nodes; close the database
-//! pools. Each wait is bounded.
+//! workers (admission writers, housekeeping, dispatcher, elections); with PostgreSQL, retire
+//! the node (its people are marked left at once); stop the event link to other nodes; close
+//! the database pools. Each wait is bounded.
 
 use crate::bridge::BridgeSettings;
 use crate::bridge::adapters::Adapters;
@@ -152,7 +152,11 @@ impl Daemon {
         // Its thread saw the same cancel; joining it is quick (and off the async workers).
         let sfu = self.state.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.join()).await;
-        if let Err(error) = self.state.rooms.retire().await {
+        // With several nodes, the others take its people over at once. The only node (SQLite)
+        // keeps them: their pages reconnect to it after a restart as if nothing happened.
+        if self.state.rooms.is_shared()
+            && let Err(error) = self.state.rooms.retire().await
+        {
             tracing::warn!(%error, "cannot retire this node; the others will find it silent");
         }
         self.state.rooms.close().await;

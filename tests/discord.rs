@@ -70,18 +70,7 @@ async fn send(h: &Harness, double: &DiscordDouble, mode: DiscordMode, body: &Val
 
 /// POSTs an interaction to the daemon's endpoint, signed (or not) like Discord.
 async fn post_signed(h: &Harness, body: &Value, signature: Option<(String, String)>) -> (StatusCode, Value) {
-    let raw = serde_json::to_vec(body).unwrap();
-    let (sig, ts) = signature.unwrap_or_else(|| sign(&raw, now_unix()));
-    let r = h.http.post(format!("{}/discord/interactions", h.base))
-        .header("content-type", "application/json")
-        .header("x-signature-ed25519", sig)
-        .header("x-signature-timestamp", ts)
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    post_interaction(&h.http, &h.base, body, signature).await
 }
 
 /// Only Discord's signature gets in: forged, stale, misdirected or missing signatures get 401.

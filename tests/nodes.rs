@@ -14,7 +14,7 @@ mod telegram_double;
 use callbridge::clock::Clock;
 use callbridge::config::{Config, Secret};
 use common::{API_TOKEN, Db, Harness, TestDb, Ws, config, eventually};
-use discord_double::{APP_ID, CHANNEL, DiscordDouble, GUILD, command, now_unix, public_key_hex, sign};
+use discord_double::{APP_ID, CHANNEL, DiscordDouble, GUILD, command, post_interaction, public_key_hex};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -102,22 +102,6 @@ async fn matrix_cards(hs: &Synapse, user: &User, room: &str, bot: &str) -> usize
         .count()
 }
 
-/// POSTs a signed interaction to a node's Discord endpoint.
-async fn interaction(node: &Harness, body: &Value) -> (StatusCode, Value) {
-    let raw = serde_json::to_vec(body).unwrap();
-    let (sig, ts) = sign(&raw, now_unix());
-    let r = node.http.post(format!("{}/discord/interactions", node.base))
-        .header("content-type", "application/json")
-        .header("x-signature-ed25519", sig)
-        .header("x-signature-timestamp", ts)
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// A room page: joins through `node` and opens its socket there. Returns the socket, the
 /// participant's id and token, and the welcome.
 async fn page(node: &Harness, room: &str, name: &str) -> (Ws, String, String, Value) {
@@ -192,7 +176,7 @@ async fn two_nodes_on_one_database_are_one_service() {
     // Discord's interaction goes to the node that does not run the adapter: it is passed on.
     let follower = runners(&nodes, "discord")[0] ^ 1;
     let call = command("900", "call", json!([{"name": "title", "type": 3, "value": "Planning"}]), "4000000000000000004", "Ada", "0");
-    let (status, answer) = interaction(nodes[follower], &call).await;
+    let (status, answer) = post_interaction(&nodes[follower].http, &nodes[follower].base, &call, None).await;
     assert_eq!((status, answer), (StatusCode::OK, json!({"type": 5, "data": {"flags": 64}})), "the leader's answer comes back");
     assert!(eventually(WAIT, || async { dc.card(CHANNEL).is_some() }).await, "a Discord card");
     hs.send_text(&host, &mroom, "!call Retro").await;

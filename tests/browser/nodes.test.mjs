@@ -11,8 +11,7 @@ import { mkdtempSync, writeFileSync, createWriteStream, readFileSync } from 'nod
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
-import { chromium } from 'playwright-core';
+import { freePort, launchChromium, until } from './support.mjs';
 
 const BIN = process.env.CALLBRIDGE_BIN;
 const PG = process.env.CALLBRIDGE_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -21,21 +20,7 @@ const API_TOKEN = 'browser-nodes-api-token-0123456789';
 const nodes = [];
 let browser, database;
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  s.on('error', reject);
-});
 
-async function until(what, check, ms = 20000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await check(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 const psql = (sql) => execFileSync('psql', [PG, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { stdio: 'pipe' });
 
@@ -61,12 +46,7 @@ before(async () => {
     await until(`node ${n} to answer`, async () => (await fetch(`${base}/healthz`)).ok);
     nodes.push({ child, base, log });
   }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic', '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

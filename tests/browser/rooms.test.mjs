@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { chromium } from 'playwright-core';
+import { freePort, launchChromium, until } from './support.mjs';
 
 const BIN = process.env.CALLBRIDGE_BIN;
 /** The synthetic SFU participants (examples/sfu_load) and the media they send. */
@@ -26,11 +26,6 @@ let daemon, turn, turnPort, base, browser, logPath, dbPath;
 const TURN_SECRET = 'browser-test-turn-secret';
 const alerts = [];
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  s.on('error', reject);
-});
 
 /** A port free for TCP and UDP, with the next one free too (coturn takes it as well). */
 async function freePortPair() {
@@ -50,15 +45,6 @@ async function freePortPair() {
   }
 }
 
-async function until(what, check, ms = 20000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await check(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 before(async () => {
   assert.ok(BIN, 'CALLBRIDGE_BIN must name the daemon binary');
@@ -85,12 +71,7 @@ before(async () => {
   daemon = spawn(BIN, ['run', '--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
   daemon.stderr.pipe(createWriteStream(logPath));
   await until('the daemon to answer', async () => (await fetch(`${base}/healthz`)).ok);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic', '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -96,6 +96,24 @@ pub fn sign(body: &[u8], timestamp: u64) -> (String, String) {
     (hex::encode(signature.to_bytes()), ts)
 }
 
+/// POSTs an interaction to the daemon's endpoint at `base`, signed like Discord (or with the
+/// given signature and timestamp); returns the status and the JSON answer.
+pub async fn post_interaction(http: &reqwest::Client, base: &str, body: &Value, signature: Option<(String, String)>) -> (StatusCode, Value) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let (sig, ts) = signature.unwrap_or_else(|| sign(&raw, now_unix()));
+    let r = http
+        .post(format!("{base}/discord/interactions"))
+        .header("content-type", "application/json")
+        .header("x-signature-ed25519", sig)
+        .header("x-signature-timestamp", ts)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
