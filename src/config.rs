@@ -216,6 +216,17 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
 }
 
+/// `url` with its password, if any, replaced by `<redacted>`.
+fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<redacted>"));
+            parsed.to_string().replace("%3Credacted%3E", "<redacted>")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Why `[api] token` must be set with PostgreSQL.
 pub const API_TOKEN_SHARED: &str =
     "is required with PostgreSQL storage, so that every node accepts the same token (set it, or CALLBRIDGE_API_TOKEN)";
@@ -413,6 +424,11 @@ impl Config {
                 other => ConfigError::Parse { path: path.to_owned(), message: other.to_string() },
             })?;
         }
+        // Valid on its own, and still broken for users once deployed.
+        let refused = crate::deployment::review(self).into_iter().find(|f| f.severity == crate::deployment::Severity::Refuse);
+        if let Some(finding) = refused {
+            return Err(invalid(finding.key, finding.message));
+        }
         Ok(())
     }
 
@@ -463,6 +479,14 @@ impl Config {
         let rendered = toml::Table::try_from(self).map(|mut table| {
             for adapter in &self.adapters {
                 table.insert(adapter.platform().to_owned(), adapter.to_redacted_toml());
+            }
+            // The effective public_url, and the storage URL with only its password hidden:
+            // which database, as whom, is what an operator checks.
+            if let Some(server) = table.get_mut("server").and_then(toml::Value::as_table_mut) {
+                server.insert("public_url".into(), self.public_url().into());
+            }
+            if let Some(storage) = table.get_mut("storage").and_then(toml::Value::as_table_mut) {
+                storage.insert("url".into(), redact_password(&self.storage_url()).into());
             }
             table
         });
@@ -548,6 +572,101 @@ mod tests {
         let c = Config::read(None, path, &demo(), &|k| (k == "DEMO_TOKEN").then(|| "env-secret".into())).unwrap();
         assert_eq!(c.secrets(), vec!["env-secret".to_owned()]);
         assert!(!format!("{} {:?}", c.to_redacted_toml(), c).contains("env-secret"));
+    }
+
+    /// Every `# OPTIONAL (default V; BOUND)` comment of the example, with the key it documents:
+    /// (section, key, default text, bound text, the value on the key's line, whether that line
+    /// is the default: uncommented, or in a section the example leaves commented out whole).
+    fn documented(example: &str) -> Vec<(String, String, String, Option<String>, String, bool)> {
+        let mut found = Vec::new();
+        let (mut section, mut comment) = (String::new(), None::<(String, Option<String>)>);
+        let mut section_commented = false;
+        for line in example.lines() {
+            let bare = line.trim_start_matches('#').trim();
+            if bare.starts_with('[') && bare.ends_with(']') && !bare.contains(' ') {
+                section = bare.trim_matches(|c| c == '[' || c == ']').to_owned();
+                section_commented = line.starts_with('#');
+                comment = None;
+            } else if let Some(rest) = bare.strip_prefix("OPTIONAL (default ") {
+                let inside = rest.split_once("):").map_or(rest, |(inside, _)| inside);
+                let (default, bound) = match inside.split_once("; ") {
+                    Some((d, b)) => (d.to_owned(), Some(b.to_owned())),
+                    None => (inside.to_owned(), None),
+                };
+                comment = Some((default, bound));
+            } else if let Some((key, value)) = bare.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && let Some((default, bound)) = comment.take()
+            {
+                let is_default = !line.starts_with('#') || section_commented;
+                found.push((section.clone(), key.to_owned(), default, bound, value.to_owned(), is_default));
+            }
+        }
+        found
+    }
+
+    /// One step past a documented bound: `n` ± 1 of its unit (an integer, `ms` or `s`).
+    fn past(value: &str, up: bool) -> String {
+        let v = value.trim_matches('"');
+        let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+        let (n, unit): (i64, &str) = match unit {
+            "" => (digits.parse().unwrap(), ""),
+            "ms" => (digits.parse().unwrap(), "ms"),
+            other => (humantime::parse_duration(&format!("{digits}{other}")).unwrap().as_secs() as i64, "s"),
+        };
+        let n = if up { n + 1 } else { n - 1 };
+        if unit.is_empty() { n.to_string() } else { format!("\"{n}{unit}\"") }
+    }
+
+    /// The example states every enforced bound and every literal default, and the code agrees:
+    /// a value on each bound is taken, one step past it is refused naming the key, and each
+    /// default written as a value is the value on the key's line (which the tests below and
+    /// each adapter's check against the code's defaults).
+    #[test]
+    fn the_example_states_every_bound_and_default_the_code_enforces() {
+        let example = include_str!("../config.example.toml");
+        let platforms = crate::daemon::platforms();
+        // What each section needs besides the key under test to be valid.
+        let needs = |section: &str| match section {
+            "telegram" => "token = \"1:t\"\n",
+            "discord" => "token = \"t\"\napplication_id = \"12\"\n",
+            "matrix" => "homeserver = \"http://127.0.0.1:1\"\nuser = \"@b:x\"\npassword = \"p\"\n",
+            "rooms.turn" => "urls = [\"turn:t.example.org\"]\nsecret = \"s\"\n",
+            _ => "",
+        };
+        let check = |section: &str, key: &str, value: &str| {
+            let path = Path::new("e.toml");
+            let text = format!("[{section}]\n{}{key} = {value}\n", needs(section));
+            Config::parse(&text, path, &platforms).and_then(|c| c.validate(path)).map_err(|e| e.to_string())
+        };
+        let entries = documented(example);
+        let mut bounds = 0;
+        for (section, key, default, bound, value, is_default) in &entries {
+            let full = format!("{section}.{key}");
+            // A default written as a TOML value is the value on the key's line (a commented
+            // line in a section that is on shows an example instead: `public_url`, `url`).
+            if *is_default && let Ok(literal) = toml::from_str::<toml::Table>(&format!("v = {default}")) {
+                let line: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();
+                assert_eq!(literal, line, "{full}: the comment's default differs from the line's value");
+            }
+            let Some(bound) = bound else { continue };
+            let (low, high) = if let Some(n) = bound.strip_prefix("at most ") {
+                (None, Some(n))
+            } else if let Some(n) = bound.strip_prefix("at least ") {
+                (Some(n), None)
+            } else {
+                let (l, h) = bound.split_once("..=").unwrap_or_else(|| panic!("{full}: unreadable bound {bound}"));
+                (Some(l), Some(h))
+            };
+            for (edge, up) in low.map(|l| (l, false)).into_iter().chain(high.map(|h| (h, true))) {
+                bounds += 1;
+                assert!(check(section, key, edge).is_ok(), "{full} = {edge} is documented as allowed: {:?}", check(section, key, edge));
+                let beyond = past(edge, up);
+                let refused = check(section, key, &beyond).expect_err(&format!("{full} = {beyond} is past the documented {bound}"));
+                assert!(refused.contains(&full), "{full} = {beyond}: {refused}");
+            }
+        }
+        assert!(entries.len() > 40 && bounds >= 14, "{} documented keys, {bounds} bounds read", entries.len());
     }
 
     #[test]

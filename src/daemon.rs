@@ -59,6 +59,9 @@ impl Daemon {
 
     /// As `start`, with a clock tests can move.
     pub async fn start_with_clock(mut config: Config, clock: Clock) -> anyhow::Result<Daemon> {
+        for warning in crate::deployment::review(&config) {
+            tracing::warn!(key = warning.key, "{}", warning.message);
+        }
         // Bind first: with port 0 the links must name the port actually bound.
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -96,6 +99,7 @@ impl Daemon {
             rooms: rooms.clone(),
             live: live.clone(),
             sfu: sfu.clone(),
+            adapters: adapters.clone(),
             node_id: node_id.clone(),
             join_limiter,
             socket_limiter,

@@ -49,19 +49,32 @@ pub struct Redact<W: Write> {
     pub secrets: Arc<[String]>,
 }
 
+/// `text` with every secret of `secrets`, and every one learned at run time, masked; `None`
+/// when it holds none.
+fn masked(text: &str, secrets: &[String]) -> Option<String> {
+    let learned = LEARNED.read().unwrap_or_else(|e| e.into_inner());
+    let all = secrets.iter().chain(learned.iter());
+    if !all.clone().any(|s| text.contains(s.as_str())) {
+        return None;
+    }
+    Some(all.fold(text.to_owned(), |text, s| text.replace(s.as_str(), "<redacted>")))
+}
+
+/// `text` with the given secrets, and every one learned at run time, masked (for what the
+/// daemon shows outside its logs, such as an adapter's last error on `/healthz`). Secrets are
+/// masked longest first, so one that contains another is masked whole.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<String> = secrets.iter().filter(|s| s.len() >= 8).cloned().collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    masked(text, &secrets).unwrap_or_else(|| text.to_owned())
+}
+
 impl<W: Write> Write for Redact<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        let learned = LEARNED.read().unwrap_or_else(|e| e.into_inner());
-        let secrets = self.secrets.iter().chain(learned.iter());
-        if secrets.clone().any(|s| text.contains(s.as_str())) {
-            let mut masked = text.into_owned();
-            for s in secrets {
-                masked = masked.replace(s.as_str(), "<redacted>");
-            }
-            self.out.write_all(masked.as_bytes())?;
-        } else {
-            self.out.write_all(buf)?;
+        match masked(&text, &self.secrets) {
+            Some(masked) => self.out.write_all(masked.as_bytes())?,
+            None => self.out.write_all(buf)?,
         }
         Ok(buf.len())
     }

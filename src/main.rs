@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
         println!("# {} is valid; effective configuration (secrets redacted):", cli.config.as_deref().map_or("<defaults>".into(), |p| p.display().to_string()));
+        for warning in callbridge::deployment::review(&config) {
+            println!("# warning: {} {}", warning.key, warning.message);
+            eprintln!("warning: {} {}", warning.key, warning.message);
+        }
         print!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }

@@ -37,8 +37,54 @@ fn check_config_prints_the_effective_config_without_secrets() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[rooms]") && text.contains("max_participants = 50") && text.contains("media = \"sfu\"") && text.contains("<redacted>"), "{text}");
     assert!(!text.contains("hunter2") && !text.contains("pw-env"), "{text}");
+    // Only the database password is hidden: which server, which database, as whom, are shown.
+    assert!(text.contains("url = \"postgres://u:<redacted>@h/db\""), "{text}");
+    // The effective public_url (the default, from listen).
+    assert!(text.contains("public_url = \"http://127.0.0.1:8080\""), "{text}");
     // no file at all is valid: the embedded defaults
     assert!(callbridge().arg("check-config").output().unwrap().status.success());
+}
+
+/// `check-config` on `text`: (exit success, stdout, stderr).
+fn check_config(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = callbridge().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Setups that are valid TOML with valid values and still broken for users: refused with the
+/// key and why, or accepted with a warning, by `check-config` as by the daemon.
+#[test]
+fn check_config_refuses_or_warns_where_users_would_meet_a_broken_setup() {
+    const TELEGRAM: &str = "[telegram]\ntoken = \"123:abc-token\"\n";
+    // A chat adapter on with the links naming 0.0.0.0: refused.
+    let (ok, _, err) = check_config(&format!("[server]\nlisten = \"0.0.0.0:8080\"\n{TELEGRAM}"));
+    assert!(!ok && err.contains("server.public_url") && err.contains("http://0.0.0.0:8080"), "{err}");
+    // On loopback: a warning that only this machine opens the links.
+    let (ok, out, err) = check_config(TELEGRAM);
+    assert!(ok && out.contains("# warning: server.public_url") && err.contains("only this machine"), "{out}{err}");
+    // http:// for anything but localhost: browsers refuse camera and microphone.
+    let (ok, _, err) = check_config("[server]\npublic_url = \"http://call.example.org\"\n");
+    assert!(ok && err.contains("camera and microphone"), "{err}");
+    let (ok, _, err) = check_config("[server]\npublic_url = \"http://localhost:8080\"\n");
+    assert!(ok && err.is_empty(), "localhost is a secure origin: {err}");
+    // Discord's interactions endpoint without https: refused.
+    let discord = "[discord]\nmode = \"interactions\"\ntoken = \"discord-bot-token\"\napplication_id = \"12\"\n\
+                   public_key = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+    let (ok, _, err) = check_config(&format!("[server]\npublic_url = \"http://localhost:8080\"\n{discord}"));
+    assert!(!ok && err.contains("server.public_url") && err.contains("/discord/interactions") && err.contains("https"), "{err}");
+    let (ok, _, _) = check_config(&format!("[server]\npublic_url = \"https://call.example.org\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n{discord}"));
+    assert!(ok);
+    // https in front means a proxy: without trusted_proxies every client would be the proxy.
+    let (ok, _, err) = check_config("[server]\npublic_url = \"https://call.example.org\"\n");
+    assert!(ok && err.contains("server.trusted_proxies"), "{err}");
+    let (ok, _, err) = check_config("[server]\npublic_url = \"https://call.example.org\"\ntrust_forwarded_for = true\n");
+    assert!(ok && err.is_empty(), "{err}");
+    // No warning names a secret.
+    let (_, out, err) = check_config(TELEGRAM);
+    assert!(!out.contains("abc-token") && !err.contains("abc-token"), "{out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

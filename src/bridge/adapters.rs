@@ -69,6 +69,11 @@ impl Adapters {
         self.entries().keys().copied().collect()
     }
 
+    /// Each adapter's platform, whether it runs here, and its health (for `/healthz`).
+    pub fn health(&self) -> Vec<(&'static str, bool, callbridge_chat::HealthReport)> {
+        self.entries().iter().map(|(platform, e)| (*platform, e.running.is_some(), e.adapter.health())).collect()
+    }
+
     /// Whether `platform`'s adapter runs now.
     pub fn is_running(&self, platform: &str) -> bool {
         self.entries().get(platform).is_some_and(|e| e.running.is_some())

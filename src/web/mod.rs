@@ -56,6 +56,8 @@ pub struct Shared {
     pub live: Live,
     /// The media of SFU rooms.
     pub sfu: Arc<crate::sfu::Sfu>,
+    /// The chat adapters of this node (their state shows on `/healthz`).
+    pub adapters: crate::bridge::adapters::Adapters,
     /// This daemon's id in the `nodes` table.
     pub node_id: Arc<str>,
     /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.
@@ -104,7 +106,7 @@ pub fn app(state: AppState, webhooks: Vec<Router>) -> Router {
 
 /// Liveness and readiness.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, description = "`{\"status\":\"ok\", ...}`"), (status = 503, description = "The database does not answer")))]
+    responses((status = 200, description = "`{\"status\":\"ok\", \"storage\", \"node_id\", \"sockets\", \"adapters\": {\"telegram\": {\"leader\": true, \"connected\": true, \"last_error\": null}}}`: each chat adapter, whether this node runs it (leads it), whether it reaches its platform, and its last failure (`{\"message\", \"at\"}`, secrets masked)"), (status = 503, description = "The database does not answer")))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let storage = state.rooms.storage_name();
     let (status, word) = if state.rooms.ping().await { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "degraded") };
@@ -114,5 +116,19 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
         "storage": storage,
         "node_id": &*state.node_id,
         "sockets": state.live.socket_count(),
+        "adapters": adapter_health(&state),
     })))
+}
+
+/// Each chat adapter: whether this node leads it (runs it), whether it reaches its platform,
+/// and its last failure, with every secret masked.
+fn adapter_health(state: &AppState) -> Value {
+    let secrets = state.rooms.config().secrets();
+    let adapters = state.adapters.health().into_iter().map(|(platform, leader, health)| {
+        let last_error = health.last_error.map(|(message, at)| {
+            json!({"message": crate::logging::redact(&message, &secrets), "at": crate::clock::rfc3339(at as i64 * 1000)})
+        });
+        (platform.to_owned(), json!({"leader": leader, "connected": leader && health.connected, "last_error": last_error}))
+    });
+    Value::Object(adapters.collect())
 }

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, createWriteStream, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,7 @@ const psql = (sql) => execFileSync('psql', [PG, '-v', 'ON_ERROR_STOP=1', '-qc', 
 
 before(async () => {
   assert.ok(BIN, 'CALLBRIDGE_BIN must name the daemon binary');
+  mkdirSync(ARTIFACTS, { recursive: true });
   database = `cbn_${randomBytes(6).toString('hex')}`;
   psql(`CREATE DATABASE ${database}`);
   const url = `${PG.slice(0, PG.lastIndexOf('/'))}/${database}`;

@@ -89,6 +89,11 @@ pub trait ChatAdapter: Send + Sync + 'static {
         None
     }
 
+    /// Whether the adapter reaches its platform now, and its last failure (for `/healthz`).
+    fn health(&self) -> crate::HealthReport {
+        crate::HealthReport::default()
+    }
+
     /// The per-chat limits every send and edit of the bot must keep.
     fn pacing(&self) -> Pacing;
 

@@ -15,12 +15,14 @@
 //!   that keeps line numbers, and the common checks.
 //! * [`state`] — what an adapter keeps in the shared database: values across runs and the
 //!   inbound updates already taken.
+//! * [`health`] — whether an adapter reaches its platform, and its last failure (`/healthz`).
 //! * [`retry`] — the one backoff helper.
 //! * [`text`] — escaping and length budgets the card renderers share.
 
 pub mod adapter;
 pub mod card;
 pub mod command;
+pub mod health;
 pub mod platform;
 pub mod retry;
 pub mod settings;
@@ -29,6 +31,7 @@ pub mod text;
 
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, human_seconds, knock_code};
+pub use health::{Health, HealthReport};
 pub use command::{Command, CommandInfo, Kind, MENU, PRIVATE_WORD, parse_command};
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};

@@ -72,6 +72,11 @@ pub trait Section: Basics + Serialize + DeserializeOwned + Default + Clone + Deb
     fn validate(&self) -> Result<(), SettingsError>;
     /// Builds the adapter. Nothing is sent until it is run.
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError>;
+    /// The path under `public_url` the platform sends requests to, when it does (Discord's
+    /// interactions endpoint): the platform reaches it over https only.
+    fn webhook_path(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Declares an adapter's `[section]` type: its own keys, then the keys every adapter has
@@ -130,6 +135,8 @@ pub trait AdapterSettings: Debug + Send + Sync {
     fn debounce(&self) -> Duration;
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError>;
     fn clone_box(&self) -> Box<dyn AdapterSettings>;
+    /// See [`Section::webhook_path`].
+    fn webhook_path(&self) -> Option<&'static str>;
 }
 
 impl<S: Section> AdapterSettings for S {
@@ -154,6 +161,9 @@ impl<S: Section> AdapterSettings for S {
     }
     fn clone_box(&self) -> Box<dyn AdapterSettings> {
         Box::new(self.clone())
+    }
+    fn webhook_path(&self) -> Option<&'static str> {
+        Section::webhook_path(self)
     }
 }
 

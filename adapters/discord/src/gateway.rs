@@ -24,6 +24,7 @@ struct Handler {
 impl EventHandler for Handler {
     async fn ready(&self, _ctx: Context, ready: Ready) {
         tracing::info!(bot = %ready.user.name, "discord gateway connected");
+        self.adapter.health.ok();
     }
 
     async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
@@ -69,6 +70,7 @@ pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<Inbound>, can
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(%error, "discord: cannot build the gateway client; retrying");
+                adapter.health.failed(&error, false);
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -79,10 +81,13 @@ pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<Inbound>, can
         tokio::select! {
             _ = cancel.cancelled() => {
                 shards.shutdown_all().await;
+                adapter.health.stopped();
                 return;
             }
             result = client.start() => {
-                tracing::warn!(result = ?result.err(), "discord: the gateway connection ended; reconnecting");
+                let why = result.err().map_or_else(|| "the gateway connection ended".to_owned(), |e| e.to_string());
+                tracing::warn!(%why, "discord: the gateway connection ended; reconnecting");
+                adapter.health.failed(&why, false);
                 if !backoff.wait(&cancel).await {
                     return;
                 }

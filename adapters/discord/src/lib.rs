@@ -32,7 +32,7 @@ pub mod webhook;
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
     ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, Inbound, MessageRef,
-    Basics, Pacing, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel,
+    Basics, Health, HealthReport, Pacing, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel,
 };
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -143,12 +143,15 @@ impl Section for Settings {
         if let Some(token) = env_secret(env, "CALLBRIDGE_DISCORD_TOKEN") {
             section.get_or_insert_with(Settings::default).token = Some(token);
         }
+        // Only the token turns Discord on: the application's id and key alone (left over from
+        // another setup, say) complete a section, they do not make one.
+        let Some(on) = section.as_mut() else { return Ok(None) };
         if let Some(v) = get("CALLBRIDGE_DISCORD_APPLICATION_ID") {
             let id = v.parse().map_err(|_| invalid("discord.application_id", "CALLBRIDGE_DISCORD_APPLICATION_ID must be the application's numeric id"))?;
-            section.get_or_insert_with(Settings::default).application_id = Some(id);
+            on.application_id = Some(id);
         }
         if let Some(v) = get("CALLBRIDGE_DISCORD_PUBLIC_KEY") {
-            section.get_or_insert_with(Settings::default).public_key = v;
+            on.public_key = v;
         }
         Ok(section)
     }
@@ -167,6 +170,10 @@ impl Section for Settings {
             ));
         }
         Ok(())
+    }
+
+    fn webhook_path(&self) -> Option<&'static str> {
+        (self.mode == Mode::Interactions).then_some("/discord/interactions")
     }
 
     fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
@@ -198,6 +205,8 @@ pub struct DiscordAdapter {
     /// Interaction ids acted on, with when: a replayed signed request is answered, not acted on.
     /// A std Mutex, never held across an `.await`.
     seen: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Whether it reaches Discord (`/healthz`).
+    pub(crate) health: Health,
 }
 
 impl DiscordAdapter {
@@ -208,7 +217,7 @@ impl DiscordAdapter {
         };
         let application_id = settings.application_id.ok_or(DiscordError::ApplicationId)?;
         let rest = rest::Rest::new(&settings).map_err(|e| DiscordError::Client(e.to_string()))?;
-        Ok(Arc::new(DiscordAdapter { settings, application_id, key, rest, endpoint_inbox: Mutex::default(), seen: Mutex::default() }))
+        Ok(Arc::new(DiscordAdapter { settings, application_id, key, rest, endpoint_inbox: Mutex::default(), seen: Mutex::default(), health: Health::default() }))
     }
 
     /// Registers the slash commands, retried until they are in.
@@ -218,10 +227,15 @@ impl DiscordAdapter {
             match self.register_commands().await {
                 Ok(()) => {
                     tracing::info!(guilds = self.settings.guild_ids.len(), "discord slash commands registered");
+                    // In interactions mode this is the adapter's one exchange with Discord.
+                    if self.settings.mode == Mode::Interactions {
+                        self.health.ok();
+                    }
                     return;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "discord: cannot register the slash commands; retrying");
+                    self.health.failed(&error, false);
                     let wait = backoff.next_wait();
                     let wait = match error {
                         SendError::RetryAfter(d) => d,
@@ -303,6 +317,10 @@ impl ChatAdapter for DiscordAdapter {
 
     fn webhook(self: Arc<Self>) -> Option<axum::Router> {
         (self.settings.mode == Mode::Interactions).then(|| webhook::routes(self))
+    }
+
+    fn health(&self) -> HealthReport {
+        self.health.report()
     }
 
     fn pacing(&self) -> Pacing {
@@ -392,7 +410,16 @@ mod tests {
         assert_eq!((c.application_id, c.guild_ids), (Some(Snowflake(12)), vec![Snowflake(34)]));
         assert!(read_section::<Settings>("[discord]\nguild_ids = [\"general\"]\n", &[]).is_err());
         assert!(read_section::<Settings>("[discord]\nadmin_role_ids = [\"12a\"]\n", &[]).is_err());
-        let bad_env = read_section::<Settings>("", &[("CALLBRIDGE_DISCORD_APPLICATION_ID", "app")]).unwrap_err();
+        let bad_env = read_section::<Settings>("[discord]\n", &[("CALLBRIDGE_DISCORD_APPLICATION_ID", "app")]).unwrap_err();
         assert!(bad_env.to_string().contains("discord.application_id"), "{bad_env}");
+    }
+
+    #[test]
+    fn only_the_token_turns_discord_on() {
+        let id_and_key = [("CALLBRIDGE_DISCORD_APPLICATION_ID", "12"), ("CALLBRIDGE_DISCORD_PUBLIC_KEY", "00")];
+        assert!(read_section::<Settings>("", &id_and_key).unwrap().is_none(), "the id and key alone leave Discord off");
+        let with_token = [id_and_key[0], id_and_key[1], ("CALLBRIDGE_DISCORD_TOKEN", "t")];
+        let on = read_section::<Settings>("", &with_token).unwrap().expect("the token turns it on");
+        assert_eq!((on.application_id, on.public_key.as_str()), (Some(Snowflake(12)), "00"));
     }
 }

@@ -45,6 +45,7 @@ impl MatrixAdapter {
                     Ok(client) => *login = Some(client),
                     Err(error) => {
                         tracing::warn!(%error, "matrix: cannot log in; retrying");
+                        self.health.failed(&error, false);
                         if !backoff.wait(cancel).await { return None; }
                     }
                 }
@@ -149,7 +150,10 @@ impl MatrixAdapter {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = sync => match r {
-                    Ok(_) => backoff.reset(),
+                    Ok(_) => {
+                        backoff.reset();
+                        self.health.ok();
+                    }
                     Err(error) => {
                         let unknown_token = matches!(
                             error.as_client_api_error().and_then(|e| e.error_kind()),
@@ -160,6 +164,7 @@ impl MatrixAdapter {
                         } else {
                             tracing::warn!(%error, "matrix: sync failed; retrying");
                         }
+                        self.health.failed(&error, false);
                         if !backoff.wait(&cancel).await { break; }
                     }
                 }

@@ -20,7 +20,7 @@ pub mod session;
 
 use callbridge_chat::settings::{check_http_url, env_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, Inbound, Receipt, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, Receipt, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, invalid,
 };
 
@@ -200,6 +200,8 @@ pub struct MatrixAdapter {
     cards: Mutex<(HashSet<OwnedEventId>, VecDeque<OwnedEventId>)>,
     /// The events taken, and whether any node ever synced, in the database every node shares.
     state: Arc<dyn AdapterState>,
+    /// Whether it reaches the homeserver (`/healthz`).
+    pub(crate) health: Health,
 }
 
 impl MatrixAdapter {
@@ -212,6 +214,7 @@ impl MatrixAdapter {
             login: tokio::sync::Mutex::new(None),
             cards: Mutex::default(),
             state: ctx.state.clone(),
+            health: Health::default(),
         })
     }
 
@@ -371,6 +374,10 @@ impl ChatAdapter for MatrixAdapter {
 
     fn pacing(&self) -> Pacing {
         self.settings.pacing()
+    }
+
+    fn health(&self) -> HealthReport {
+        self.health.report()
     }
 
     fn command_prefix(&self) -> &str {

@@ -37,6 +37,7 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<Inbou
                 }
                 Err(error) => {
                     tracing::warn!(%error, "telegram: getMe/setMyCommands failed; retrying");
+                    adapter.health.failed(&error, false);
                     if !backoff.wait(&cancel).await { return; }
                 }
             }
@@ -82,6 +83,7 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<Inbou
         let updates = match updates {
             Ok(u) => {
                 backoff.reset();
+                adapter.health.ok();
                 u
             }
             Err(RequestError::RetryAfter(s)) => {
@@ -90,6 +92,7 @@ pub(crate) async fn run(adapter: Arc<TelegramAdapter>, inbox: mpsc::Sender<Inbou
             }
             Err(error) => {
                 tracing::warn!(%error, "telegram: getUpdates failed; retrying");
+                adapter.health.failed(&error, false);
                 if !backoff.wait(&cancel).await { return; }
                 continue;
             }

@@ -16,7 +16,7 @@ pub use card::{escape_html, render_html, render_keyboard};
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, Inbound, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
     Basics, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
 
@@ -118,6 +118,8 @@ pub struct TelegramAdapter {
     next_update: AtomicI32,
     /// The offset and the updates taken, in the database every node shares.
     state: Arc<dyn AdapterState>,
+    /// Whether it reaches the Bot API (`/healthz`).
+    health: Health,
 }
 
 impl TelegramAdapter {
@@ -146,6 +148,7 @@ impl TelegramAdapter {
             admins: Mutex::default(),
             next_update: AtomicI32::new(0),
             state,
+            health: Health::default(),
         }))
     }
 
@@ -205,6 +208,10 @@ impl ChatAdapter for TelegramAdapter {
 
     fn pacing(&self) -> Pacing {
         self.settings.pacing()
+    }
+
+    fn health(&self) -> HealthReport {
+        self.health.report()
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {
