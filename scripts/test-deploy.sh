@@ -42,6 +42,6 @@ curl -fsS "http://127.0.0.1:$port/healthz"; echo
 [ "$(stat -c '%U %a' /var/lib/callbridge)" = "callbridge 700" ] || { echo "test-deploy: /var/lib/callbridge is not the daemon's alone" >&2; exit 1; }
 [ "$(stat -c '%U %a' /var/lib/callbridge/api-token)" = "callbridge 600" ] || { echo "test-deploy: api-token is readable by others" >&2; exit 1; }
 link=$(cd / && "${clean_env[@]}" runuser -u callbridge -- /usr/local/bin/callbridge --config "$config" create --title "Deploy check")
-echo "$link"
+echo "minted: $(grep -o "https://call.example.org/r/[A-Za-z0-9]*" <<<"$link" | head -1)"
 grep -q "https://call.example.org/r/" <<<"$link" || { echo "test-deploy: no link under the configured public_url" >&2; exit 1; }
 echo "==> the deploy steps hold"

@@ -89,6 +89,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_shown_elsewhere_is_masked_too() {
+        let secrets = ["sekrit-token-1".to_owned(), "sekrit-token-1-longer".to_owned(), "short".to_owned()];
+        assert_eq!(redact("GET /botsekrit-token-1-longer/getMe and sekrit-token-1 (short)", &secrets), "GET /bot<redacted>/getMe and <redacted> (short)");
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let mut out = Vec::new();
         let mut w = Redact { out: &mut out, secrets: vec!["sekrit-token-1".to_owned()].into() };

@@ -169,6 +169,17 @@ async fn two_nodes_on_one_database_are_one_service() {
     one_leader_each(&nodes).await;
     assert!(eventually(WAIT, || async { dc.commands().contains_key(GUILD) }).await, "Discord commands registered by the leader");
     hs.wait_for_join(&host, &mroom, b, WAIT).await;
+    // /healthz says which node leads each adapter, and that it reaches its platform.
+    for platform in PLATFORMS {
+        let leads = |node: &Harness| {
+            let url = format!("{}/healthz", node.base);
+            async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap()["adapters"][platform].clone() }
+        };
+        let (on_a, on_b) = (leads(&a).await, leads(&nb).await);
+        assert_eq!([&on_a["leader"], &on_b["leader"]].iter().filter(|l| ***l == true).count(), 1, "{platform}: {on_a} {on_b}");
+        let leader = if on_a["leader"] == true { &a } else { &nb };
+        assert!(eventually(WAIT, || async { leads(leader).await["connected"] == true }).await, "{platform} connected on its leader");
+    }
 
     // One `/call` on each platform: exactly one card each, whichever node received it.
     tg.say(GROUP, HOST, "Ada", "/call Standup");

@@ -397,3 +397,29 @@ async fn a_flooded_chat_never_stalls_another() {
     assert_eq!(cards, 2, "two calls, not three");
     h.stop().await;
 }
+
+/// `/healthz` shows the adapter: leading, connected once the Bot API answers, and its last
+/// failure, never with the bot token (every configured secret is masked in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_shows_the_adapter_and_never_its_token() {
+    let db = TestDb::new(Db::Sqlite).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unreachable = callbridge_telegram::Settings { api_url: format!("http://{closed}").parse().unwrap(), ..telegram_settings(&BotApiDouble::start().await) };
+    let h = Harness::start(with_telegram(&db, unreachable)).await;
+    let health = || async { h.http.get(format!("{}/healthz", h.base)).send().await.unwrap().json::<Value>().await.unwrap() };
+    assert!(eventually(WAIT, || async { health().await["adapters"]["telegram"]["last_error"].is_object() }).await, "a failure shows");
+    let shown = health().await;
+    let telegram = &shown["adapters"]["telegram"];
+    assert_eq!((telegram["leader"].as_bool(), telegram["connected"].as_bool()), (Some(true), Some(false)), "{shown}");
+    let message = telegram["last_error"]["message"].as_str().unwrap();
+    assert!(!shown.to_string().contains(BOT_TOKEN) && !shown.to_string().contains("TEST-token"), "{shown}");
+    assert!(message.contains("network error"), "{message}");
+    h.stop().await;
+
+    let double = BotApiDouble::start().await;
+    let db = TestDb::new(Db::Sqlite).await;
+    let h = Harness::start(telegram_config(&db, &double)).await;
+    let health = || async { h.http.get(format!("{}/healthz", h.base)).send().await.unwrap().json::<Value>().await.unwrap() };
+    assert!(eventually(WAIT, || async { health().await["adapters"]["telegram"]["connected"] == true }).await, "connected once the Bot API answers");
+    h.stop().await;
+}
