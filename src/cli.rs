@@ -87,9 +87,12 @@ pub async fn room_command(config: &Config, command: Command) -> anyhow::Result<(
     let base = target.server.unwrap_or_else(|| local_url(config));
     let token = match &config.api.token {
         Some(t) => t.clone(),
-        None => crate::daemon::read_token_file(&config.storage.data_dir.join("api-token"))?.context(
-            "no API token: set [api] token or CALLBRIDGE_API_TOKEN, or start the daemon once so it writes data/api-token",
-        )?,
+        None => {
+            let path = config.storage.data_dir.join("api-token");
+            crate::daemon::read_token_file(&path)?.with_context(|| {
+                format!("no API token: set [api] token or CALLBRIDGE_API_TOKEN, or start the daemon once so it writes {}", path.display())
+            })?
+        }
     };
     let client = reqwest::Client::new();
     let mut request = client.request(method, format!("{}{path}", base.trim_end_matches('/'))).bearer_auth(token.expose());
