@@ -349,6 +349,9 @@ async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
     let deadline = tokio::time::Instant::now() + timeout;
     let generation = {
         let mut st = d.lock();
+        // Recorded as it arrives: a poll whose client went away (a stopped bot) may still be
+        // answered here, and must not count as a call the bot made afterwards.
+        st.calls.push(Call { method: "getUpdates".into(), body: body.clone(), at: Instant::now(), status: 200 });
         if st.polls_open > 0 {
             st.conflicts += 1;
         }
@@ -363,7 +366,6 @@ async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
         {
             let mut st = d.lock();
             if st.poll_generation != generation {
-                st.calls.push(Call { method: "getUpdates".into(), body: body.clone(), at: Instant::now(), status: 409 });
                 return err(409, json!({"ok": false, "error_code": 409,
                     "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}));
             }
@@ -373,7 +375,6 @@ async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
             }
             if !st.updates.is_empty() || tokio::time::Instant::now() >= deadline {
                 let updates: Vec<Value> = st.updates.iter().cloned().collect();
-                st.calls.push(Call { method: "getUpdates".into(), body: body.clone(), at: Instant::now(), status: 200 });
                 return ok(Value::Array(updates));
             }
         }
