@@ -68,6 +68,13 @@ if ! command -v turnserver >/dev/null || ! command -v turnutils_uclient >/dev/nu
 fi
 log "coturn: $(turnserver --version 2>/dev/null | head -1)"
 
+# --- Prometheus (scrapes a daemon in tests/metrics.rs, which starts its own) ----------------
+if ! command -v prometheus >/dev/null; then
+  log "installing Debian's prometheus"
+  apt_install prometheus
+fi
+log "prometheus: $(prometheus --version 2>&1 | head -1)"
+
 # --- Synapse (Matrix homeserver; each test starts its own, see tests/support/synapse.rs) ------
 synapse_version=1.163.2
 synapse_venv="${CALLBRIDGE_PEERS:-$HOME/.cache/callbridge-peers}/synapse"

@@ -53,6 +53,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The selective forwarding unit that carries SFU rooms' media.
     pub sfu: SfuConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// The chat adapters that are on, each typed and checked by its own crate.
     #[serde(skip)]
     pub adapters: Vec<Box<dyn AdapterSettings>>,
@@ -207,6 +209,14 @@ impl Default for RoomsConfig {
     }
 }
 
+/// `[metrics]`: Prometheus metrics on a listener of their own. No section, no listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served, e.g. `127.0.0.1:9464`.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
@@ -253,7 +263,7 @@ impl Default for SfuConfig {
 }
 
 /// The core's own sections.
-const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api", "sfu"];
+const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api", "sfu", "metrics"];
 
 /// Reads the core's sections of the file and passes over the adapters' (`.0`, their names),
 /// which their own crates read; any other key is an error at its line.
@@ -275,6 +285,7 @@ impl<'de> Visitor<'de> for CoreSections<'_> {
                 "rooms" => config.rooms = map.next_value()?,
                 "api" => config.api = map.next_value()?,
                 "sfu" => config.sfu = map.next_value()?,
+                "metrics" => config.metrics = map.next_value()?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

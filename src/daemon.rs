@@ -115,6 +115,14 @@ impl Daemon {
             adapters.start_all();
         }
         workers.spawn(housekeeping(state.clone(), sweeps, stop_workers.clone()));
+        if let Some(at) = config.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("metrics cannot listen on {at}"))?;
+            if let Some(handle) = crate::telemetry::recorder() {
+                let scrape = crate::telemetry::Scrape { handle, rooms: rooms.clone(), live: state.live.clone(), adapters: adapters.clone() };
+                tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+                workers.spawn(crate::telemetry::serve(listener, scrape, stop_workers.clone()));
+            }
+        }
 
         let stop_server = CancellationToken::new();
         let router = app(state.clone(), webhooks).into_make_service_with_connect_info::<SocketAddr>();

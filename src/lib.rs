@@ -15,6 +15,7 @@
 //! * [`bridge`] — chat commands → `RoomService` → join cards; the `CardUpdater` keeps them current.
 //! * [`live`] — connected room pages on this node: signaling relay and live updates;
 //!   [`signaling`] — the room socket's messages, typed.
+//! * [`telemetry`] — Prometheus metrics on a listener of their own (`[metrics] listen`).
 //! * [`turn`] — TURN credentials that expire, for admitted participants only.
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`cluster`] — several nodes on one PostgreSQL: events across nodes, one leader per chat
@@ -42,5 +43,6 @@ pub mod service;
 pub mod sfu;
 pub mod signaling;
 pub mod store;
+pub mod telemetry;
 pub mod turn;
 pub mod web;

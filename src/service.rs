@@ -293,9 +293,23 @@ impl RoomService {
 
     /// Asks to enter. The name is checked here; the rules run in the store.
     pub async fn join(&self, mut req: JoinRequest) -> Result<Admission, ServiceError> {
-        req.name = clean_name(&req.name).map_err(ServiceError::InvalidName)?;
+        let started = std::time::Instant::now();
+        req.name = match clean_name(&req.name) {
+            Ok(name) => name,
+            Err(why) => {
+                metrics::counter!("callbridge_joins_total", "outcome" => "invalid").increment(1);
+                return Err(ServiceError::InvalidName(why));
+            }
+        };
         let room = req.room_id.clone();
         let admission = self.admissions.join(req).await?;
+        let outcome = match &admission {
+            Admission::Admitted(a) if a.rejoin => "rejoined",
+            Admission::Admitted(_) => "admitted",
+            Admission::Refused(refusal) => refusal.code(),
+        };
+        metrics::counter!("callbridge_joins_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("callbridge_admission_seconds").record(started.elapsed().as_secs_f64());
         match &admission {
             Admission::Admitted(a) => self.events.publish(
                 &room,
@@ -576,6 +590,16 @@ impl RoomService {
     /// The chat's most recent room that has not ended.
     pub async fn latest_open_room(&self, platform: &str, chat: &ChatRef) -> Result<Option<RoomId>, ServiceError> {
         Ok(self.store.latest_open_room(platform, chat).await?)
+    }
+
+    /// Rooms open, participants present and knocks pending (for metrics).
+    pub async fn counts(&self) -> Result<crate::store::Counts, ServiceError> {
+        Ok(self.store.counts().await?)
+    }
+
+    /// Each database pool's size and idle connections (for metrics).
+    pub fn pool_use(&self) -> Vec<(&'static str, u32, usize)> {
+        self.store.pool_use()
     }
 
     /// `sqlite` or `postgres`.

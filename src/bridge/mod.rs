@@ -198,6 +198,7 @@ impl Bridge {
                 let span = tracing::info_span!("command", platform, chat = %chat);
                 let _ = &span;
                 tracing::debug!(parent: &span, ?command, "command");
+                metrics::counter!("callbridge_chat_commands_total", "platform" => platform, "command" => command.name()).increment(1);
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
                     Command::Call { kind, title, mesh } => {
@@ -287,7 +288,10 @@ impl Bridge {
         };
         let message = loop {
             self.pacer.wait_turn(chat).await;
-            match self.adapter.post_card(chat, &card).await {
+            let posted = self.adapter.post_card(chat, &card).await;
+            let outcome = crate::telemetry::send_outcome(&posted);
+            metrics::counter!("callbridge_card_sends_total", "platform" => self.adapter.platform(), "kind" => "post", "outcome" => outcome).increment(1);
+            match posted {
                 Ok(m) => break m,
                 Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
                 Err(SendError::Transient(error)) => {

@@ -47,6 +47,8 @@ struct Inner {
 struct Slot {
     card: PostedCard,
     dirty: Notify,
+    /// When the oldest change the card does not show yet happened (for the freshness metric).
+    dirty_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl CardUpdater {
@@ -95,7 +97,7 @@ impl CardUpdater {
 
     /// Starts keeping a posted card up to date.
     pub fn track(&self, card: PostedCard) {
-        let slot = Arc::new(Slot { card, dirty: Notify::new() });
+        let slot = Arc::new(Slot { card, dirty: Notify::new(), dirty_since: Mutex::default() });
         slot.dirty.notify_one();
         self.lock().entry(slot.card.room_id.clone()).or_default().push(slot.clone());
         let this = self.clone();
@@ -114,7 +116,10 @@ impl CardUpdater {
 
     fn touch(&self, room_id: &RoomId) {
         if let Some(slots) = self.lock().get(room_id) {
-            slots.iter().for_each(|s| s.dirty.notify_one());
+            for slot in slots {
+                slot.dirty_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(std::time::Instant::now);
+                slot.dirty.notify_one();
+            }
         }
     }
 
@@ -155,6 +160,8 @@ impl CardUpdater {
                 let digest = cards::digest(&card);
                 let over = card.status.is_over();
                 if shown.as_deref() == Some(digest.as_str()) {
+                    // The card shows this already: nothing is stale.
+                    slot.dirty_since.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if over {
                         let _ = inner.rooms.update_card(platform, card_ref, CardState::Final(&digest)).await;
                         return;
@@ -173,8 +180,14 @@ impl CardUpdater {
                     continue;
                 }
                 reserved = false;
-                match inner.adapter.edit_card(&card_ref.chat, &card_ref.message, &card).await {
+                let edited = inner.adapter.edit_card(&card_ref.chat, &card_ref.message, &card).await;
+                let outcome = crate::telemetry::send_outcome(&edited);
+                metrics::counter!("callbridge_card_sends_total", "platform" => platform, "kind" => "edit", "outcome" => outcome).increment(1);
+                match edited {
                     Ok(()) | Err(SendError::NotModified) => {
+                        if let Some(since) = slot.dirty_since.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                            metrics::histogram!("callbridge_card_freshness_seconds", "platform" => platform).record(since.elapsed().as_secs_f64());
+                        }
                         tracing::debug!(parent: &span, status = ?card.status, present = card.present.len(), "card edited");
                         shown = Some(digest.clone());
                         let state = if over { CardState::Final(&digest) } else { CardState::Shows(&digest) };

@@ -126,6 +126,7 @@ impl Router {
                         self.next_key += 1;
                         self.live.send_to_conn(&room, &pid, conn, Outbound::Text(ToPage::SfuAnswer { sdp: &answer }.frame()));
                         self.peers.insert(key, peer);
+                        metrics::gauge!("callbridge_sfu_peers").set(self.peers.len() as f64);
                         self.rooms.entry(room.clone()).or_default().push(key);
                         self.by_participant.insert((room.clone(), pid), key);
                         self.poll(key, now);
@@ -379,6 +380,7 @@ impl Router {
         // frame copies the room's member list.
         let keys = self.rooms.get_mut(&room).map(std::mem::take).unwrap_or_default();
         let now = Instant::now();
+        let mut forwarded = 0u64;
         let mut want_keyframe: Option<Rid> = None;
         for &key in &keys {
             if key == from {
@@ -416,13 +418,19 @@ impl Router {
                 (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
                 _ => writer,
             };
-            if let Err(error) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                tracing::debug!(%error, "SFU write failed");
+            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                Ok(()) => forwarded += 1,
+                Err(error) => tracing::debug!(%error, "SFU write failed"),
             }
             self.poll(key, now);
         }
         if let Some(slot) = self.rooms.get_mut(&room) {
             *slot = keys;
+        }
+        if forwarded > 0 {
+            let kind = if kind == MediaKind::Audio { "audio" } else { "video" };
+            metrics::counter!("callbridge_sfu_frames_forwarded_total", "kind" => kind).increment(forwarded);
+            metrics::counter!("callbridge_sfu_bytes_forwarded_total", "kind" => kind).increment(forwarded * data.data.len() as u64);
         }
         if let Some(rid) = want_keyframe {
             self.ask_keyframe(from, data.mid, Some(rid), KeyframeRequestKind::Pli);
@@ -548,6 +556,7 @@ impl Router {
     /// Forgets a peer: its connection closes and its tracks are stopped at everyone else's.
     fn drop_peer(&mut self, key: PeerKey) {
         let Some(mut peer) = self.peers.remove(&key) else { return };
+        metrics::gauge!("callbridge_sfu_peers").set(self.peers.len() as f64);
         tracing::debug!(room_id = %peer.room, participant_id = %peer.pid, alive = peer.rtc.is_alive(), "SFU peer gone");
         peer.rtc.disconnect();
         for addr in &peer.addrs {

@@ -47,6 +47,14 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// What the metrics count in the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub rooms_open: i64,
+    pub present: i64,
+    pub knocks_pending: i64,
+}
+
 /// Which database is behind the pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -145,6 +153,26 @@ impl Store {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.read).await?;
         }
         Ok(())
+    }
+
+    /// Rooms open, participants present and knocks pending, in the whole database.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        let (rooms_open, present, knocks_pending): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM rooms WHERE ended_at IS NULL), \
+             (SELECT count(*) FROM participants WHERE present_since IS NOT NULL), \
+             (SELECT count(*) FROM knocks k JOIN rooms r ON r.id = k.room_id WHERE k.answered_at IS NULL AND r.ended_at IS NULL)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Counts { rooms_open, present, knocks_pending })
+    }
+
+    /// Each pool's name, size and idle connections (on PostgreSQL one pool serves both).
+    pub fn pool_use(&self) -> Vec<(&'static str, u32, usize)> {
+        match self.backend {
+            Backend::Sqlite => vec![("write", self.write.size(), self.write.num_idle()), ("read", self.read.size(), self.read.num_idle())],
+            Backend::Postgres => vec![("shared", self.write.size(), self.write.num_idle())],
+        }
     }
 
     /// Closes both pools, waiting for running queries.

@@ -51,6 +51,20 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name, as typed after the prefix (a metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Call { .. } => "call",
+            Command::Lock => "lock",
+            Command::Unlock => "unlock",
+            Command::End => "end",
+            Command::Who => "who",
+            Command::Admit { .. } => "admit",
+            Command::Deny { .. } => "deny",
+            Command::Help => "help",
+        }
+    }
+
     /// Whether only the host, a chat admin or a host-token holder may give this command. The
     /// core decides; an adapter asks the platform whether the sender administers the chat only
     /// for these, since that question costs a request.

@@ -103,7 +103,9 @@ async fn run_writer(store: Store, timing: Timing, mut rx: mpsc::Receiver<Job>, c
 }
 
 async fn decide_in_tx(store: &Store, jobs: &[Job], now: i64, timing: Timing) -> Result<Vec<Admission>, StoreError> {
+    let waiting = std::time::Instant::now();
     let mut tx = store.write.begin().await?;
+    metrics::histogram!("callbridge_db_wait_seconds", "pool" => "write").record(waiting.elapsed().as_secs_f64());
     let answers = decide_batch(&mut *tx, jobs, now, timing).await?;
     tx.commit().await?;
     Ok(answers)

@@ -100,7 +100,9 @@ pub(super) fn run_writer(
         if received == 0 {
             break;
         }
+        let waiting = Instant::now();
         let gate = rt.block_on(store.write.acquire());
+        metrics::histogram!("callbridge_db_wait_seconds", "pool" => "write").record(waiting.elapsed().as_secs_f64());
         let held = Instant::now();
         loop {
             batch.sort_by(|a, b| a.req.room_id.cmp(&b.req.room_id));
