@@ -75,6 +75,14 @@ if ! command -v prometheus >/dev/null; then
 fi
 log "prometheus: $(prometheus --version 2>&1 | head -1)"
 
+# --- cargo-deb (builds the Debian package scripts/test-package.sh checks) --------------------
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+  log "installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --locked --version "$cargo_deb_version"
+fi
+log "cargo-deb: $(cargo deb --version 2>/dev/null | head -1)"
+
 # --- Synapse (Matrix homeserver; each test starts its own, see tests/support/synapse.rs) ------
 synapse_version=1.163.2
 synapse_venv="${CALLBRIDGE_PEERS:-$HOME/.cache/callbridge-peers}/synapse"
