@@ -27,6 +27,9 @@ pub enum Command {
     Run,
     /// Validate the config and print it as the daemon sees it, secrets redacted.
     CheckConfig,
+    /// Ask the world what the config cannot tell: the database, each chat platform's bot,
+    /// public_url, the SFU's port, the TURN servers. Exits non-zero when a check fails.
+    Doctor,
     /// Mint a room and print its link and host link.
     Create {
         /// Room title.
@@ -82,7 +85,7 @@ pub async fn room_command(config: &Config, command: Command) -> anyhow::Result<(
         Command::Lock { id, target } => (reqwest::Method::POST, format!("/api/v1/rooms/{id}/lock"), None, target),
         Command::Unlock { id, target } => (reqwest::Method::POST, format!("/api/v1/rooms/{id}/unlock"), None, target),
         Command::End { id, target } => (reqwest::Method::POST, format!("/api/v1/rooms/{id}/end"), None, target),
-        Command::Run | Command::CheckConfig => unreachable!("not a room command"),
+        Command::Run | Command::CheckConfig | Command::Doctor => unreachable!("not a room command"),
     };
     let base = target.server.unwrap_or_else(|| local_url(config));
     let token = match &config.api.token {

@@ -20,7 +20,8 @@
 //! * [`web`] — axum: pages, join gate, room socket, REST API, OpenAPI.
 //! * [`cluster`] — several nodes on one PostgreSQL: events across nodes, one leader per chat
 //!   adapter, rooms' home nodes.
-//! * [`deployment`] — what a valid config can still get wrong for users once deployed.
+//! * [`deployment`] — what a valid config can still get wrong for users once deployed;
+//!   [`doctor`] — what only the world can say (database, bots, ports, TURN).
 //! * [`daemon`] — wiring, background work and ordered shutdown; [`cli`] — the command line;
 //!   [`logging`] — logs with every configured secret masked; [`private_files`] — the data
 //!   directory for the daemon's user alone.
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod deployment;
+pub mod doctor;
 pub mod events;
 pub mod identity;
 pub mod ids;

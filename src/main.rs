@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Doctor = command {
+        let lines = runtime.block_on(callbridge::doctor::run(&config));
+        return if callbridge::doctor::print(&lines) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     let result = runtime.block_on(async move {
         match command {
             Command::Run => Daemon::start(config).await?.run_until_signal().await,

@@ -47,6 +47,16 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// A database against this build's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrations {
+    pub applied: usize,
+    /// This build's migrations the database has not had yet (the daemon applies them at start).
+    pub pending: usize,
+    /// Migrations the database had from a newer build.
+    pub unknown: usize,
+}
+
 /// What the metrics count in the database.
 #[derive(Debug, Clone, Copy)]
 pub struct Counts {
@@ -120,6 +130,33 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.write).await?,
         }
         Ok(store)
+    }
+
+    /// Where the database at `url` stands against this build's migrations, without changing
+    /// it: `None` when a SQLite file does not exist yet.
+    pub async fn migration_status(url: &str) -> Result<Option<Migrations>, StoreError> {
+        install_default_drivers();
+        let (known, url) = if url.starts_with("sqlite:") {
+            let (url, path) = sqlite_url(url);
+            if !std::path::Path::new(&path).exists() {
+                return Ok(None);
+            }
+            (&SQLITE_MIGRATIONS, url.replace("mode=rwc", "mode=ro"))
+        } else {
+            (&POSTGRES_MIGRATIONS, url.to_owned())
+        };
+        let pool = AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(5)).connect(&url).await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        pool.close().await;
+        let known: Vec<i64> = known.iter().map(|m| m.version).collect();
+        Ok(Some(Migrations {
+            pending: known.iter().filter(|v| !applied.contains(v)).count(),
+            unknown: applied.iter().filter(|v| !known.contains(v)).count(),
+            applied: applied.len(),
+        }))
     }
 
     pub fn backend(&self) -> Backend {

@@ -161,6 +161,8 @@ impl DiscordDouble {
             .route("/api/v10/webhooks/{app}/{token}/messages/@original", patch(edit_original))
             .route("/api/v10/webhooks/{app}/{token}", post(followup))
             .route("/api/v10/interactions/{id}/{token}/callback", post(callback))
+            .route("/api/v10/users/@me", get(current_user))
+            .route("/api/v10/applications/@me", get(current_application))
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_url))
             .route("/gateway", get(gateway))
@@ -438,6 +440,23 @@ async fn followup(AxState(d): AxState<DiscordDouble>, Path((app, token)): Path<(
 async fn callback(AxState(d): AxState<DiscordDouble>, Path((id, _token)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
     d.lock().callbacks.insert(id, body);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /users/@me`: the bot's own user (Discord: 401 for a wrong token).
+async fn current_user(AxState(d): AxState<DiscordDouble>, headers: HeaderMap) -> Response {
+    if !authorized(&d, &headers) {
+        return unauthorized();
+    }
+    Json(json!({"id": "2000000000000000002", "username": "callbridge", "discriminator": "0", "global_name": null, "avatar": null, "bot": true}))
+        .into_response()
+}
+
+/// `GET /applications/@me`: the token's application.
+async fn current_application(AxState(d): AxState<DiscordDouble>, headers: HeaderMap) -> Response {
+    if !authorized(&d, &headers) {
+        return unauthorized();
+    }
+    Json(json!({"id": APP_ID, "name": "callbridge", "bot_public": false})).into_response()
 }
 
 async fn gateway_url(AxState(d): AxState<DiscordDouble>) -> Response {

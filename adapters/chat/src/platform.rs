@@ -77,6 +77,12 @@ pub trait Section: Basics + Serialize + DeserializeOwned + Default + Clone + Deb
     fn webhook_path(&self) -> Option<&'static str> {
         None
     }
+    /// Asks the platform whether these settings work (`callbridge doctor`): what it answered,
+    /// or why not. Never says a secret.
+    fn probe<'a>(&'a self, ctx: &'a BuildContext) -> crate::BoxFuture<'a, Result<String, String>> {
+        let _ = ctx;
+        Box::pin(async { Ok("no check for this platform".to_owned()) })
+    }
 }
 
 /// Declares an adapter's `[section]` type: its own keys, then the keys every adapter has
@@ -137,6 +143,8 @@ pub trait AdapterSettings: Debug + Send + Sync {
     fn clone_box(&self) -> Box<dyn AdapterSettings>;
     /// See [`Section::webhook_path`].
     fn webhook_path(&self) -> Option<&'static str>;
+    /// See [`Section::probe`].
+    fn probe<'a>(&'a self, ctx: &'a BuildContext) -> crate::BoxFuture<'a, Result<String, String>>;
 }
 
 impl<S: Section> AdapterSettings for S {
@@ -164,6 +172,9 @@ impl<S: Section> AdapterSettings for S {
     }
     fn webhook_path(&self) -> Option<&'static str> {
         Section::webhook_path(self)
+    }
+    fn probe<'a>(&'a self, ctx: &'a BuildContext) -> crate::BoxFuture<'a, Result<String, String>> {
+        Section::probe(self, ctx)
     }
 }
 

@@ -172,6 +172,28 @@ impl Section for Settings {
         Ok(())
     }
 
+    fn probe<'a>(&'a self, _ctx: &'a BuildContext) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let rest = rest::Rest::new(self).map_err(|e| e.to_string())?;
+            let refused = |what: &str, e: SendError| match e {
+                SendError::Refused(why) => format!("Discord refuses the token for {what} ({why})"),
+                SendError::Transient(why) if why.contains("401") || why.contains("403") => format!("Discord refuses the token for {what} ({why})"),
+                other => format!("Discord's API at {} does not answer {what}: {other}", self.api_url),
+            };
+            let me = rest.call(reqwest::Method::GET, "/users/@me", None).await.map_err(|e| refused("/users/@me", e))?;
+            let app = rest.call(reqwest::Method::GET, "/applications/@me", None).await.map_err(|e| refused("/applications/@me", e))?;
+            let configured = self.application_id.map(|id| id.0.to_string()).unwrap_or_default();
+            if app["id"].as_str() != Some(configured.as_str()) {
+                return Err(format!("the token belongs to application {}, not to discord.application_id {configured}", app["id"].as_str().unwrap_or("?")));
+            }
+            let mode = match self.mode {
+                Mode::Interactions => "interactions endpoint, public key set",
+                Mode::Gateway => "gateway",
+            };
+            Ok(format!("the token works: the bot is {}, application {configured} ({mode})", me["username"].as_str().unwrap_or("?")))
+        })
+    }
+
     fn webhook_path(&self) -> Option<&'static str> {
         (self.mode == Mode::Interactions).then_some("/discord/interactions")
     }

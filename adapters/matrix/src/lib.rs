@@ -16,7 +16,8 @@
 
 pub mod card;
 pub mod inbound;
-pub mod session;
+mod probe;
+mod session;
 
 use callbridge_chat::settings::{check_http_url, env_secret};
 use callbridge_chat::{
@@ -161,6 +162,10 @@ impl Section for Settings {
             return Err(invalid("matrix.auto_join_servers", "must be server names (example.org)"));
         }
         Ok(())
+    }
+
+    fn probe<'a>(&'a self, ctx: &'a BuildContext) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(probe::probe(self, &ctx.state_dir))
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {

@@ -111,6 +111,13 @@ async fn whoami(settings: &Settings, token: &str) -> Result<(OwnedUserId, OwnedD
     Ok((me.user_id, device))
 }
 
+/// The access token and device of the session this node saved for these settings, if any.
+pub(crate) fn saved_session(settings: &Settings, dir: &Path) -> Result<Option<(String, String)>, MatrixError> {
+    Ok(read_saved(dir)?.filter(|s| s.homeserver == settings.homeserver().as_str()).map(|s| {
+        (s.session.tokens.access_token.clone(), s.session.meta.device_id.to_string())
+    }))
+}
+
 fn read_saved(dir: &Path) -> Result<Option<Saved>, MatrixError> {
     let path = dir.join(SESSION_FILE);
     match std::fs::read(&path) {

@@ -89,6 +89,17 @@ impl Section for Settings {
         Ok(())
     }
 
+    fn probe<'a>(&'a self, _ctx: &'a BuildContext) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let adapter = TelegramAdapter::new(self.clone()).map_err(|e| e.to_string())?;
+            match adapter.call(adapter.bot.get_me()).await {
+                Ok(me) => Ok(format!("the token works: the bot is @{}", me.user.username.clone().unwrap_or_default())),
+                Err(SendError::Refused(why)) => Err(format!("Telegram refuses the token ({why})")),
+                Err(error) => Err(format!("the Bot API at {} does not answer: {error}", self.api_url)),
+            }
+        })
+    }
+
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn ChatAdapter>, BuildError> {
         Ok(TelegramAdapter::with_state(self.clone(), ctx.state.clone())?)
     }
