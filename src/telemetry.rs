@@ -111,6 +111,7 @@ fn describe() {
     describe_gauge!("callbridge_db_connections", "Database connections by pool (write, read) and state (idle, in_use)");
     describe_histogram!("callbridge_db_wait_seconds", Unit::Seconds, "Time the admission writer waited for its database connection");
     describe_gauge!("callbridge_sfu_peers", "SFU peer connections on this node");
+    describe_gauge!("callbridge_sfu_streams", "Streams the SFU forwards on this node: a track to one receiver each");
     describe_counter!("callbridge_sfu_frames_forwarded_total", "Media frames the SFU forwarded, by kind (audio, video)");
     describe_counter!("callbridge_sfu_bytes_forwarded_total", Unit::Bytes, "Media payload bytes the SFU forwarded, by kind");
 }

@@ -296,8 +296,13 @@ impl Router {
         for key in dead {
             self.drop_peer(key);
         }
+        let refreshed = !self.refresh.is_empty();
         for room in std::mem::take(&mut self.refresh) {
             self.refresh_room(&room);
+        }
+        if refreshed {
+            let streams = self.peers.values().flat_map(|p| &p.slots).filter(|s| s.open && s.source.is_some()).count();
+            metrics::gauge!("callbridge_sfu_streams").set(streams as f64);
         }
         for key in std::mem::take(&mut self.follow_keyframes) {
             self.keyframes_for_all(key);
