@@ -30,6 +30,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port free for TCP and UDP with the next one free too (coturn takes both).
+fn free_port_pair() -> u16 {
+    let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let port = free_port();
+        if port < u16::MAX && free(port) && free(port + 1) {
+            return port;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Setup {
     db_url: String,
@@ -95,7 +106,7 @@ async fn doctor_passes_good_settings_and_names_each_bad_one() {
     let db = TestDb::new(Db::Postgres).await;
     // The database as a daemon of this build leaves it: migrated.
     Harness::start(config(&db)).await.stop().await;
-    let turn_port = free_port();
+    let turn_port = free_port_pair();
     let _coturn = Coturn(
         Command::new("turnserver")
             .args(["--listening-ip=127.0.0.1", "--use-auth-secret", "--static-auth-secret=turn-shared-secret-1234", "--realm=callbridge"])
