@@ -100,7 +100,6 @@ impl Daemon {
             live: live.clone(),
             sfu: sfu.clone(),
             adapters: adapters.clone(),
-            node_id: node_id.clone(),
             join_limiter,
             socket_limiter,
             cancel: sessions_cancel,

@@ -152,8 +152,8 @@ impl RoomService {
     /// Opens the database (migrating it), starts the admission writers and SQLite's
     /// checkpoints on `tracker`; they stop when `cancel` fires.
     ///
-    /// With PostgreSQL, the node joins its deployment: it follows the database's clock, shares
-    /// the node key, and starts the event link to the other nodes.
+    /// With PostgreSQL, the node joins its deployment: it shares the node key and starts the
+    /// event link to the other nodes (its first [`heartbeat`](Self::heartbeat) sets its clock).
     pub async fn start(
         config: Arc<Config>,
         api_token: Secret,
@@ -164,9 +164,6 @@ impl RoomService {
     ) -> Result<RoomService, ServiceError> {
         let store = Store::connect(&config.storage_url(), config.storage.max_connections, clock).await?;
         let shared = store.backend() == Backend::Postgres;
-        if shared {
-            follow_server_clock(&store).await?;
-        }
         let node_key = match shared {
             true => Some(Secret::new(store.secret("node_key", crate::ids::new_token).await?)),
             false => None,
@@ -431,10 +428,10 @@ impl RoomService {
         Ok(self.store.is_participant(room, token).await?)
     }
 
-    /// A room page opened on `node`: `None` unless `token` is an admitted participant of an
+    /// A room page opened on this node: `None` unless `token` is an admitted participant of an
     /// open room. Publishes the arrival when the participant was away.
-    pub async fn page_opened(&self, room: &RoomId, token: &str, node: &str) -> Result<Option<PresenceChange>, ServiceError> {
-        let Some((who, arrived)) = self.store.connect_participant(room, token, node).await? else { return Ok(None) };
+    pub async fn page_opened(&self, room: &RoomId, token: &str) -> Result<Option<PresenceChange>, ServiceError> {
+        let Some((who, arrived)) = self.store.connect_participant(room, token, &self.node).await? else { return Ok(None) };
         if arrived {
             let participant_id = ParticipantId::trusted(who.participant_id.clone());
             self.events.publish(room, RoomEventKind::Arrived { participant_id, name: who.name.clone() });
@@ -442,9 +439,9 @@ impl RoomService {
         Ok(Some(who))
     }
 
-    /// A participant's page on `node` closed and did not come back within the grace period.
-    pub async fn page_left(&self, room: &RoomId, participant: &ParticipantId, node: &str) -> Result<(), ServiceError> {
-        if let Some(left) = self.store.leave_participant(room, participant, node).await? {
+    /// A participant's page on this node closed and did not come back within the grace period.
+    pub async fn page_left(&self, room: &RoomId, participant: &ParticipantId) -> Result<(), ServiceError> {
+        if let Some(left) = self.store.leave_participant(room, participant, &self.node).await? {
             self.publish_left(left);
         }
         Ok(())

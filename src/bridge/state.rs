@@ -5,24 +5,23 @@
 
 use crate::service::RoomService;
 use callbridge_chat::{AdapterState, BoxFuture};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The database corner of one platform's adapter.
 pub struct StateInDb {
     rooms: RoomService,
     platform: &'static str,
-    /// This run's name (`{node}/{n}`). A std Mutex, held for a copy.
-    run: Mutex<(u64, String)>,
+    /// This run's number: a run is named `{node}/{n}`.
+    run: AtomicU64,
 }
 
 impl StateInDb {
     pub fn new(rooms: RoomService, platform: &'static str) -> StateInDb {
-        let run = format!("{}/0", rooms.node_id());
-        StateInDb { rooms, platform, run: Mutex::new((0, run)) }
+        StateInDb { rooms, platform, run: AtomicU64::new(0) }
     }
 
     fn run(&self) -> String {
-        self.run.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        format!("{}/{}", self.rooms.node_id(), self.run.load(Ordering::Relaxed))
     }
 }
 
@@ -34,12 +33,8 @@ impl AdapterState for StateInDb {
         Box::pin(async move { self.rooms.set_adapter_value(self.platform, key, value).await.map_err(|e| e.to_string()) })
     }
     fn begin_run(&self) -> BoxFuture<'_, Result<Vec<(String, Option<String>)>, String>> {
-        let run = {
-            let mut run = self.run.lock().unwrap_or_else(|e| e.into_inner());
-            run.0 += 1;
-            run.1 = format!("{}/{}", self.rooms.node_id(), run.0);
-            run.1.clone()
-        };
+        self.run.fetch_add(1, Ordering::Relaxed);
+        let run = self.run();
         Box::pin(async move { self.rooms.unfinished_updates(self.platform, &run).await.map_err(|e| e.to_string()) })
     }
     fn claim<'a>(&'a self, key: &'a str, payload: Option<&'a str>) -> BoxFuture<'a, Result<bool, String>> {

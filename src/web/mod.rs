@@ -58,8 +58,6 @@ pub struct Shared {
     pub sfu: Arc<crate::sfu::Sfu>,
     /// The chat adapters of this node (their state shows on `/healthz`).
     pub adapters: crate::bridge::adapters::Adapters,
-    /// This daemon's id in the `nodes` table.
-    pub node_id: Arc<str>,
     /// Per-address limiter of the join gate; `None` when `join_rate_per_minute = 0`.
     pub join_limiter: Option<Arc<RateLimiter>>,
     /// Per-address limiter of room socket upgrades; `None` when `socket_rate_per_minute = 0`.
@@ -114,7 +112,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "storage": storage,
-        "node_id": &*state.node_id,
+        "node_id": state.rooms.node_id(),
         "sockets": state.live.socket_count(),
         "adapters": adapter_health(&state),
     })))

@@ -109,30 +109,29 @@ pub async fn ws(
             status => ApiError::new(status, "unavailable", "the node serving this room does not answer; try again"),
         })?;
         let (cancel, tracker) = (state.cancel.clone(), state.tracker.clone());
-        return Ok(upgrade
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(0)
-            .max_write_buffer_size(WRITE_BUFFER)
-            .max_message_size(MAX_FRAME)
-            .protocols([PROTOCOL])
-            .on_upgrade(move |socket| tracker.track_future(proxy::relay(socket, upstream, cancel))));
+        return Ok(bounded(upgrade).on_upgrade(move |socket| tracker.track_future(proxy::relay(socket, upstream, cancel))));
     }
-    let Some(who) = state.rooms.page_opened(&id, token, &state.node_id).await? else { return Err(unauthorized()) };
+    let Some(who) = state.rooms.page_opened(&id, token).await? else { return Err(unauthorized()) };
     let host = match &q.host {
         Some(token) => state.rooms.authorize(&id, Credential::Token(token)).await?.is_host(),
         None => false,
     };
     let tracker = state.tracker.clone();
-    Ok(upgrade
-        // Small buffers: a daemon holds thousands of these sockets, and signaling frames are
-        // small. Writes flush at once (latency), and a page that stops reading pins at most
-        // this buffer beside its queue ([`crate::live::SOCKET_QUEUE_BYTES`]).
+    Ok(bounded(upgrade)
+        .on_upgrade(move |socket| tracker.track_future(session(state, id, who, host, socket))))
+}
+
+/// A room socket's limits, served here or passed on: small buffers, since a daemon holds
+/// thousands of these sockets and signaling frames are small. Writes flush at once (latency),
+/// and a page that stops reading pins at most this buffer beside its queue
+/// ([`crate::live::SOCKET_QUEUE_BYTES`]).
+fn bounded(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
         .protocols([PROTOCOL])
-        .on_upgrade(move |socket| tracker.track_future(session(state, id, who, host, socket))))
 }
 
 async fn session(state: AppState, room: RoomId, who: PresenceChange, host: bool, socket: WebSocket) {
@@ -225,7 +224,7 @@ fn start_grace(state: AppState, room: RoomId, pid: ParticipantId) {
         if state.live.is_connected(&room, &pid) {
             return;
         }
-        if let Err(error) = state.rooms.page_left(&room, &pid, &state.node_id).await {
+        if let Err(error) = state.rooms.page_left(&room, &pid).await {
             tracing::warn!(room_id = %room, %error, "cannot record a departure; the presence sweep will");
         }
     });
