@@ -179,6 +179,9 @@ pub struct RoomsConfig {
     pub calls_per_user_per_hour: u32,
     /// Calls that may be started in one chat per hour; 0 turns the limit off.
     pub calls_per_chat_per_hour: u32,
+    /// How long a ring waits for its answer before it counts as missed.
+    #[serde(with = "human_duration")]
+    pub ring_timeout: Duration,
 }
 impl RoomsConfig {
     /// `max_participants`, or the default of `media`.
@@ -205,6 +208,7 @@ impl Default for RoomsConfig {
             turn: None,
             calls_per_user_per_hour: 20,
             calls_per_chat_per_hour: 60,
+            ring_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -390,6 +394,9 @@ impl Config {
         }
         if self.rooms.expire_after < Duration::from_secs(60) {
             return Err(invalid("rooms.expire_after", "must be at least 1m".into()));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.rooms.ring_timeout) {
+            return Err(invalid("rooms.ring_timeout", "must be between 1s and 1h".into()));
         }
         if let Some(url) = &self.server.public_url {
             match url::Url::parse(url) {
@@ -691,6 +698,7 @@ mod tests {
         assert_eq!(c.server.trusted_proxies, d.server.trusted_proxies);
         assert_eq!(c.rooms.max_participants(), d.rooms.max_participants());
         assert_eq!(c.rooms.expire_after, d.rooms.expire_after);
+        assert_eq!(c.rooms.ring_timeout, d.rooms.ring_timeout);
         assert_eq!(c.rooms.presence_grace, d.rooms.presence_grace);
         assert_eq!(c.rooms.knock, d.rooms.knock);
         assert_eq!(c.rooms.default_kind, d.rooms.default_kind);

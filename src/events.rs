@@ -36,6 +36,8 @@ pub enum RoomEventKind {
     Muted { participant_id: ParticipantId, audio: Option<bool>, video: Option<bool> },
     Knocked { knock_id: String, name: String },
     KnockAnswered { knock_id: KnockId, name: String, admitted: bool },
+    /// Who is rung into the room, or how one of them answered, changed.
+    Rang,
 }
 
 /// One event.

@@ -92,6 +92,8 @@ pub struct NewRoom {
     pub host_ref: Option<String>,
     /// Opaque chat ref of where the room was minted (adapters only).
     pub chat_ref: Option<String>,
+    /// That chat's name, as its members see it.
+    pub chat_name: Option<String>,
     pub media: Media,
     pub max_participants: u32,
     pub knock: bool,
@@ -282,6 +284,9 @@ pub struct RoomView {
     /// Opaque chat ref where it was minted (not serialized).
     #[serde(skip)]
     pub chat_ref: Option<String>,
+    /// That chat's name (not serialized).
+    #[serde(skip)]
+    pub chat_name: Option<String>,
 }
 
 impl RoomView {

@@ -6,6 +6,9 @@
 //! Host powers are decided in one place, [`RoomService::authorize`], for the web, the socket
 //! and the chat alike.
 
+mod rings;
+
+pub use rings::CALL_LOG_ENDED;
 use crate::clock::Clock;
 use crate::config::{Config, MAX_PARTICIPANTS_LIMIT, Secret};
 use crate::events::{EventBus, RoomEventKind, Subscription};
@@ -50,6 +53,7 @@ pub struct CreateOptions {
     pub host_name: Option<String>,
     pub host_ref: Option<String>,
     pub chat_ref: Option<String>,
+    pub chat_name: Option<String>,
     pub media: Option<Media>,
     pub max_participants: Option<u32>,
 }
@@ -278,6 +282,8 @@ impl RoomService {
             host_name,
             host_ref: opts.host_ref,
             chat_ref: opts.chat_ref,
+            // A chat's name is shown in private messages: cut to a title's length, no controls.
+            chat_name: opts.chat_name.map(|n| n.chars().filter(|c| !c.is_control()).take(crate::room::MAX_TITLE_CHARS).collect::<String>()).filter(|n| !n.trim().is_empty()),
             media,
             max_participants: max,
             knock: self.config.rooms.knock,

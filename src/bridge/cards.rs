@@ -3,11 +3,21 @@
 
 use crate::room::{Media, RoomKind};
 use crate::room::{RoomStatus, RoomView};
-use callbridge_chat::{Attendance, Card, CardStatus, Kind, Knock};
+use crate::ids::RoomId;
+use crate::service::{Knocks, RoomService, ServiceError};
+use crate::store::Ring;
+use callbridge_chat::{Attendance, Card, CardStatus, Kind, Knock, RingLine};
 use sha2::{Digest, Sha256};
 
+/// The card of a room as it stands now: its view with knocks, and who was rung.
+pub async fn card_of(rooms: &RoomService, room: &RoomId) -> Result<Card, ServiceError> {
+    let view = rooms.view(room, Knocks::Shown).await?;
+    let rings = rooms.rings_of(room).await?;
+    Ok(card_from_view(&view, &rings))
+}
+
 /// The card of a room. `view` must carry its knocks.
-pub fn card_from_view(view: &RoomView) -> Card {
+pub fn card_from_view(view: &RoomView, rings: &[Ring]) -> Card {
     let status = match view.status {
         RoomStatus::Open => CardStatus::Open,
         RoomStatus::Locked => CardStatus::Locked,
@@ -49,6 +59,8 @@ pub fn card_from_view(view: &RoomView) -> Card {
                 })
                 .collect()
         }),
+        // Once it is over, the attendance says who came.
+        ringing: if over { Vec::new() } else { rings.iter().map(|r| RingLine { name: r.name.clone(), state: r.state }).collect() },
     }
 }
 

@@ -4,27 +4,33 @@
 //! through [`RoomService`] and answers through the adapter. It never names a platform.
 //!
 //! * `adapters` — every adapter's lifecycle: start and stop, all or one.
+//! * `calllog` — the chat's call log (`/calls`) and the ended card's Call again.
 //! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
+//! * `notices` — what the host hears privately: knocks (Admit, Deny) and arrivals.
+//! * `ringing` — `/ringme`, `/ring`, the private prompts that ring, and missed calls.
 //! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
 //! * `state` — what an adapter keeps in the database (offsets, updates taken).
 //! * `updater` — `CardUpdater`, which keeps posted cards current.
 
 pub mod adapters;
+mod calllog;
 pub mod cards;
+mod notices;
 pub mod pacer;
+mod ringing;
 pub mod state;
 pub mod updater;
 
 use crate::room::{Media, RoomKind};
 use crate::ids::{KnockId, RoomId};
 use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
-use crate::store::{KnockAnswer, PostedCard, StateChange};
+use crate::store::{KnockAnswer, PostedCard, Purpose, StateChange};
 use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Inbound, Kind, MENU, SendError, UserRef};
 use std::collections::HashMap;
 use pacer::ChatPacer;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 pub use updater::CardUpdater;
@@ -50,6 +56,7 @@ pub fn start(
     let updater =
         CardUpdater::new(rooms.clone(), adapter.clone(), pacer.clone(), settings.debounce, tracker.clone(), cancel.clone());
     let events = rooms.subscribe();
+    let notices = rooms.subscribe();
     tracker.spawn({
         let updater = updater.clone();
         async move {
@@ -61,7 +68,9 @@ pub fn start(
         }
     });
     let calls = CallQuota::new(&rooms.config().rooms);
-    let bridge = Arc::new(Bridge { rooms, adapter, pacer, updater, calls, tracker: tracker.clone() });
+    let bridge = Arc::new(Bridge { rooms, adapter, pacer, updater, calls, tracker: tracker.clone(), rings_due: Notify::new() });
+    tracker.spawn(bridge.clone().miss_rings(cancel.clone()));
+    tracker.spawn(bridge.clone().notices(notices, cancel.clone()));
     tracker.spawn(bridge.run(inbox, cancel));
 }
 
@@ -85,6 +94,30 @@ struct Bridge {
     calls: CallQuota,
     /// Owns the per-chat workers, so stopping the adapter waits for them.
     tracker: TaskTracker,
+    /// Wakes the missed-call timer when someone is rung.
+    rings_due: Notify,
+}
+
+/// Whom a new call rings at once.
+enum RingList {
+    Nobody,
+    /// Every opted-in member of the chat (`/call ring`).
+    OptedIn,
+    /// These people (Call again rings whoever the ended call rang).
+    These(Vec<crate::store::OptIn>),
+}
+
+/// A call to start and post in a chat.
+struct CallRequest {
+    kind: Option<Kind>,
+    title: Option<String>,
+    media: Option<Media>,
+    /// The host link is the command's answer (a private chat, or an answer only the sender sees).
+    private: bool,
+    ring: RingList,
+    chat_name: Option<String>,
+    /// Words for the people rung.
+    message: Option<String>,
 }
 
 /// How many calls one user, and one chat, may start per hour (`[rooms]`).
@@ -194,18 +227,44 @@ impl Bridge {
     async fn handle(&self, event: ChatEvent) {
         let platform = self.adapter.platform();
         match event {
-            ChatEvent::Command { chat, actor, command, private, answer } => {
+            ChatEvent::Command { chat, actor, command, private, answer, chat_name } => {
                 let span = tracing::info_span!("command", platform, chat = %chat);
                 let _ = &span;
                 tracing::debug!(parent: &span, ?command, "command");
                 metrics::counter!("callbridge_chat_commands_total", "platform" => platform, "command" => command.name()).increment(1);
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
-                    Command::Call { kind, title, mesh } => {
-                        let media = mesh.then_some(Media::Mesh);
-                        self.call(&chat, &actor, kind, title, media, private || answer.is_some()).await
+                    Command::Call { kind, title, mesh, ring } => {
+                        let request = CallRequest {
+                            kind,
+                            title,
+                            media: mesh.then_some(Media::Mesh),
+                            private: private || answer.is_some(),
+                            ring: if ring { RingList::OptedIn } else { RingList::Nobody },
+                            chat_name,
+                            message: None,
+                        };
+                        self.call(&chat, &actor, request).await
                     }
                     Command::Help => Some(help(self.adapter.command_prefix())),
+                    _ if private && command.in_group_only() => {
+                        Some("Send this in the group whose calls it is about, not here.".into())
+                    }
+                    Command::RingMe { on } => Some(self.ring_me(&chat, &actor, on, chat_name.as_deref()).await.unwrap_or_else(|why| why)),
+                    Command::Ring { targets, message } => self.ring_command(&chat, &actor, targets, message).await,
+                    Command::Notify { on } => self.notify_command(&chat, &actor, on).await,
+                    Command::Calls => {
+                        let log = self.call_log(&chat).await;
+                        // Privately where the platform allows; the answer handle is private already.
+                        if answer.is_some() || private {
+                            Some(log)
+                        } else {
+                            match self.private(&actor.user, &log).await {
+                                Ok(()) => None,
+                                Err(_) => Some(log),
+                            }
+                        }
+                    }
                     other => self.room_command(&chat, &actor, other).await,
                 };
                 match (answer, reply) {
@@ -220,10 +279,35 @@ impl Bridge {
                     (None, None) => {}
                 }
             }
+            ChatEvent::Action { chat, message, actor, action, ack } if matches!(action, CardAction::Accept | CardAction::Decline) => {
+                // A private prompt's buttons.
+                let accept = action == CardAction::Accept;
+                let outcome = match self.rooms.prompt_of(platform, &chat, &message).await {
+                    Ok(Some(prompt)) if prompt.purpose == Purpose::Ring => self.answer_ring(&prompt, (&chat, &message), &actor, accept).await,
+                    Ok(Some(prompt)) => self.answer_knock_prompt(&prompt, &actor, accept).await,
+                    // Not a prompt (a ✅ reaction on anything else, on Matrix): nothing to do.
+                    Ok(None) => {
+                        if let Err(error) = self.adapter.answer_action(&ack, None, false).await {
+                            tracing::debug!(%error, "cannot answer a button press");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot look up a prompt");
+                        Err("Something went wrong; try again.".to_owned())
+                    }
+                };
+                self.answer(&chat, &ack, outcome).await;
+            }
             ChatEvent::Action { chat, message, actor, action, ack } => {
                 let room = self.rooms.room_of_card(platform, &chat, &message).await;
                 let outcome = match room {
                     Ok(Some(room_id)) if action == CardAction::JoinAsMe => self.personal_link(platform, &room_id, &actor).await,
+                    Ok(Some(room_id)) if action == CardAction::RingMe => {
+                        let chat_name = self.rooms.view(&room_id, Knocks::Hidden).await.ok().and_then(|v| v.chat_name);
+                        self.ring_me(&chat, &actor, None, chat_name.as_deref()).await
+                    }
+                    Ok(Some(room_id)) if action == CardAction::CallAgain => self.call_again(&chat, &room_id, &actor).await,
                     Ok(Some(room_id)) => self.host_action(&room_id, &actor, action).await,
                     Ok(None) => Err("This card is no longer active.".to_owned()),
                     Err(error) => {
@@ -231,31 +315,29 @@ impl Bridge {
                         Err("Something went wrong; try again.".to_owned())
                     }
                 };
-                let (text, alert) = match &outcome {
-                    Ok(done) => (done.as_str(), false),
-                    Err(why) => (why.as_str(), true),
-                };
-                // Where an answer is a message in the chat, it spends the chat's budget too.
-                if alert && self.adapter.alerts_in_chat() {
-                    self.pacer.wait_turn(&chat).await;
-                }
-                if let Err(error) = self.adapter.answer_action(&ack, Some(text), alert).await {
-                    tracing::warn!(%error, "cannot answer a button press");
-                }
+                self.answer(&chat, &ack, outcome).await;
             }
         }
     }
 
-    /// `/call`: mint a room, post its card, hand the host their link.
-    async fn call(
-        &self,
-        chat: &ChatRef,
-        actor: &Actor,
-        kind: Option<Kind>,
-        title: Option<String>,
-        media: Option<Media>,
-        private: bool,
-    ) -> Option<String> {
+    /// Answers a button press with what it did, or (as an alert) why not.
+    async fn answer(&self, chat: &ChatRef, ack: &callbridge_chat::ActionAck, outcome: Outcome) {
+        let (text, alert) = match &outcome {
+            Ok(done) => (done.as_str(), false),
+            Err(why) => (why.as_str(), true),
+        };
+        // Where an answer is a message in the chat, it spends the chat's budget too.
+        if alert && self.adapter.alerts_in_chat() {
+            self.pacer.wait_turn(chat).await;
+        }
+        if let Err(error) = self.adapter.answer_action(ack, Some(text), alert).await {
+            tracing::warn!(%error, "cannot answer a button press");
+        }
+    }
+
+    /// `/call`: mint a room, post its card, hand the host their link, ring whom it asks.
+    async fn call(&self, chat: &ChatRef, actor: &Actor, request: CallRequest) -> Option<String> {
+        let CallRequest { kind, title, media, private, ring, chat_name, message: ring_message } = request;
         if !self.calls.allows(&actor.user, chat) {
             return Some("Many calls were started here lately; try again in a while.".into());
         }
@@ -268,6 +350,7 @@ impl Bridge {
             host_name: Some(actor.display_name.chars().take(crate::room::MAX_NAME_CHARS).collect()),
             host_ref: Some(actor.user.0.clone()),
             chat_ref: Some(chat.0.clone()),
+            chat_name,
             media,
             max_participants: None,
         };
@@ -279,8 +362,8 @@ impl Bridge {
                 return Some("Cannot start a call right now; try again later.".into());
             }
         };
-        let card = match self.rooms.view(&created.id, Knocks::Shown).await {
-            Ok(view) => cards::card_from_view(&view),
+        let card = match cards::card_of(&self.rooms, &created.id).await {
+            Ok(card) => card,
             Err(error) => {
                 tracing::error!(%error, room_id = %created.id, "cannot read a new room");
                 return Some("Cannot start a call right now; try again later.".into());
@@ -310,6 +393,15 @@ impl Bridge {
         }
         self.updater.track(posted);
         tracing::info!(room_id = %created.id, chat = %chat, "join card posted");
+        let ring = match ring {
+            RingList::Nobody => Vec::new(),
+            RingList::OptedIn => self.rooms.ring_optins(self.adapter.platform(), chat).await.unwrap_or_default(),
+            RingList::These(people) => people,
+        };
+        let ring: Vec<_> = ring.into_iter().filter(|o| o.user_ref != actor.user.0).collect();
+        if !ring.is_empty() {
+            self.ring(&created.id, &ring, actor, ring_message.as_deref()).await;
+        }
 
         let host_text = format!(
             "You host this call. Your host link (keep it to yourself; it opens the room with host controls):\n{}",
@@ -347,7 +439,7 @@ impl Bridge {
         if command == Command::Who {
             return Some(match self.rooms.view(&room_id, Knocks::Hidden).await {
                 Ok(view) => {
-                    let card = cards::card_from_view(&view);
+                    let card = cards::card_from_view(&view, &[]);
                     if card.present.is_empty() {
                         "Nobody is in the call yet.".into()
                     } else {
@@ -378,7 +470,7 @@ impl Bridge {
                     _ => return Some(format!("Nobody called {who} is waiting to join.")),
                 }
             }
-            Command::Call { .. } | Command::Who | Command::Help => return None,
+            _ => return None,
         };
         // The card shows what changed; a reply would only spend the chat's budget.
         self.host_action(&room_id, actor, action).await.err()
@@ -421,7 +513,7 @@ impl Bridge {
                 CardAction::End => "end",
                 CardAction::Admit(_) => "admit people to",
                 CardAction::Deny(_) => "turn people away from",
-                CardAction::JoinAsMe => "join",
+                _ => "change",
             };
             return Err(format!("Only {host} (the host) or a chat admin can {what} this call."));
         }
@@ -455,7 +547,9 @@ impl Bridge {
                     other => Err(knock_refusal(&other)),
                 }
             }
-            CardAction::JoinAsMe => unreachable!("handled before host powers are checked"),
+            CardAction::JoinAsMe | CardAction::Accept | CardAction::Decline | CardAction::RingMe | CardAction::CallAgain => {
+                unreachable!("handled before host powers are checked")
+            }
         }
     }
 

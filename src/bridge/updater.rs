@@ -9,7 +9,7 @@
 
 use super::cards;
 use crate::ids::RoomId;
-use crate::service::{CardState, Knocks};
+use crate::service::CardState;
 use crate::store::PostedCard;
 use super::pacer::ChatPacer;
 use crate::events::Subscription;
@@ -114,6 +114,11 @@ impl CardUpdater {
         });
     }
 
+    /// Whether a card of this platform shows `room` and is still kept current.
+    pub fn shows(&self, room_id: &RoomId) -> bool {
+        self.lock().contains_key(room_id)
+    }
+
     fn touch(&self, room_id: &RoomId) {
         if let Some(slots) = self.lock().get(room_id) {
             for slot in slots {
@@ -146,8 +151,8 @@ impl CardUpdater {
             let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
             let mut reserved = false;
             loop {
-                let card = match inner.rooms.view(&card_ref.room_id, Knocks::Shown).await {
-                    Ok(view) => cards::card_from_view(&view),
+                let card = match cards::card_of(&inner.rooms, &card_ref.room_id).await {
+                    Ok(card) => card,
                     Err(ServiceError::NotFound) => return,
                     Err(error) => {
                         tracing::warn!(parent: &span, %error, "cannot read the room; retrying");

@@ -10,6 +10,8 @@
 //! * `knocks` — requests to enter a locked room.
 //! * `presence` — room-page connections, leaving, node heartbeats and sweeps.
 //! * `cards` — which chat message shows which room, and what it shows now.
+//! * `rings` — who asked to be rung, who was rung and how they answered, the bot's private
+//!   prompts, the host's notices, and a chat's call log.
 //! * `nodes` — the nodes of one deployment: where each is reached, rooms' home nodes,
 //!   retirement, and what chat adapters keep across runs and nodes.
 
@@ -18,6 +20,7 @@ mod cards;
 mod knocks;
 mod nodes;
 mod presence;
+mod rings;
 mod rooms;
 
 pub use admission::{AdmissionWriter, Timing};
@@ -25,6 +28,7 @@ pub use cards::PostedCard;
 pub use knocks::{KnockAnswer, KnockOutcome};
 pub use nodes::Home;
 pub use presence::PresenceChange;
+pub use rings::{OptIn, PromptRef, Purpose, Ring};
 pub use rooms::{HostCheck, RemoveOutcome, StateChange};
 
 use crate::clock::Clock;

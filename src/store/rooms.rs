@@ -43,8 +43,8 @@ impl Store {
         let (id, host_token) = (RoomId::trusted(new_room_id()), new_token());
         sqlx::query(
             "INSERT INTO rooms (id, kind, title, host_name, host_ref, chat_ref, host_token_hash, \
-             max_participants, knock, created_at, last_active_at, media) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+             max_participants, knock, created_at, last_active_at, media, chat_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
         )
         .bind(id.as_str())
         .bind(new.kind.as_str())
@@ -57,6 +57,7 @@ impl Store {
         .bind(new.knock as i64)
         .bind(now)
         .bind(new.media.as_str())
+        .bind(&new.chat_name)
         .execute(&self.write)
         .await?;
         Ok(CreatedRoom { id, host_token })
@@ -155,7 +156,7 @@ impl Store {
         let now = self.clock.now_ms();
         let Some(r) = sqlx::query(
             "SELECT kind, title, host_name, host_ref, chat_ref, max_participants, knock, locked, \
-             created_at, ended_at, end_reason, media FROM rooms WHERE id = $1",
+             created_at, ended_at, end_reason, media, chat_name FROM rooms WHERE id = $1",
         )
         .bind(room_id)
         .fetch_optional(&self.read)
@@ -226,6 +227,7 @@ impl Store {
             host_name: r.try_get(2)?,
             host_ref: r.try_get(3)?,
             chat_ref: r.try_get(4)?,
+            chat_name: r.try_get(12)?,
             status,
             locked,
             ended: ended_at.is_some(),

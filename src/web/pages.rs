@@ -334,6 +334,7 @@ mod tests {
             knocks: None,
             host_ref: None,
             chat_ref: None,
+            chat_name: None,
         }
     }
 

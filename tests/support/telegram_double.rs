@@ -59,6 +59,8 @@ struct State {
     admins: HashSet<(i64, i64)>,
     started: HashSet<i64>,
     users: HashMap<i64, String>,
+    /// Users' @-names, where they have one.
+    usernames: HashMap<i64, String>,
     rate_limited: usize,
     faults: Option<Faults>,
     /// Eligible calls seen while faults are on; every `every`-th one fails.
@@ -161,8 +163,17 @@ impl BotApiDouble {
         self.inject(method, 400, json!({"ok": false, "error_code": 400, "description": NOT_MODIFIED}));
     }
 
-    fn user(id: i64, name: &str) -> Value {
-        json!({"id": id, "is_bot": false, "first_name": name, "language_code": "en"})
+    /// `user` has the @-name `username`.
+    pub fn set_username(&self, user: i64, username: &str) {
+        self.lock().usernames.insert(user, username.to_owned());
+    }
+
+    fn user(id: i64, name: &str, st: &State) -> Value {
+        let mut u = json!({"id": id, "is_bot": false, "first_name": name, "language_code": "en"});
+        if let Some(username) = st.usernames.get(&id) {
+            u["username"] = json!(username);
+        }
+        u
     }
 
     fn chat(id: i64, st: &State) -> Value {
@@ -186,7 +197,7 @@ impl BotApiDouble {
         st.users.insert(user, name.to_owned());
         let message_id = st.next_message_id;
         st.next_message_id += 1;
-        let msg = json!({"message_id": message_id, "from": Self::user(user, name), "chat": Self::chat(chat, &st),
+        let msg = json!({"message_id": message_id, "from": Self::user(user, name, &st), "chat": Self::chat(chat, &st),
             "date": 1_700_000_000, "text": text});
         self.push_update(&mut st, "message", msg);
     }
@@ -203,7 +214,7 @@ impl BotApiDouble {
             message["text"] = json!(shown.text);
             message["reply_markup"] = shown.reply_markup;
         }
-        let query = json!({"id": id, "from": Self::user(user, name), "message": message,
+        let query = json!({"id": id, "from": Self::user(user, name, &st), "message": message,
             "chat_instance": format!("ci{chat}"), "data": data});
         self.push_update(&mut st, "callback_query", query);
         id
@@ -494,7 +505,7 @@ fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, V
 }
 
 fn member(st: &State, chat: i64, user: i64, name: &str) -> Value {
-    let u = BotApiDouble::user(user, name);
+    let u = BotApiDouble::user(user, name, st);
     if st.admins.contains(&(chat, user)) {
         json!({"user": u, "status": "administrator", "can_be_edited": false, "is_anonymous": false,
             "can_manage_chat": true, "can_delete_messages": true, "can_manage_video_chats": true,

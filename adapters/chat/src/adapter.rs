@@ -48,6 +48,17 @@ pub enum SendError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActionAck(pub String);
 
+/// A private message with buttons (a ring, a knock for the host): plain text, never markup,
+/// and buttons that come back as [`ChatEvent::Action`](crate::ChatEvent)s on the prompt's
+/// message. `buttons` empty: the prompt was answered and keeps only its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub text: String,
+    /// Each button's label and action (at most two, [`CardAction::Accept`] and
+    /// [`CardAction::Decline`]; a platform without buttons names them in the text).
+    pub buttons: Vec<(String, crate::CardAction)>,
+}
+
 /// A platform's limits on how often the bot may send into one chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
@@ -111,6 +122,28 @@ pub trait ChatAdapter: Send + Sync + 'static {
     fn send_private<'a>(&'a self, user: &'a UserRef, text: &'a str) -> BoxFuture<'a, Result<ChatRef, SendError>> {
         let _ = (user, text);
         Box::pin(async { Err(SendError::Unsupported) })
+    }
+
+    /// Sends a [`Prompt`] privately to `user`; returns the private chat and the message, which
+    /// its button presses name. `Refused` when the user cannot be reached privately (they never
+    /// opened a private chat with the bot).
+    fn send_prompt<'a>(&'a self, user: &'a UserRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(ChatRef, MessageRef), SendError>> {
+        let _ = (user, prompt);
+        Box::pin(async { Err(SendError::Unsupported) })
+    }
+
+    /// Replaces a sent prompt's text and buttons.
+    fn edit_prompt<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(), SendError>> {
+        let _ = (chat, message, prompt);
+        Box::pin(async { Err(SendError::Unsupported) })
+    }
+
+    /// The user a word of `/ring @…` names on its own, where the platform's mentions carry the
+    /// id (a Discord `<@123>`, a Matrix `@ada:example.org`); `None` leaves the word to be
+    /// matched against the chat's opted-in members.
+    fn mentioned_user(&self, word: &str) -> Option<UserRef> {
+        let _ = word;
+        None
     }
 
     /// The chat a private message to `user` would go to, for pacing; `None` when unsupported.

@@ -56,6 +56,55 @@ pub struct Attendance {
     pub seconds: i64,
 }
 
+/// Where one rung person stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingState {
+    Ringing,
+    Accepted,
+    Declined,
+    Missed,
+    /// No private message reached them (they never opened a private chat with the bot).
+    Unreachable,
+}
+
+impl RingState {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RingState::Ringing => "ringing",
+            RingState::Accepted => "accepted",
+            RingState::Declined => "declined",
+            RingState::Missed => "missed",
+            RingState::Unreachable => "unreachable",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<RingState> {
+        [RingState::Ringing, RingState::Accepted, RingState::Declined, RingState::Missed, RingState::Unreachable]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+    }
+
+    /// How a card shows it, after the name.
+    pub fn label(self) -> &'static str {
+        match self {
+            RingState::Ringing => "📞 ringing",
+            RingState::Accepted => "✅ accepted",
+            RingState::Declined => "✖ declined",
+            RingState::Missed => "⌛ missed",
+            RingState::Unreachable => "✉ not reachable privately",
+        }
+    }
+}
+
+/// One person rung into the call, as the card's "Ringing" section shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RingLine {
+    pub name: String,
+    pub state: RingState,
+}
+
 /// A room as a chat card shows it. User strings (title, names) are raw: adapters escape them
 /// for their markup.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -77,6 +126,8 @@ pub struct Card {
     pub knocks: Vec<Knock>,
     /// Who came, when and for how long; set once the room is over.
     pub attendance: Option<Vec<Attendance>>,
+    /// The people rung into the call, and how each answered.
+    pub ringing: Vec<RingLine>,
 }
 
 impl Card {
@@ -125,6 +176,14 @@ pub enum CardAction {
     Deny(String),
     /// Ask for a personal link that joins the presser under their chat name (no host powers).
     JoinAsMe,
+    /// On a private prompt: yes (answer a ring and join; admit a knock).
+    Accept,
+    /// On a private prompt: no (decline a ring; deny a knock).
+    Decline,
+    /// Switch whether the presser is rung for this chat's calls.
+    RingMe,
+    /// On an ended card: a new room with the same title, kind and ring list.
+    CallAgain,
 }
 
 impl CardAction {
@@ -137,6 +196,10 @@ impl CardAction {
             CardAction::Admit(id) => format!("admit:{id}"),
             CardAction::Deny(id) => format!("deny:{id}"),
             CardAction::JoinAsMe => "me".into(),
+            CardAction::Accept => "accept".into(),
+            CardAction::Decline => "decline".into(),
+            CardAction::RingMe => "ringme".into(),
+            CardAction::CallAgain => "again".into(),
         }
     }
 
@@ -149,6 +212,10 @@ impl CardAction {
                 "unlock" => Some(CardAction::Unlock),
                 "end" => Some(CardAction::End),
                 "me" => Some(CardAction::JoinAsMe),
+                "accept" => Some(CardAction::Accept),
+                "decline" => Some(CardAction::Decline),
+                "ringme" => Some(CardAction::RingMe),
+                "again" => Some(CardAction::CallAgain),
                 _ => None,
             },
             Some(("admit", id)) if valid_id(id) => Some(CardAction::Admit(id.into())),
@@ -177,7 +244,18 @@ mod tests {
 
     #[test]
     fn actions_round_trip() {
-        for a in [CardAction::Lock, CardAction::Unlock, CardAction::End, CardAction::Admit("abc123".into()), CardAction::Deny("Z9".into())] {
+        for a in [
+            CardAction::Lock,
+            CardAction::Unlock,
+            CardAction::End,
+            CardAction::Admit("abc123".into()),
+            CardAction::Deny("Z9".into()),
+            CardAction::JoinAsMe,
+            CardAction::Accept,
+            CardAction::Decline,
+            CardAction::RingMe,
+            CardAction::CallAgain,
+        ] {
             assert_eq!(CardAction::decode(&a.encode()), Some(a));
         }
         for bad in ["", "lock:", "admit:", "admit:a b", "admit:<b>", "deny", "foo:bar", "locks"] {

@@ -32,8 +32,9 @@ pub const PRIVATE_WORD: &str = "private";
 /// A chat command, platform-neutral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `/call [voice|video] [private] [title]`: mint a room (`private`: a mesh) and post its join card.
-    Call { kind: Option<Kind>, title: Option<String>, mesh: bool },
+    /// `/call [voice|video] [private] [ring] [title]`: mint a room (`private`: a mesh) and post
+    /// its join card; `ring` rings the chat's opted-in members at once.
+    Call { kind: Option<Kind>, title: Option<String>, mesh: bool, ring: bool },
     /// `/lock`: refuse new joiners in the chat's latest open room.
     Lock,
     /// `/unlock`: let new joiners in again.
@@ -46,6 +47,15 @@ pub enum Command {
     Admit { name: String },
     /// `/deny NAME`: deny a pending request to join.
     Deny { name: String },
+    /// `/ringme [on|off]`: whether the sender is rung for this chat's calls (no word: toggles).
+    RingMe { on: Option<bool> },
+    /// `/ring [@name …] [message]`: ring the named people, or every opted-in member of the
+    /// chat not in the call, into the chat's open call.
+    Ring { targets: Vec<String>, message: Option<String> },
+    /// `/calls`: the chat's call log.
+    Calls,
+    /// `/notify [on|off]`: the host hears privately who arrives in their call.
+    Notify { on: Option<bool> },
     /// `/help`: what the bot does.
     Help,
 }
@@ -61,15 +71,27 @@ impl Command {
             Command::Who => "who",
             Command::Admit { .. } => "admit",
             Command::Deny { .. } => "deny",
+            Command::RingMe { .. } => "ringme",
+            Command::Ring { .. } => "ring",
+            Command::Calls => "calls",
+            Command::Notify { .. } => "notify",
             Command::Help => "help",
         }
+    }
+
+    /// Whether the command is about a group's members, and means nothing in a private chat.
+    pub fn in_group_only(&self) -> bool {
+        matches!(self, Command::RingMe { .. } | Command::Ring { .. })
     }
 
     /// Whether only the host, a chat admin or a host-token holder may give this command. The
     /// core decides; an adapter asks the platform whether the sender administers the chat only
     /// for these, since that question costs a request.
     pub fn needs_host(&self) -> bool {
-        matches!(self, Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. })
+        matches!(
+            self,
+            Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. } | Command::Notify { .. }
+        )
     }
 }
 
@@ -87,13 +109,33 @@ pub struct CommandInfo {
 /// The commands every platform's menu shows, in order: the one source of Telegram's
 /// `setMyCommands`, Discord's registration and the bridge's help.
 pub const MENU: &[CommandInfo] = &[
-    CommandInfo { name: "call", usage: "[voice|video] [private] [title]", description: "Start a call and post its join card" },
+    CommandInfo { name: "call", usage: "[voice|video] [private] [ring] [title]", description: "Start a call and post its join card (ring: ring people at once)" },
     CommandInfo { name: "lock", usage: "", description: "Stop new people joining the call (host or admins)" },
     CommandInfo { name: "unlock", usage: "", description: "Let new people join the call again" },
     CommandInfo { name: "end", usage: "", description: "End the call for everyone (host or admins)" },
     CommandInfo { name: "who", usage: "", description: "Who is in the call" },
+    CommandInfo { name: "ringme", usage: "[on|off]", description: "Be rung privately when someone rings this chat's call" },
+    CommandInfo { name: "ring", usage: "[@name …] [message]", description: "Ring people into the call: the named ones, or everyone who asked to be rung" },
+    CommandInfo { name: "calls", usage: "", description: "This chat's calls: open ones with their links, and the last ended" },
+    CommandInfo { name: "notify", usage: "[on|off]", description: "Hear privately who arrives in your call (host)" },
     CommandInfo { name: "help", usage: "", description: "What this bot does" },
 ];
+
+/// The word after `/call` that rings the chat's opted-in members at once.
+pub const RING_WORD: &str = "ring";
+
+/// Most people one `/ring` names (more are ignored).
+pub const MAX_RING_TARGETS: usize = 20;
+
+/// `on`, `off`, or nothing (`None`); any other word is not the command.
+fn on_off(args: &str) -> Option<Option<bool>> {
+    match args.to_ascii_lowercase().as_str() {
+        "" => Some(None),
+        "on" | "yes" => Some(Some(true)),
+        "off" | "no" => Some(Some(false)),
+        _ => None,
+    }
+}
 
 /// Longest command text the parser looks at; anything longer is not a command.
 const MAX_COMMAND_BYTES: usize = 4096;
@@ -126,8 +168,8 @@ pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Op
     let single_arg = || Some(args.to_owned()).filter(|a| !a.is_empty());
     match name.to_ascii_lowercase().as_str() {
         "call" => {
-            // Leading option words, in any order: a kind, and `private` for a mesh room.
-            let (mut kind, mut mesh, mut title) = (None, false, args);
+            // Leading option words, in any order: a kind, `private` for a mesh room, `ring`.
+            let (mut kind, mut mesh, mut ring, mut title) = (None, false, false, args);
             loop {
                 let (first, tail) = match title.find(char::is_whitespace) {
                     Some(i) => (&title[..i], title[i..].trim()),
@@ -137,14 +179,37 @@ pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Op
                     kind = Some(k);
                 } else if !mesh && first.eq_ignore_ascii_case(PRIVATE_WORD) {
                     mesh = true;
+                } else if !ring && first.eq_ignore_ascii_case(RING_WORD) {
+                    ring = true;
                 } else {
                     break;
                 }
                 title = tail;
             }
             let title = Some(title.to_owned()).filter(|t| !t.is_empty());
-            Some(Command::Call { kind, title, mesh })
+            Some(Command::Call { kind, title, mesh, ring })
         }
+        "ringme" => Some(Command::RingMe { on: on_off(args)? }),
+        "notify" => Some(Command::Notify { on: on_off(args)? }),
+        "ring" => {
+            // Leading words that name people (`@ada`, a Discord `<@123>`, a Matrix `@ada:example.org`),
+            // then the message.
+            let mut targets = Vec::new();
+            let mut rest = args;
+            while rest.starts_with('@') || rest.starts_with("<@") {
+                let (word, tail) = match rest.find(char::is_whitespace) {
+                    Some(i) => (&rest[..i], rest[i..].trim_start()),
+                    None => (rest, ""),
+                };
+                if targets.len() < MAX_RING_TARGETS && word.len() > 1 {
+                    targets.push(word.to_owned());
+                }
+                rest = tail;
+            }
+            let message = Some(rest.trim().to_owned()).filter(|m| !m.is_empty());
+            Some(Command::Ring { targets, message })
+        }
+        "calls" => Some(Command::Calls),
         "lock" => Some(Command::Lock),
         "unlock" => Some(Command::Unlock),
         "end" => Some(Command::End),
@@ -166,29 +231,51 @@ mod tests {
 
     #[test]
     fn call_with_kind_and_title() {
-        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None, mesh: false }));
-        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false }));
+        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None, mesh: false, ring: false }));
+        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false }));
         assert_eq!(
             p("/call voice Daily standup "),
-            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()), mesh: false })
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()), mesh: false, ring: false })
         );
-        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None, mesh: false }));
-        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()), mesh: false }));
-        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()), mesh: false }));
-        assert_eq!(p("/call private"), Some(Command::Call { kind: None, title: None, mesh: true }));
+        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None, mesh: false, ring: false }));
+        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()), mesh: false, ring: false }));
+        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()), mesh: false, ring: false }));
+        assert_eq!(p("/call private"), Some(Command::Call { kind: None, title: None, mesh: true, ring: false }));
         assert_eq!(
             p("/call Voice PRIVATE Family"),
-            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Family".into()), mesh: true })
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Family".into()), mesh: true, ring: false })
         );
         assert_eq!(
             p("/call private video private"),
-            Some(Command::Call { kind: Some(Kind::Video), title: Some("private".into()), mesh: true })
+            Some(Command::Call { kind: Some(Kind::Video), title: Some("private".into()), mesh: true, ring: false })
         );
     }
 
     #[test]
+    fn ringing_commands() {
+        assert_eq!(p("/ringme"), Some(Command::RingMe { on: None }));
+        assert_eq!(p("/ringme OFF"), Some(Command::RingMe { on: Some(false) }));
+        assert_eq!(p("/notify on"), Some(Command::Notify { on: Some(true) }));
+        assert_eq!(p("/ring"), Some(Command::Ring { targets: vec![], message: None }));
+        assert_eq!(p("/ring  come now "), Some(Command::Ring { targets: vec![], message: Some("come now".into()) }));
+        assert_eq!(
+            p("/ring @ada <@123> @bob:example.org join us @later"),
+            Some(Command::Ring {
+                targets: vec!["@ada".into(), "<@123>".into(), "@bob:example.org".into()],
+                message: Some("join us @later".into())
+            })
+        );
+        assert_eq!(p("/ring @ <b>hi</b>"), Some(Command::Ring { targets: vec![], message: Some("<b>hi</b>".into()) }));
+        let many = format!("/ring {}", "@x ".repeat(50));
+        let Some(Command::Ring { targets, message: None }) = p(&many) else { panic!("{many}") };
+        assert_eq!(targets.len(), MAX_RING_TARGETS);
+        assert_eq!(p("/call ring video Standup"), Some(Command::Call { kind: Some(Kind::Video), title: Some("Standup".into()), mesh: false, ring: true }));
+        assert_eq!(p("/calls"), Some(Command::Calls));
+    }
+
+    #[test]
     fn addressed_commands() {
-        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false }));
+        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false }));
         assert_eq!(p("/lock@callbot"), Some(Command::Lock));
         assert_eq!(p("/lock@OtherBot"), None);
         assert_eq!(parse_command("/lock@CallBot", "/", None), None);
@@ -206,7 +293,7 @@ mod tests {
         assert_eq!(p("/admit  Ada Lovelace "), Some(Command::Admit { name: "Ada Lovelace".into() }));
         assert_eq!(p("/deny Bob"), Some(Command::Deny { name: "Bob".into() }));
         assert_eq!(p("/admit"), None);
-        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()), mesh: false }));
+        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()), mesh: false, ring: false }));
     }
 
     #[test]
@@ -222,7 +309,7 @@ mod tests {
 
     #[test]
     fn not_commands() {
-        for text in ["", "/", "call", "hello /call", "/calls", "/unknown", "//call", "/ call", "!call"] {
+        for text in ["", "/", "call", "hello /call", "/callz", "/unknown", "/ringme maybe", "//call", "/ call", "!call"] {
             assert_eq!(p(text), None, "{text:?}");
         }
         assert_eq!(parse_command("/call", "", None), None);
@@ -231,13 +318,13 @@ mod tests {
     #[test]
     fn hostile_input_is_data() {
         let t = p("/call <b>x</b> & \"y\"").unwrap();
-        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()), mesh: false });
+        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()), mesh: false, ring: false });
         assert_eq!(p(&format!("/call {}", "x".repeat(5000))), None);
         assert_eq!(p("/call\u{0}\u{202e}"), None);
         // Multi-byte characters around the split points never panic.
         for text in ["/call é", "/callé", "/call\u{3000}voice\u{3000}ü", "/é", "/call@é", "/admit 😀"] {
             let _ = p(text);
         }
-        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()), mesh: false }));
+        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()), mesh: false, ring: false }));
     }
 }

@@ -29,10 +29,10 @@ pub mod settings;
 pub mod state;
 pub mod text;
 
-pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, SendError, webhook_error};
-pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, human_seconds, knock_code};
+pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, Prompt, SendError, webhook_error};
+pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, RingLine, RingState, human_seconds, knock_code};
 pub use health::{Health, HealthReport};
-pub use command::{Command, CommandInfo, Kind, MENU, PRIVATE_WORD, parse_command};
+pub use command::{Command, CommandInfo, Kind, MAX_RING_TARGETS, MENU, PRIVATE_WORD, RING_WORD, parse_command};
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};
@@ -75,6 +75,9 @@ pub struct Actor {
     pub display_name: String,
     /// Whether the platform says this user administers the chat (host powers follow).
     pub is_admin: bool,
+    /// The user's @-name where the platform has one apart from their id (a Telegram or
+    /// Discord username), so `/ring @name` finds them.
+    pub handle: Option<String>,
 }
 
 impl ChatEvent {
@@ -96,6 +99,9 @@ pub enum ChatEvent {
         command: Command,
         /// Whether the chat is a private (one-to-one) chat with the bot.
         private: bool,
+        /// The chat's name as its members see it (a group's title, `#channel`), where the
+        /// platform says it; rings say which chat calls.
+        chat_name: Option<String>,
         /// Where the platform wants the answer to this command, seen by its sender alone
         /// (Discord's deferred interaction response); `None` answers in the chat.
         answer: Option<ActionAck>,

@@ -3,7 +3,7 @@
 //! Embeds render Markdown, so every user string is escaped ([`escape_markdown`]); mentions
 //! never ping because every message the bot sends carries empty `allowed_mentions`.
 
-use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -82,6 +82,10 @@ pub fn render(card: &Card) -> Value {
             let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ");
             let _ = writeln!(d, "\n✋ **Asking to join:** {names}");
         }
+        if !card.ringing.is_empty() {
+            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label())), ", ");
+            let _ = writeln!(d, "\n**Ringing:** {names}");
+        }
     }
     // The lists keep their own budgets; this keeps the whole under Discord's 4096.
     if d.chars().count() > 4000 {
@@ -108,7 +112,7 @@ fn button(label: &str, style: u8, action: &CardAction) -> Value {
 /// Lock/Unlock and End, then Admit/Deny per knock. None once it ended.
 fn components(card: &Card) -> Value {
     if card.status.is_over() {
-        return json!([]);
+        return json!([{"type": 1, "components": [button("📞 Call again", 1, &CardAction::CallAgain)]}]);
     }
     let lock = match card.status {
         CardStatus::Locked => button("🔓 Unlock", 2, &CardAction::Unlock),
@@ -119,6 +123,7 @@ fn components(card: &Card) -> Value {
         button("Join as me", 1, &CardAction::JoinAsMe),
         lock,
         button("End", 4, &CardAction::End),
+        button("🔔 Ring me", 2, &CardAction::RingMe),
     ]})];
     for knock in card.knocks.iter().take(MAX_KNOCK_ROWS) {
         let name: String = knock.name.chars().take(40).collect();
@@ -128,6 +133,18 @@ fn components(card: &Card) -> Value {
         ]}));
     }
     Value::Array(rows)
+}
+
+/// A private prompt: its text as typed (Markdown escaped, no pings) and its buttons in a row.
+pub fn prompt(prompt: &Prompt) -> Value {
+    let text: String = escape_markdown(&prompt.text).chars().take(2000).collect();
+    let buttons: Vec<Value> = prompt
+        .buttons
+        .iter()
+        .map(|(label, action)| button(label, if *action == CardAction::Decline { 4 } else { 3 }, action))
+        .collect();
+    let components = if buttons.is_empty() { json!([]) } else { json!([{"type": 1, "components": buttons}]) };
+    json!({"content": text, "components": components, "allowed_mentions": no_mentions()})
 }
 
 #[cfg(test)]
@@ -149,6 +166,7 @@ mod tests {
             link: "http://127.0.0.1:8080/r/abc".into(),
             knocks: vec![Knock { id: "k1".into(), name: "~~Eve~~".into() }],
             attendance: None,
+            ringing: Vec::new(),
         }
     }
 
@@ -175,7 +193,7 @@ mod tests {
         c.status = CardStatus::Ended;
         c.attendance = Some((0..300).map(|i| Attendance { name: format!("{}{i}", "a".repeat(60)), joined: "12:00".into(), seconds: 61 }).collect());
         let v = render(&c);
-        assert_eq!(v["components"], json!([]));
+        assert_eq!(v["components"][0]["components"][0]["custom_id"], "again", "an ended card offers a new call");
         let d = v["embeds"][0]["description"].as_str().unwrap();
         assert!(d.chars().count() <= 4096 && d.contains("Attendance** (300)") && d.contains("… and"), "{}", d.len());
         let mut crowded = card();

@@ -34,7 +34,17 @@ pub fn command_definitions() -> Value {
                  "choices": [{"name": "video", "value": "video"}, {"name": "voice", "value": "voice"}]},
                 {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120},
                 {"type": 5, "name": "private", "description": "Browser to browser, at most 8 people: media never passes through the server",
-                 "required": false}
+                 "required": false},
+                {"type": 5, "name": "ring", "description": "Ring everyone here who asked to be rung", "required": false}
+            ]);
+        }
+        if c.name == "ringme" || c.name == "notify" {
+            command["options"] = json!([{"type": 5, "name": "on", "description": "On or off (leave out to switch)", "required": false}]);
+        }
+        if c.name == "ring" {
+            command["options"] = json!([
+                {"type": 6, "name": "who", "description": "Ring just this person (leave out: everyone who asked to be rung)", "required": false},
+                {"type": 3, "name": "message", "description": "A message for the people rung", "required": false, "max_length": 200}
             ]);
         }
         command
@@ -56,6 +66,13 @@ struct Interaction {
     user: Option<User>,
     data: Option<Data>,
     message: Option<MessageId>,
+    /// The partial channel Discord sends with an interaction (its name, for rings).
+    channel: Option<Channel>,
+}
+
+#[derive(Deserialize)]
+struct Channel {
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,12 +167,22 @@ impl DiscordAdapter {
                 let option = |name: &str| {
                     data.options.iter().find(|o| o.name == name).and_then(|o| o.value.as_ref()).and_then(Value::as_str).map(str::to_owned)
                 };
+                let flag = |name: &str| data.options.iter().find(|o| o.name == name).and_then(|o| o.value.as_ref()).and_then(Value::as_bool);
                 let command = match data.name.as_deref().unwrap_or("") {
                     "call" => Command::Call {
                         kind: option("kind").as_deref().and_then(Kind::parse),
                         title: option("title").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
-                        mesh: data.options.iter().any(|o| o.name == "private" && o.value.as_ref().and_then(Value::as_bool) == Some(true)),
+                        mesh: flag("private") == Some(true),
+                        ring: flag("ring") == Some(true),
                     },
+                    "ringme" => Command::RingMe { on: flag("on") },
+                    "notify" => Command::Notify { on: flag("on") },
+                    // A mentionable option carries the user's id.
+                    "ring" => Command::Ring {
+                        targets: option("who").map(|id| format!("<@{id}>")).into_iter().collect(),
+                        message: option("message").map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()),
+                    },
+                    "calls" => Command::Calls,
                     "lock" => Command::Lock,
                     "unlock" => Command::Unlock,
                     "end" => Command::End,
@@ -164,7 +191,8 @@ impl DiscordAdapter {
                     other => return Err(format!("unknown command {other:?}")),
                 };
                 let answer = Some(ActionAck(i.token.clone()));
-                let event = ChatEvent::Command { chat, actor, command, private: i.guild_id.is_none(), answer };
+                let chat_name = i.channel.as_ref().and_then(|c| c.name.as_deref()).map(|n| format!("#{n}"));
+                let event = ChatEvent::Command { chat, actor, command, private: i.guild_id.is_none(), answer, chat_name };
                 // "Thinking…", seen by the caller alone; the bridge's answer fills it in.
                 Ok((json!({"type": 5, "data": {"flags": 64}}), Some(event)))
             }
@@ -192,6 +220,7 @@ impl DiscordAdapter {
                     user: UserRef(m.user.id.clone()),
                     display_name: m.nick.clone().or_else(|| m.user.global_name.clone()).unwrap_or_else(|| m.user.username.clone()),
                     is_admin: bits & (ADMINISTRATOR | MANAGE_CHANNELS) != 0 || by_role,
+                    handle: Some(m.user.username.clone()),
                 }
             }
             // A direct message with the bot: nobody else to administer it.
@@ -199,6 +228,7 @@ impl DiscordAdapter {
                 user: UserRef(u.id.clone()),
                 display_name: u.global_name.clone().unwrap_or_else(|| u.username.clone()),
                 is_admin: false,
+                handle: Some(u.username.clone()),
             },
             (None, None) => return Err("an interaction without a user".into()),
         };

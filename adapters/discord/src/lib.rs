@@ -32,7 +32,7 @@ pub mod webhook;
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
     ActionAck, Backoff, BoxFuture, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, Inbound, MessageRef,
-    Basics, Health, HealthReport, Pacing, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel,
+    Basics, Health, HealthReport, Pacing, Prompt, Secret, Section, SendError, SettingsError, invalid, sleep_or_cancel, UserRef,
 };
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -371,6 +371,31 @@ impl ChatAdapter for DiscordAdapter {
             let body = json!({"content": clip(&text), "allowed_mentions": card::no_mentions()});
             self.rest.call(Method::POST, &format!("/channels/{}/messages", chat.0), Some(body)).await.map(|_| ())
         })
+    }
+
+    fn send_prompt<'a>(&'a self, user: &'a UserRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(ChatRef, MessageRef), SendError>> {
+        Box::pin(async move {
+            // The DM channel with the user (Discord gives the same one each time); a user who
+            // shares no server with the bot, or closed their DMs, is refused (50007).
+            let channel = self.rest.call(Method::POST, "/users/@me/channels", Some(json!({"recipient_id": user.0}))).await?;
+            let channel = channel["id"].as_str().ok_or_else(|| SendError::Transient("a channel without an id".into()))?.to_owned();
+            let sent = self.rest.call(Method::POST, &format!("/channels/{channel}/messages"), Some(card::prompt(prompt))).await?;
+            let id = sent["id"].as_str().ok_or_else(|| SendError::Transient("a message without an id".into()))?;
+            Ok((ChatRef(channel), MessageRef(id.to_owned())))
+        })
+    }
+
+    fn edit_prompt<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let path = format!("/channels/{}/messages/{}", chat.0, message.0);
+            self.rest.call(Method::PATCH, &path, Some(card::prompt(prompt))).await.map(|_| ())
+        })
+    }
+
+    fn mentioned_user(&self, word: &str) -> Option<UserRef> {
+        // `<@123>` (or the older `<@!123>`), as Discord writes a mention.
+        let id = word.strip_prefix("<@")?.strip_suffix('>')?.trim_start_matches('!');
+        (!id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())).then(|| UserRef(id.to_owned()))
     }
 
     fn answer_command<'a>(&'a self, ack: &'a ActionAck, text: &'a str) -> BoxFuture<'a, Result<(), SendError>> {

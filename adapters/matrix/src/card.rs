@@ -4,7 +4,9 @@
 //! for buttons, so the card says which ones work.
 
 use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
+use matrix_sdk::ruma::events::Mentions;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 
 /// Bytes one list of names may take, escaped. A Matrix event is at most 64 KiB, and an edit
 /// carries the card twice (fallback and `m.new_content`), each as HTML and plain text, then
@@ -21,6 +23,11 @@ pub const REACTIONS: &[(&str, CardAction)] = &[
     ("🔓", CardAction::Unlock),
     ("⏹", CardAction::End),
     ("🙋", CardAction::JoinAsMe),
+    ("🔔", CardAction::RingMe),
+    ("🔁", CardAction::CallAgain),
+    // On a private prompt (a ring, a knock for the host).
+    ("✅", CardAction::Accept),
+    ("❌", CardAction::Decline),
 ];
 
 /// The action a reaction key stands for; emoji variation selectors are ignored, since clients
@@ -28,6 +35,21 @@ pub const REACTIONS: &[(&str, CardAction)] = &[
 pub fn reaction_action(key: &str) -> Option<CardAction> {
     let bare: String = key.chars().filter(|c| !matches!(c, '\u{FE0E}' | '\u{FE0F}')).collect();
     REACTIONS.iter().find(|(k, _)| *k == bare).map(|(_, a)| a.clone())
+}
+
+/// A private prompt as a notice: its text as typed, and which reaction answers how (the
+/// notice has HTML, like a card, so reactions on it are taken as presses).
+pub fn prompt_content(prompt: &Prompt) -> RoomMessageEventContent {
+    let key = |action: &CardAction| REACTIONS.iter().find(|(_, a)| a == action).map_or("", |(k, _)| k);
+    let hint = prompt.buttons.iter().map(|(label, action)| format!("{} {label}", key(action))).collect::<Vec<_>>().join(" · ");
+    let (mut plain, mut html) = (prompt.text.clone(), escape_html(&prompt.text).replace('\n', "<br>"));
+    if !hint.is_empty() {
+        plain.push_str(&format!("\n\nReact: {hint}"));
+        html.push_str(&format!("<br><br><sub>React: {}</sub>", escape_html(&hint)));
+    }
+    let mut content = RoomMessageEventContent::notice_html(plain, html);
+    content.mentions = Some(Mentions::new());
+    content
 }
 
 /// A card rendered both ways.
@@ -88,6 +110,9 @@ impl Renderer {
             self.line("");
             if attendance.is_empty() {
                 self.line("Nobody joined.");
+                self.line("");
+                let hint = self.small("React 🔁 to call again");
+                self.line(&hint);
                 return;
             }
             let heading = self.bold(&format!("Attendance ({}):", attendance.len()));
@@ -98,6 +123,9 @@ impl Renderer {
                 .map(|a| format!("• {} — joined {} UTC, {}", self.text(&a.name), self.text(&a.joined), human_seconds(a.seconds)));
             let list = within_budget(lines, sep, LIST_BUDGET);
             self.line(&list);
+            self.line("");
+            let hint = self.small("React 🔁 to call again");
+                self.line(&hint);
             return;
         }
         self.line("");
@@ -117,6 +145,11 @@ impl Renderer {
             let hint = self.text(&format!("({prefix}admit CODE or {prefix}deny CODE; a name works when only one person has it)"));
             self.line(&format!("✋ {heading} {names} {hint}"));
         }
+        if !card.ringing.is_empty() {
+            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", self.text(&r.name), r.state.label())), ", ", LIST_BUDGET);
+            let heading = self.bold("Ringing:");
+            self.line(&format!("{heading} {names}"));
+        }
         self.line("");
         let link = self.text(&card.link);
         if self.html {
@@ -124,12 +157,13 @@ impl Renderer {
         } else {
             self.line(&format!("Join: {link}"));
         }
-        let hint = "React 🔒 to lock, 🔓 to unlock, ⏹ to end (host or moderators) · 🙋 for a link in your name";
-        if self.html {
-            self.line(&format!("<sub>{hint}</sub>"));
-        } else {
-            self.line(hint);
-        }
+        let hint = self.small("React 🔒 to lock, 🔓 to unlock, ⏹ to end (host or moderators) · 🙋 for a link in your name · 🔔 to be rung for calls here");
+        self.line(&hint);
+    }
+
+    /// A line of small print (a hint).
+    fn small(&self, s: &str) -> String {
+        if self.html { format!("<sub>{s}</sub>") } else { s.to_owned() }
     }
 }
 
@@ -152,6 +186,7 @@ mod tests {
             link: "http://127.0.0.1:8080/r/abc?x=\"1\"&y=2".into(),
             knocks: vec![Knock { id: "k1".into(), name: "Eve & co".into() }],
             attendance: None,
+            ringing: Vec::new(),
         }
     }
 

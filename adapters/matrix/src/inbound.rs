@@ -253,7 +253,8 @@ impl Listener {
         // Private means just the two of them, counted now: a room's direct flag is set by
         // whoever invited the bot, and a host link must never land in a group.
         let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;
-        let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None };
+        let chat_name = room.name();
+        let event = ChatEvent::Command { chat: ChatRef(room.room_id().to_string()), actor, command, private, answer: None, chat_name };
         if let Some(receipt) = self.adapter.take(&ev.event_id).await {
             let _ = self.inbox.send(Inbound { event, receipt: Some(receipt) }).await;
         }
@@ -321,7 +322,7 @@ impl Listener {
                     false
                 }
             };
-        Actor { user: UserRef(user.to_string()), display_name, is_admin }
+        Actor { user: UserRef(user.to_string()), display_name, is_admin, handle: None }
     }
 
     /// Joins an invited room when the allowlist allows the inviter; a refused invitation is

@@ -21,7 +21,7 @@ mod session;
 
 use callbridge_chat::settings::{check_http_url, env_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, Receipt, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, Receipt, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing, Prompt,
     Basics, Secret, Section, SendError, SettingsError, UserRef, invalid,
 };
 
@@ -440,6 +440,31 @@ impl ChatAdapter for MatrixAdapter {
             self.reply(&chat, text).await?;
             Ok(chat)
         })
+    }
+
+    fn send_prompt<'a>(&'a self, user: &'a UserRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(ChatRef, MessageRef), SendError>> {
+        Box::pin(async move {
+            let room = self.dm_room(&user_id(user)?).await?;
+            let sent = self.call(room.send(card::prompt_content(prompt)).into_future()).await?;
+            // Reactions on it are presses, as on a card.
+            self.remember_card(sent.response.event_id.clone());
+            Ok((ChatRef(room.room_id().to_string()), MessageRef(sent.response.event_id.to_string())))
+        })
+    }
+
+    fn edit_prompt<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let room = self.room(chat)?;
+            let original = event_id(message)?;
+            let edit = card::prompt_content(prompt).make_replacement(ReplacementMetadata::new(original, Some(Mentions::new())));
+            self.call(room.send(edit).into_future()).await?;
+            Ok(())
+        })
+    }
+
+    fn mentioned_user(&self, word: &str) -> Option<UserRef> {
+        // A Matrix user id names its user.
+        UserId::parse(word).ok().map(|u| UserRef(u.to_string()))
     }
 
     fn private_chat(&self, user: &UserRef) -> Option<ChatRef> {

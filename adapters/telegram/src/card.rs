@@ -1,7 +1,7 @@
 //! `Card` → Telegram HTML and inline keyboard.
 
 pub use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
 use std::fmt::Write;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -83,6 +83,10 @@ pub fn render_html(card: &Card) -> String {
         let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ", 600);
         let _ = writeln!(s, "\n✋ <b>Asking to join:</b> {names}");
     }
+    if !card.ringing.is_empty() {
+        let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label())), ", ", 600);
+        let _ = writeln!(s, "\n<b>Ringing:</b> {names}");
+    }
     let _ = write!(s, "\n{}", e(&card.link));
     s.trim_end().to_owned()
 }
@@ -91,7 +95,7 @@ pub fn render_html(card: &Card) -> String {
 /// Lock/Unlock and End, Admit/Deny per knock. An ended card has none.
 pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
     if card.status.is_over() {
-        return InlineKeyboardMarkup::default();
+        return InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("📞 Call again", CardAction::CallAgain.encode())]]);
     }
     let mut rows = Vec::new();
     if let Ok(url) = url::Url::parse(&card.link) {
@@ -104,7 +108,11 @@ pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
         CardStatus::Locked => InlineKeyboardButton::callback("🔓 Unlock", CardAction::Unlock.encode()),
         _ => InlineKeyboardButton::callback("🔒 Lock", CardAction::Lock.encode()),
     };
-    rows.push(vec![lock, InlineKeyboardButton::callback("End", CardAction::End.encode())]);
+    rows.push(vec![
+        lock,
+        InlineKeyboardButton::callback("End", CardAction::End.encode()),
+        InlineKeyboardButton::callback("🔔 Ring me", CardAction::RingMe.encode()),
+    ]);
     for knock in card.knocks.iter().take(10) {
         let name: String = knock.name.chars().take(24).collect();
         rows.push(vec![
@@ -113,6 +121,12 @@ pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
         ]);
     }
     InlineKeyboardMarkup::new(rows)
+}
+
+/// A private prompt's buttons, side by side (none once it was answered).
+pub fn prompt_keyboard(prompt: &Prompt) -> InlineKeyboardMarkup {
+    let row: Vec<_> = prompt.buttons.iter().map(|(label, action)| InlineKeyboardButton::callback(label.chars().take(40).collect::<String>(), action.encode())).collect();
+    if row.is_empty() { InlineKeyboardMarkup::default() } else { InlineKeyboardMarkup::new([row]) }
 }
 
 #[cfg(test)]
@@ -134,6 +148,7 @@ mod tests {
             link: "http://127.0.0.1:8080/r/abc".into(),
             knocks: vec![Knock { id: "k1".into(), name: "<script>".into() }],
             attendance: None,
+            ringing: Vec::new(),
         }
     }
 

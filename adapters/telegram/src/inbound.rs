@@ -161,8 +161,9 @@ impl TelegramAdapter {
         let is_admin = command.needs_host() && !private && self.is_admin(m.chat.id, from.id).await;
         Some(ChatEvent::Command {
             answer: None,
+            chat_name: m.chat.title().map(str::to_owned),
             chat: ChatRef(m.chat.id.0.to_string()),
-            actor: Actor { user: UserRef(from.id.0.to_string()), display_name: from.full_name(), is_admin },
+            actor: Actor { user: UserRef(from.id.0.to_string()), display_name: from.full_name(), is_admin, handle: from.username.clone() },
             command,
             private,
         })
@@ -176,7 +177,8 @@ impl TelegramAdapter {
             return None;
         };
         let chat = message.chat();
-        if !self.allowed(chat.id) {
+        // A private chat holds the bot's prompts (rings, knocks), whatever `allowed_chats` says.
+        if !chat.is_private() && !self.allowed(chat.id) {
             let _ = self.call(self.bot.answer_callback_query(q.id.clone())).await;
             return None;
         }
@@ -184,7 +186,7 @@ impl TelegramAdapter {
         Some(ChatEvent::Action {
             chat: ChatRef(chat.id.0.to_string()),
             message: MessageRef(message.id().0.to_string()),
-            actor: Actor { user: UserRef(q.from.id.0.to_string()), display_name: q.from.full_name(), is_admin },
+            actor: Actor { user: UserRef(q.from.id.0.to_string()), display_name: q.from.full_name(), is_admin, handle: q.from.username.clone() },
             action,
             ack: ActionAck(q.id.0.clone()),
         })

@@ -16,7 +16,7 @@ pub use card::{escape_html, render_html, render_keyboard};
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
-    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing,
+    ActionAck, AdapterState, BoxFuture, Health, HealthReport, Inbound, MemoryState, BuildContext, BuildError, Card, ChatAdapter, ChatRef, Env, MessageRef, Pacing, Prompt,
     Basics, Secret, Section, SendError, SettingsError, UserRef, human_duration, invalid,
 };
 
@@ -274,6 +274,30 @@ impl ChatAdapter for TelegramAdapter {
 
     fn private_chat(&self, user: &UserRef) -> Option<ChatRef> {
         Some(ChatRef(user.0.clone()))
+    }
+
+    fn send_prompt<'a>(&'a self, user: &'a UserRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(ChatRef, MessageRef), SendError>> {
+        Box::pin(async move {
+            let chat = ChatRef(user.0.clone());
+            // Plain text: names and messages in it are shown as typed.
+            let sent = self
+                .call(self.bot.send_message(chat_id(&chat)?, &prompt.text).link_preview_options(no_preview()).reply_markup(card::prompt_keyboard(prompt)))
+                .await?;
+            Ok((chat, MessageRef(sent.id.0.to_string())))
+        })
+    }
+
+    fn edit_prompt<'a>(&'a self, chat: &'a ChatRef, message: &'a MessageRef, prompt: &'a Prompt) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            self.call(
+                self.bot
+                    .edit_message_text(chat_id(chat)?, message_id(message)?, &prompt.text)
+                    .link_preview_options(no_preview())
+                    .reply_markup(card::prompt_keyboard(prompt)),
+            )
+            .await?;
+            Ok(())
+        })
     }
 
     fn answer_action<'a>(&'a self, ack: &'a ActionAck, text: Option<&'a str>, alert: bool) -> BoxFuture<'a, Result<(), SendError>> {

@@ -1,0 +1,390 @@
+//! Ringing people into a call: `/ringme` (opt in per chat), `/ring`, the private prompts with
+//! Accept and Decline, and the timer that turns unanswered rings into missed calls.
+//!
+//! Ringing is opt-in: bots cannot list a chat's members, and ringing people who never asked
+//! is spam. A `/ring @name` reaches someone who did not opt in only where the platform names
+//! the user in the mention itself (Discord, Matrix) and lets the bot write to them privately.
+
+use super::{Bridge, Outcome};
+use crate::ids::RoomId;
+use crate::room::RoomView;
+use crate::service::Knocks;
+use crate::store::{OptIn, PromptRef, Purpose, Ring};
+use callbridge_chat::{Actor, CardAction, ChatRef, MessageRef, Prompt, RingState, SendError, UserRef};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait of the missed-call timer between two looks (a ring added on another node, or
+/// a clock step, is noticed within this).
+const MISS_CHECK_AT_MOST: Duration = Duration::from_secs(15);
+/// How many times a prompt is tried when the platform asks to wait or fails for a moment.
+const PROMPT_TRIES: usize = 4;
+
+/// Who `/ring` should ring, and who it could not find.
+struct Targets {
+    found: Vec<OptIn>,
+    unknown: Vec<String>,
+}
+
+impl Bridge {
+    /// `/ringme [on|off]`, or the card's 🔔 button: whether `actor` is rung for `chat`'s calls.
+    pub(super) async fn ring_me(&self, chat: &ChatRef, actor: &Actor, on: Option<bool>, chat_name: Option<&str>) -> Outcome {
+        let platform = self.adapter.platform();
+        let optins = self.rooms.ring_optins(platform, chat).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        let now = optins.iter().any(|o| o.user_ref == actor.user.0);
+        let want = on.unwrap_or(!now);
+        let p = self.adapter.command_prefix();
+        if want == now {
+            return Ok(if now {
+                format!("You are rung for calls here. {p}ringme off stops it.")
+            } else {
+                format!("You are not rung for calls here. {p}ringme on starts it.")
+            });
+        }
+        let who = OptIn {
+            user_ref: actor.user.0.clone(),
+            name: clean(&actor.display_name),
+            handle: actor.handle.as_deref().map(|h| h.trim_start_matches('@').to_lowercase()),
+        };
+        if want {
+            // A ring is a private message: make sure one reaches them before saying yes.
+            let place = chat_name.map(|n| format!(" in {n}")).unwrap_or_default();
+            let text = format!("You will be rung here when someone rings a call{place}. Send {p}ringme off there to stop.");
+            match self.private(&actor.user, &text).await {
+                Ok(()) | Err(SendError::Unsupported) => {}
+                Err(error) => {
+                    tracing::info!(%error, "cannot confirm a ring opt-in privately");
+                    return Err(format!(
+                        "{}: I cannot write to you privately yet. Open a private chat with me and send {p}start, then send {p}ringme here again.",
+                        who.name
+                    ));
+                }
+            }
+        }
+        self.rooms.set_ring_optin(platform, chat, &who, want).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        Ok(if want {
+            format!("{}: you will be rung privately for calls here.", who.name)
+        } else {
+            format!("{}: you will not be rung for calls here any more.", who.name)
+        })
+    }
+
+    /// `/ring [@name …] [message]` into the chat's open call.
+    pub(super) async fn ring_command(&self, chat: &ChatRef, actor: &Actor, targets: Vec<String>, message: Option<String>) -> Option<String> {
+        let p = self.adapter.command_prefix();
+        let room_id = match self.rooms.latest_open_room(self.adapter.platform(), chat).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Some(format!("No open call in this chat. Start one with {p}call ring.")),
+            Err(error) => {
+                tracing::warn!(%error, "cannot find the chat's room");
+                return Some("Something went wrong; try again.".into());
+            }
+        };
+        let named = !targets.is_empty();
+        let Targets { found, unknown } = match self.ring_targets(chat, actor, &room_id, targets).await {
+            Ok(t) => t,
+            Err(why) => return Some(why),
+        };
+        let message = message.map(|m| clean(&m).chars().take(MAX_RING_MESSAGE).collect::<String>());
+        let rung = self.ring(&room_id, &found, actor, message.as_deref()).await;
+        let mut reply = Vec::new();
+        if !unknown.is_empty() {
+            reply.push(format!(
+                "I cannot ring {}: people I can ring send {p}ringme here first.",
+                unknown.iter().map(|w| clean(w)).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if rung == 0 && unknown.is_empty() {
+            reply.push(if named {
+                "They are being rung already.".to_owned()
+            } else {
+                format!("Nobody else here asked to be rung (or they are in the call already). Members send {p}ringme to be rung for calls.")
+            });
+        }
+        // The card's "Ringing" section shows who is rung; a reply would only spend the budget.
+        (!reply.is_empty()).then(|| reply.join(" "))
+    }
+
+    /// Whom `/ring` names: every opted-in member not in the call (and not the ringer), or the
+    /// named ones.
+    async fn ring_targets(&self, chat: &ChatRef, actor: &Actor, room: &RoomId, words: Vec<String>) -> Result<Targets, String> {
+        let platform = self.adapter.platform();
+        let failed = |_| "Something went wrong; try again.".to_owned();
+        let optins = self.rooms.ring_optins(platform, chat).await.map_err(failed)?;
+        let present = self.rooms.present_user_refs(room).await.map_err(failed)?;
+        let inside = |user: &str| present.iter().any(|p| p.strip_prefix(platform).and_then(|r| r.strip_prefix(':')) == Some(user));
+        if words.is_empty() {
+            let found = optins.into_iter().filter(|o| o.user_ref != actor.user.0 && !inside(&o.user_ref)).collect();
+            return Ok(Targets { found, unknown: Vec::new() });
+        }
+        let mut targets = Targets { found: Vec::new(), unknown: Vec::new() };
+        for word in words {
+            let bare = word.trim_start_matches('@').to_lowercase();
+            let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+            let who = match self.adapter.mentioned_user(&word) {
+                Some(user) => Some(optins.iter().find(|o| o.user_ref == user.0).cloned().unwrap_or(OptIn {
+                    name: word.clone(),
+                    user_ref: user.0,
+                    handle: None,
+                })),
+                None => optins.iter().find(|o| o.handle.as_deref() == Some(bare.as_str()) || squeeze(&o.name) == bare).cloned(),
+            };
+            match who {
+                Some(who) if inside(&who.user_ref) => {}
+                Some(who) if !targets.found.contains(&who) => targets.found.push(who),
+                Some(_) => {}
+                None => targets.unknown.push(word),
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Rings each of `people` into `room` (those being rung already are skipped); returns how
+    /// many were rung now.
+    pub(super) async fn ring(&self, room: &RoomId, people: &[OptIn], by: &Actor, message: Option<&str>) -> usize {
+        let Ok(view) = self.rooms.view(room, Knocks::Hidden).await else { return 0 };
+        let platform = self.adapter.platform();
+        let by = OptIn { user_ref: by.user.0.clone(), name: clean(&by.display_name), handle: None };
+        let mut rung = 0;
+        for who in people {
+            match self.rooms.add_ring(room, platform, who, &by, message).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record a ring");
+                    continue;
+                }
+            }
+            rung += 1;
+            let ring = Ring {
+                platform: platform.to_owned(),
+                user_ref: who.user_ref.clone(),
+                name: who.name.clone(),
+                rung_by: by.user_ref.clone(),
+                rung_by_name: by.name.clone(),
+                state: RingState::Ringing,
+                message: message.map(str::to_owned),
+            };
+            let prompt = ring_prompt(&view, &ring);
+            let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: who.user_ref.clone() };
+            if !self.send_prompt(&UserRef(who.user_ref.clone()), &prompt, &subject).await
+                && let Err(error) =
+                    self.rooms.set_ring_state(room, platform, &who.user_ref, RingState::Unreachable, &[RingState::Ringing]).await
+            {
+                tracing::warn!(%error, "cannot record an unreachable ring");
+            }
+        }
+        self.rings_due.notify_one();
+        rung
+    }
+
+    /// Sends a prompt privately and records it; `false` when it could not reach them.
+    pub(super) async fn send_prompt(&self, user: &UserRef, prompt: &Prompt, subject: &PromptRef) -> bool {
+        let key = self.private_key(user);
+        for _ in 0..PROMPT_TRIES {
+            self.pacer.wait_turn(&key).await;
+            match self.adapter.send_prompt(user, prompt).await {
+                Ok((chat, message)) => {
+                    if let Err(error) = self.rooms.record_prompt(self.adapter.platform(), &chat, &message, subject).await {
+                        tracing::warn!(%error, "cannot record a prompt");
+                    }
+                    return true;
+                }
+                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(&key, wait),
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "a prompt failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::info!(%error, "cannot reach someone privately");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Shows `prompt` on every prompt sent about `subject`.
+    pub(super) async fn edit_prompts(&self, subject: &PromptRef, prompt: &Prompt) {
+        let sent = match self.rooms.prompts_about(self.adapter.platform(), subject).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                tracing::warn!(%error, "cannot find prompts");
+                return;
+            }
+        };
+        for (chat, message) in sent {
+            self.edit_prompt(&chat, &message, prompt).await;
+        }
+    }
+
+    /// Edits one prompt within its chat's budget.
+    pub(super) async fn edit_prompt(&self, chat: &ChatRef, message: &MessageRef, prompt: &Prompt) {
+        for _ in 0..PROMPT_TRIES {
+            self.pacer.wait_turn(chat).await;
+            match self.adapter.edit_prompt(chat, message, prompt).await {
+                Ok(()) | Err(SendError::NotModified) => return,
+                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "a prompt edit failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::info!(%error, "cannot edit a prompt");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accept or Decline on a ring's prompt.
+    pub(super) async fn answer_ring(&self, prompt: &PromptRef, at: (&ChatRef, &MessageRef), actor: &Actor, accept: bool) -> Outcome {
+        if prompt.subject != actor.user.0 {
+            return Err("This ring is for someone else.".into());
+        }
+        let platform = self.adapter.platform();
+        let room = &prompt.room_id;
+        let view = self.rooms.view(room, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        let rings = self.rooms.rings_of(room).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        let Some(ring) = rings.into_iter().find(|r| r.platform == platform && r.user_ref == actor.user.0) else {
+            return Err("This ring was taken back.".into());
+        };
+        let by = clean(&ring.rung_by_name);
+        if view.ended {
+            self.edit_prompt(at.0, at.1, &ended_prompt(&view, &by)).await;
+            return Err("This call has ended.".into());
+        }
+        let (state, from): (RingState, &[RingState]) = if accept {
+            (RingState::Accepted, &[RingState::Ringing, RingState::Missed, RingState::Declined, RingState::Unreachable, RingState::Accepted])
+        } else {
+            (RingState::Declined, &[RingState::Ringing, RingState::Missed])
+        };
+        if ring.state != state {
+            self.rooms.set_ring_state(room, platform, &actor.user.0, state, from).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        }
+        let title = title_of(&view);
+        let answered = if accept {
+            let name = clean(&actor.display_name);
+            let link = self.rooms.personal_url(room, &format!("{platform}:{}", actor.user), &name);
+            format!("✅ You accepted {by}'s call {title}. This link joins you as {name} (keep it to yourself):\n{link}")
+        } else {
+            format!("✖ You declined {by}'s call {title}.")
+        };
+        self.edit_prompt(at.0, at.1, &Prompt { text: answered, buttons: Vec::new() }).await;
+        Ok(if accept { "Here is your link." } else { "Declined." }.into())
+    }
+
+    /// Runs until `cancel`: marks missed the rings nobody answered within `ring_timeout` (or
+    /// whose call ended) and says so on their prompts. The rings live in the database, so a
+    /// ring started before a restart, or on a node that stopped, is timed here all the same.
+    pub(super) async fn miss_rings(self: Arc<Self>, cancel: CancellationToken) {
+        let platform = self.adapter.platform();
+        let timeout = self.rooms.config().rooms.ring_timeout;
+        loop {
+            match self.rooms.miss_overdue_rings(platform, timeout).await {
+                Ok(missed) => {
+                    for (room, user) in missed {
+                        self.say_missed(&room, &user).await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot time rings"),
+            }
+            let wait = match self.rooms.oldest_ringing(platform).await {
+                Ok(Some(rung_at)) => {
+                    let due = rung_at + timeout.as_millis() as i64 - self.rooms.now_ms();
+                    Duration::from_millis(due.max(0) as u64 + 50).min(MISS_CHECK_AT_MOST)
+                }
+                _ => MISS_CHECK_AT_MOST,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.rings_due.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// A missed ring's prompt says so; while the call is on, Accept still joins.
+    async fn say_missed(&self, room: &RoomId, user: &str) {
+        let Ok(view) = self.rooms.view(room, Knocks::Hidden).await else { return };
+        let Ok(rings) = self.rooms.rings_of(room).await else { return };
+        let Some(ring) = rings.iter().find(|r| r.platform == self.adapter.platform() && r.user_ref == user) else { return };
+        let by = clean(&ring.rung_by_name);
+        let prompt = if view.ended {
+            ended_prompt(&view, &by)
+        } else {
+            Prompt {
+                text: format!("⌛ Missed call from {by}: {}. It is still on.", title_of(&view)),
+                buttons: vec![("Join now".into(), CardAction::Accept)],
+            }
+        };
+        let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: user.to_owned() };
+        self.edit_prompts(&subject, &prompt).await;
+    }
+
+    /// What a private message to `user` is paced under.
+    pub(super) fn private_key(&self, user: &UserRef) -> ChatRef {
+        self.adapter.private_chat(user).unwrap_or_else(|| ChatRef(format!("private:{user}")))
+    }
+
+    /// Sends plain text privately, within the budget of the private chat.
+    pub(super) async fn private(&self, user: &UserRef, text: &str) -> Result<(), SendError> {
+        let key = self.private_key(user);
+        let mut last = SendError::Unsupported;
+        for _ in 0..PROMPT_TRIES {
+            self.pacer.wait_turn(&key).await;
+            match self.adapter.send_private(user, text).await {
+                Ok(_) => return Ok(()),
+                Err(SendError::RetryAfter(wait)) => {
+                    self.pacer.back_off(&key, wait);
+                    last = SendError::RetryAfter(wait);
+                }
+                Err(SendError::Transient(error)) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    last = SendError::Transient(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Most characters of a `/ring` message.
+const MAX_RING_MESSAGE: usize = 200;
+
+/// A user string with its control characters dropped, trimmed (prompts are plain text, and
+/// each adapter keeps it inert in its markup).
+fn clean(s: &str) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).collect();
+    let s = s.trim();
+    if s.is_empty() { "Someone".to_owned() } else { s.chars().take(crate::room::MAX_NAME_CHARS.max(64)).collect() }
+}
+
+/// “Title” (or the kind of call).
+fn title_of(view: &RoomView) -> String {
+    match &view.title {
+        Some(t) => format!("“{t}”"),
+        None => format!("({} call)", view.kind.as_str()),
+    }
+}
+
+/// The private message that rings someone.
+fn ring_prompt(view: &RoomView, ring: &Ring) -> Prompt {
+    let mut text = format!("📞 {} is calling you: {}", ring.rung_by_name, title_of(view));
+    if let Some(chat) = &view.chat_name {
+        text.push_str(&format!(", from {chat}"));
+    }
+    text.push('.');
+    if let Some(message) = &ring.message {
+        text.push_str(&format!("\n“{message}”"));
+    }
+    text.push_str("\nAccept to join under your own name.");
+    Prompt { text, buttons: vec![("✅ Accept".into(), CardAction::Accept), ("✖ Decline".into(), CardAction::Decline)] }
+}
+
+/// A ring's prompt once its call ended.
+fn ended_prompt(view: &RoomView, by: &str) -> Prompt {
+    Prompt { text: format!("📞 {by}'s call {} has ended.", title_of(view)), buttons: Vec::new() }
+}
