@@ -396,3 +396,50 @@ async fn a_card_waits_out_discords_edit_limit_on_old_messages() {
     assert!(eventually(Duration::from_secs(40), both).await, "the card converged after the limit: {}", card_text(&double));
     h.stop().await;
 }
+
+/// Ringing on Discord: `/ringme`, `/ring` with a mentioned member (Discord names the user in
+/// the option), the prompt in a DM with Accept and Decline buttons, Accept from the DM, and a
+/// member whose DMs are closed shown as not reachable. Answers to commands stay ephemeral.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_through_direct_messages() {
+    let (double, db, h) = on_the_endpoint().await;
+    let mode = DiscordMode::Interactions;
+    const CLOSED: &str = "6000000000000000009";
+    double.close_dms(CLOSED);
+    assert!(eventually(WAIT, || async { double.commands().values().any(|c| c.to_string().contains("\"ringme\"")) }).await, "/ringme is registered");
+
+    // The member opts in (an ephemeral answer); the host calls and rings the member and, by
+    // mention, someone who never opted in but whose DMs are closed.
+    send(&h, &double, mode, &command("400", "ringme", json!([]), MEMBER, "Mallory", "0")).await;
+    assert!(eventually(WAIT, || async { double.original("itoken-400").is_some_and(|o| o["content"].as_str().unwrap().contains("rung privately")) }).await);
+    send(&h, &double, mode, &command("401", "call", json!([{"name": "title", "type": 3, "value": "Sync"}]), HOST, "Ada", "0")).await;
+    assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await);
+    let card_id = double.card(CHANNEL).unwrap().0;
+    let room = room_of(&double);
+    send(&h, &double, mode, &command("402", "ring", json!([{"name": "message", "type": 3, "value": "@everyone **now**"}]), HOST, "Ada", "0")).await;
+    send(&h, &double, mode, &command("403", "ring", json!([{"name": "who", "type": 6, "value": CLOSED}]), HOST, "Ada", "0")).await;
+
+    // The member's DM: the prompt, inert, with two buttons.
+    assert!(eventually(WAIT, || async { double.dm_with(MEMBER).is_some_and(|dm| !double.messages_in(&dm).is_empty()) }).await, "a DM");
+    let dm = double.dm_with(MEMBER).unwrap();
+    let (prompt_id, prompt) = double.messages_in(&dm).into_iter().next().unwrap();
+    let content = prompt.body["content"].as_str().unwrap();
+    assert!(content.contains("Ada is calling you: “Sync”") && content.contains("\\*\\*now\\*\\*"), "{content}");
+    assert_eq!(prompt.body["allowed_mentions"], json!({"parse": []}));
+    let ids: Vec<&str> = prompt.body["components"][0]["components"].as_array().unwrap().iter().map(|b| b["custom_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["accept", "decline"]);
+    assert!(card_shows(&double, "Mallory 📞 ringing").await, "{}", card_text(&double));
+    assert!(card_shows(&double, "not reachable privately").await, "the member with closed DMs: {}", card_text(&double));
+
+    // Accept in the DM: the prompt becomes the personal link, and the card says accepted.
+    assert_eq!(send(&h, &double, mode, &press_in_dm("404", "accept", &dm, &prompt_id, MEMBER, "Mallory")).await, (StatusCode::OK, json!({"type": 6})));
+    assert!(eventually(WAIT, || async {
+        double.messages_in(&dm).first().is_some_and(|(_, m)| m.body["content"].as_str().unwrap().contains("#as=") && m.body["components"] == json!([]))
+    }).await, "{:?}", double.messages_in(&dm).first().map(|(_, m)| m.body.clone()));
+    assert!(card_shows(&double, "Mallory ✅ accepted").await, "{}", card_text(&double));
+    let _ = (card_id, room);
+    assert_eq!(double.mention_violations(), 0, "every message carries empty allowed_mentions");
+    assert_eq!(double.rate_limited(), 0);
+    h.stop().await;
+    db.drop_db().await;
+}

@@ -157,7 +157,7 @@ async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
 
     // `!help` and `!who` answer in the room.
     hs.send_text(&member, &room, "!help").await;
-    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [private] [title]").await);
+    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [private] [ring] [title]").await);
     hs.send_text(&member, &room, "/who").await;
     assert!(replied(&hs, &member, &room, b, "In the call (1): Bob <i>it</i> & co").await);
 
@@ -471,5 +471,65 @@ async fn a_group_flagged_direct_never_gets_a_host_link() {
     assert!(eventually(WAIT, || async { !invites(&hs, &mallory).await.is_empty() }).await, "the host link goes to a new direct room");
     let everything = hs.messages(&member, &room).await;
     assert!(!everything.iter().any(|e| e.to_string().contains("#host=")), "no host link in the group");
+    h.stop().await;
+}
+
+/// Ringing on Matrix: bob opts in with `!ringme`, alice rings from the group, bob's own
+/// client decrypts the prompt in his direct room with the bot and reacts ✅; the prompt turns
+/// into his personal link and the card shows him accepted. Names and messages stay text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_through_a_direct_room() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let alice = hs.register("alice", false).await;
+    let bob = hs.register("bob", false).await;
+    let b = bot.user_id.as_str();
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = config(&db);
+    cfg.adapters.push(Box::new(callbridge_matrix::Settings { widget: false, ..matrix_settings(&hs, &bot) }));
+    let h = Harness::start(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, seen, syncing) = user_client(&hs, &bob, dir.path()).await;
+
+    let room = hs.create_room(&alice, "team", &[b, &bob.user_id], false).await;
+    hs.join(&bob, &room).await;
+    hs.wait_for_join(&alice, &room, b, WAIT).await;
+
+    // `!ringme`: the bot confirms in a new direct room, then says so in the group.
+    hs.send_text(&bob, &room, "!ringme").await;
+    assert!(eventually(WAIT, || async { !client.invited_rooms().is_empty() }).await, "a direct room");
+    let dm = client.invited_rooms().remove(0);
+    dm.join().await.unwrap();
+    let dm_id = dm.room_id().to_string();
+    assert!(replied(&hs, &alice, &room, b, "bob: you will be rung privately for calls here.").await);
+
+    // alice calls and rings with a hostile message.
+    hs.send_text(&alice, &room, "!call Sync").await;
+    assert!(eventually(WAIT, || async { card(&hs, &alice, &room, b).await.is_some() }).await, "a card");
+    hs.send_text(&alice, &room, "!ring <b>now</b> & here").await;
+    let prompt = || {
+        seen.lock().unwrap().iter().find(|(r, s, c)| *r == dm_id && s == b && c["body"].as_str().is_some_and(|t| t.contains("is calling you"))).cloned()
+    };
+    assert!(eventually(WAIT, || async { prompt().is_some() }).await, "the ring, decrypted by bob's client: {:?}", seen.lock().unwrap());
+    let (_, _, content) = prompt().unwrap();
+    assert!(content["body"].as_str().unwrap().contains("alice is calling you: “Sync”, from team.\n“<b>now</b> & here”"), "{content}");
+    assert!(content["formatted_body"].as_str().unwrap().contains("&lt;b&gt;now&lt;/b&gt; &amp; here"), "{content}");
+    assert!(content["body"].as_str().unwrap().contains("React: ✅ Accept · ❌ Decline"), "{content}");
+    assert!(card_shows(&hs, &alice, &room, b, "bob 📞 ringing").await, "{:?}", card(&hs, &alice, &room, b).await);
+
+    // ✅ from bob's client: the prompt becomes his link, the card says accepted.
+    let prompt_id = matrix_sdk::ruma::OwnedEventId::try_from(content["event_id"].as_str().unwrap()).unwrap();
+    let annotation = matrix_sdk::ruma::events::relation::Annotation::new(prompt_id, "✅".into());
+    dm.send(matrix_sdk::ruma::events::reaction::ReactionEventContent::new(annotation)).await.unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            seen.lock().unwrap().iter().any(|(r, s, c)| *r == dm_id && s == b && c["m.new_content"]["body"].as_str().is_some_and(|t| t.contains("You accepted") && t.contains("#as=")))
+        })
+        .await,
+        "the accepted prompt, decrypted"
+    );
+    assert!(card_shows(&hs, &alice, &room, b, "bob ✅ accepted").await, "{:?}", card(&hs, &alice, &room, b).await);
+    syncing.abort();
     h.stop().await;
 }

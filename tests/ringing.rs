@@ -185,6 +185,15 @@ async fn ringing(backend: Db) {
         card(&double)
     );
     assert!(eventually(WAIT, || async { double.messages_in(ADA).len() > before }).await, "Ada is rung again");
+    assert!(card_shows(&double, "Ada 📞 ringing").await, "{:?}", card(&double));
+
+    // The host takes Ada's ring back: her prompt says so, and the card no longer lists her.
+    double.say(GROUP, HOST, HOST_NAME, "/unring @ada_l");
+    private_shows(&double, ADA, "took back the call “Standup”").await;
+    assert!(eventually(WAIT, || async { card(&double).is_some_and(|(_, m)| m.text.contains("Ringing") && !m.text.contains("Ada 📞")) }).await, "{:?}", card(&double));
+    // Someone who rang nobody has nothing to take back.
+    double.say(GROUP, BOB, "Bob", "/unring");
+    assert!(group_says(&double, "No ring of yours to take back there").await);
 
     assert_eq!(double.rate_limited(), 0, "every send kept Telegram's pacing");
     h.stop().await;

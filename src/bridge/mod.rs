@@ -252,6 +252,7 @@ impl Bridge {
                     }
                     Command::RingMe { on } => Some(self.ring_me(&chat, &actor, on, chat_name.as_deref()).await.unwrap_or_else(|why| why)),
                     Command::Ring { targets, message } => self.ring_command(&chat, &actor, targets, message).await,
+                    Command::Unring { targets } => self.unring_command(&chat, &actor, targets).await,
                     Command::Notify { on } => self.notify_command(&chat, &actor, on).await,
                     Command::Calls => {
                         let log = self.call_log(&chat).await;

@@ -106,6 +106,56 @@ impl Bridge {
         (!reply.is_empty()).then(|| reply.join(" "))
     }
 
+    /// `/unring [@name …]`: takes back rings; each one's prompt says so. Whoever rang someone
+    /// may take their ring back, the host (or a chat admin) anyone's.
+    pub(super) async fn unring_command(&self, chat: &ChatRef, actor: &Actor, words: Vec<String>) -> Option<String> {
+        let platform = self.adapter.platform();
+        let p = self.adapter.command_prefix();
+        let room = match self.rooms.latest_open_room(platform, chat).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Some(format!("No open call in this chat. Start one with {p}call.")),
+            Err(_) => return Some("Something went wrong; try again.".into()),
+        };
+        let credential = crate::service::Credential::ChatUser { user_ref: actor.user.as_str(), chat_admin: actor.is_admin };
+        let host = self.rooms.authorize(&room, credential).await.is_ok_and(|p| p.is_host());
+        let (Ok(rings), Ok(view)) = (self.rooms.rings_of(&room).await, self.rooms.view(&room, Knocks::Hidden).await) else {
+            return Some("Something went wrong; try again.".into());
+        };
+        // A word names a user by mention, by an opted-in member's @-name, or by name.
+        let optins = self.rooms.ring_optins(platform, chat).await.unwrap_or_default();
+        let named: Vec<String> = words
+            .iter()
+            .map(|w| {
+                let bare = w.trim_start_matches('@').to_lowercase();
+                self.adapter
+                    .mentioned_user(w)
+                    .map(|u| u.0)
+                    .or_else(|| optins.iter().find(|o| o.handle.as_deref() == Some(bare.as_str())).map(|o| o.user_ref.clone()))
+                    .unwrap_or(bare)
+            })
+            .collect();
+        let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+        let mut taken = Vec::new();
+        for ring in rings.iter().filter(|r| r.platform == platform) {
+            let wanted = if named.is_empty() {
+                ring.rung_by == actor.user.0 && ring.state == RingState::Ringing
+            } else {
+                named.iter().any(|n| *n == ring.user_ref || *n == squeeze(&ring.name))
+            };
+            if !wanted || !(host || ring.rung_by == actor.user.0) {
+                continue;
+            }
+            if let Ok(true) = self.rooms.delete_ring(&room, platform, &ring.user_ref).await {
+                let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: ring.user_ref.clone() };
+                let text = format!("📞 {} took back the call {}.", clean(&ring.rung_by_name), title_of(&view));
+                self.edit_prompts(&subject, &Prompt { text, buttons: Vec::new() }).await;
+                taken.push(ring.name.clone());
+            }
+        }
+        // The card shows the rest.
+        taken.is_empty().then(|| "No ring of yours to take back there (the host may take back anyone's).".to_owned())
+    }
+
     /// Whom `/ring` names: every opted-in member not in the call (and not the ringer), or the
     /// named ones.
     async fn ring_targets(&self, chat: &ChatRef, actor: &Actor, room: &RoomId, words: Vec<String>) -> Result<Targets, String> {

@@ -303,8 +303,9 @@ test('a room of 50: two Chromium pages and 48 synthetic participants all receive
   const speakers = [await pidOf(ada), await pidOf(bob)];
   for (const s of report.participants) {
     const got = Object.values(s.received);
-    assert.ok(got.filter((r) => r.video_frames > 0).length >= 16, `${s.name} received video from 16 publishers`);
-    assert.ok(got.filter((r) => r.audio_frames > 0).length >= 8, `${s.name} received audio from 8 publishers`);
+    const seen = `${JSON.stringify(s.received)}, first video after ${s.first_video_ms} ms`;
+    assert.ok(got.filter((r) => r.video_frames > 0).length >= 16, `${s.name} received video from 16 publishers: ${seen}`);
+    assert.ok(got.filter((r) => r.audio_frames > 0).length >= 8, `${s.name} received audio from 8 publishers: ${seen}`);
     for (const pid of speakers) {
       assert.ok(s.received[pid]?.video_frames > 0 && s.received[pid]?.audio_frames > 0, `${s.name} saw and heard ${pid}: ${JSON.stringify(s.received[pid])}`);
     }

@@ -67,6 +67,11 @@ struct State {
     /// The live gateway sessions' outboxes.
     sessions: Vec<tokio::sync::mpsc::UnboundedSender<Value>>,
     identified: usize,
+    /// DM channel id → its recipient.
+    dms: HashMap<String, String>,
+    /// Users who share no server with the bot or closed their DMs: a message to them is
+    /// refused with 50007, as Discord does.
+    closed_dms: std::collections::HashSet<String>,
 }
 
 /// A fault plan: every `every`-th message call fails, in turn with a 429 (`retry_after`), a
@@ -139,6 +144,19 @@ pub fn command(id: &str, name: &str, options: Value, user_id: &str, user_name: &
     i
 }
 
+/// A button press (type 3) on `message_id` in the bot's DM `channel` with the user: no guild,
+/// no member, the user itself.
+pub fn press_in_dm(id: &str, custom_id: &str, channel: &str, message_id: &str, user_id: &str, user_name: &str) -> Value {
+    let mut i = press(id, custom_id, message_id, user_id, user_name, "0", &[]);
+    let map = i.as_object_mut().unwrap();
+    map.remove("member");
+    map.remove("guild_id");
+    i["user"] = user(user_id, user_name);
+    i["channel_id"] = json!(channel);
+    i["message"]["channel_id"] = json!(channel);
+    i
+}
+
 /// A button press (type 3) on `message_id`.
 pub fn press(id: &str, custom_id: &str, message_id: &str, user_id: &str, user_name: &str, permissions: &str, roles: &[&str]) -> Value {
     let mut i = base(3, id, user_id, user_name, permissions, roles);
@@ -162,6 +180,7 @@ impl DiscordDouble {
             .route("/api/v10/webhooks/{app}/{token}", post(followup))
             .route("/api/v10/interactions/{id}/{token}/callback", post(callback))
             .route("/api/v10/users/@me", get(current_user))
+            .route("/api/v10/users/@me/channels", post(open_dm))
             .route("/api/v10/applications/@me", get(current_application))
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_url))
@@ -173,6 +192,16 @@ impl DiscordDouble {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `user` cannot be written to privately (50007).
+    pub fn close_dms(&self, user: &str) {
+        self.lock().closed_dms.insert(user.to_owned());
+    }
+
+    /// The DM channel the bot opened with `user`, if any.
+    pub fn dm_with(&self, user: &str) -> Option<String> {
+        self.lock().dms.iter().find(|(_, u)| *u == user).map(|(c, _)| c.clone())
     }
 
     pub fn commands(&self) -> HashMap<String, Value> {
@@ -385,10 +414,38 @@ async fn create_message(AxState(d): AxState<DiscordDouble>, Path(channel): Path<
         Err(limited) => return limited,
     };
     check_mentions(&mut st, &body);
+    if st.dms.get(&channel).is_some_and(|user| st.closed_dms.contains(user)) {
+        return (StatusCode::FORBIDDEN, Json(json!({"code": 50007, "message": "Cannot send messages to this user"}))).into_response();
+    }
     st.next_id += 1;
     let id = format!("{}", 2_000_000_000_000_000_000u64 + st.next_id);
     st.messages.insert(id.clone(), Posted { channel: channel.clone(), body: body.clone(), edits: 0 });
     (h, Json(message_json(&id, &channel, &body))).into_response()
+}
+
+/// `POST /users/@me/channels`: the DM channel with a user (the same one each time).
+async fn open_dm(AxState(d): AxState<DiscordDouble>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if !authorized(&d, &headers) {
+        return unauthorized();
+    }
+    let Some(user) = body["recipient_id"].as_str().map(str::to_owned) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body"}))).into_response();
+    };
+    let mut st = d.lock();
+    let id = match st.dms.iter().find(|(_, u)| **u == user) {
+        Some((id, _)) => id.clone(),
+        None => {
+            st.next_id += 1;
+            let id = format!("{}", 4_000_000_000_000_000_000u64 + st.next_id);
+            st.dms.insert(id.clone(), user.clone());
+            id
+        }
+    };
+    Json(json!({"id": id, "type": 1, "last_message_id": null, "flags": 0, "recipients": [user_json(&user)]})).into_response()
+}
+
+fn user_json(id: &str) -> Value {
+    user(id, "User")
 }
 
 async fn edit_message(AxState(d): AxState<DiscordDouble>, Path((channel, message)): Path<(String, String)>, headers: HeaderMap, Json(body): Json<Value>) -> Response {

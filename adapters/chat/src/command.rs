@@ -52,6 +52,9 @@ pub enum Command {
     /// `/ring [@name …] [message]`: ring the named people, or every opted-in member of the
     /// chat not in the call, into the chat's open call.
     Ring { targets: Vec<String>, message: Option<String> },
+    /// `/unring [@name …]`: take back the rings of the named people (none named: every ring
+    /// of the sender's still unanswered). The host may take back anyone's.
+    Unring { targets: Vec<String> },
     /// `/calls`: the chat's call log.
     Calls,
     /// `/notify [on|off]`: the host hears privately who arrives in their call.
@@ -73,6 +76,7 @@ impl Command {
             Command::Deny { .. } => "deny",
             Command::RingMe { .. } => "ringme",
             Command::Ring { .. } => "ring",
+            Command::Unring { .. } => "unring",
             Command::Calls => "calls",
             Command::Notify { .. } => "notify",
             Command::Help => "help",
@@ -81,7 +85,7 @@ impl Command {
 
     /// Whether the command is about a group's members, and means nothing in a private chat.
     pub fn in_group_only(&self) -> bool {
-        matches!(self, Command::RingMe { .. } | Command::Ring { .. })
+        matches!(self, Command::RingMe { .. } | Command::Ring { .. } | Command::Unring { .. })
     }
 
     /// Whether only the host, a chat admin or a host-token holder may give this command. The
@@ -116,6 +120,7 @@ pub const MENU: &[CommandInfo] = &[
     CommandInfo { name: "who", usage: "", description: "Who is in the call" },
     CommandInfo { name: "ringme", usage: "[on|off]", description: "Be rung privately when someone rings this chat's call" },
     CommandInfo { name: "ring", usage: "[@name …] [message]", description: "Ring people into the call: the named ones, or everyone who asked to be rung" },
+    CommandInfo { name: "unring", usage: "[@name …]", description: "Take back rings you made (the host: anyone's)" },
     CommandInfo { name: "calls", usage: "", description: "This chat's calls: open ones with their links, and the last ended" },
     CommandInfo { name: "notify", usage: "[on|off]", description: "Hear privately who arrives in your call (host)" },
     CommandInfo { name: "help", usage: "", description: "What this bot does" },
@@ -126,6 +131,24 @@ pub const RING_WORD: &str = "ring";
 
 /// Most people one `/ring` names (more are ignored).
 pub const MAX_RING_TARGETS: usize = 20;
+
+/// The leading words that name people (`@ada`, a Discord `<@123>`, a Matrix
+/// `@ada:example.org`), at most [`MAX_RING_TARGETS`], and the rest.
+fn mentions(args: &str) -> (Vec<String>, &str) {
+    let mut targets = Vec::new();
+    let mut rest = args;
+    while rest.starts_with('@') || rest.starts_with("<@") {
+        let (word, tail) = match rest.find(char::is_whitespace) {
+            Some(i) => (&rest[..i], rest[i..].trim_start()),
+            None => (rest, ""),
+        };
+        if targets.len() < MAX_RING_TARGETS && word.len() > 1 {
+            targets.push(word.to_owned());
+        }
+        rest = tail;
+    }
+    (targets, rest)
+}
 
 /// `on`, `off`, or nothing (`None`); any other word is not the command.
 fn on_off(args: &str) -> Option<Option<bool>> {
@@ -192,23 +215,11 @@ pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Op
         "ringme" => Some(Command::RingMe { on: on_off(args)? }),
         "notify" => Some(Command::Notify { on: on_off(args)? }),
         "ring" => {
-            // Leading words that name people (`@ada`, a Discord `<@123>`, a Matrix `@ada:example.org`),
-            // then the message.
-            let mut targets = Vec::new();
-            let mut rest = args;
-            while rest.starts_with('@') || rest.starts_with("<@") {
-                let (word, tail) = match rest.find(char::is_whitespace) {
-                    Some(i) => (&rest[..i], rest[i..].trim_start()),
-                    None => (rest, ""),
-                };
-                if targets.len() < MAX_RING_TARGETS && word.len() > 1 {
-                    targets.push(word.to_owned());
-                }
-                rest = tail;
-            }
+            let (targets, rest) = mentions(args);
             let message = Some(rest.trim().to_owned()).filter(|m| !m.is_empty());
             Some(Command::Ring { targets, message })
         }
+        "unring" => Some(Command::Unring { targets: mentions(args).0 }),
         "calls" => Some(Command::Calls),
         "lock" => Some(Command::Lock),
         "unlock" => Some(Command::Unlock),
@@ -271,6 +282,8 @@ mod tests {
         assert_eq!(targets.len(), MAX_RING_TARGETS);
         assert_eq!(p("/call ring video Standup"), Some(Command::Call { kind: Some(Kind::Video), title: Some("Standup".into()), mesh: false, ring: true }));
         assert_eq!(p("/calls"), Some(Command::Calls));
+        assert_eq!(p("/unring @ada <@1>"), Some(Command::Unring { targets: vec!["@ada".into(), "<@1>".into()] }));
+        assert_eq!(p("/unring"), Some(Command::Unring { targets: vec![] }));
     }
 
     #[test]

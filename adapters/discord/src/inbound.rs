@@ -41,6 +41,11 @@ pub fn command_definitions() -> Value {
         if c.name == "ringme" || c.name == "notify" {
             command["options"] = json!([{"type": 5, "name": "on", "description": "On or off (leave out to switch)", "required": false}]);
         }
+        if c.name == "unring" {
+            command["options"] = json!([
+                {"type": 6, "name": "who", "description": "Take back just this person's ring (leave out: all yours still ringing)", "required": false}
+            ]);
+        }
         if c.name == "ring" {
             command["options"] = json!([
                 {"type": 6, "name": "who", "description": "Ring just this person (leave out: everyone who asked to be rung)", "required": false},
@@ -182,6 +187,7 @@ impl DiscordAdapter {
                         targets: option("who").map(|id| format!("<@{id}>")).into_iter().collect(),
                         message: option("message").map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()),
                     },
+                    "unring" => Command::Unring { targets: option("who").map(|id| format!("<@{id}>")).into_iter().collect() },
                     "calls" => Command::Calls,
                     "lock" => Command::Lock,
                     "unlock" => Command::Unlock,

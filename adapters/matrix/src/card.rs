@@ -41,7 +41,9 @@ pub fn reaction_action(key: &str) -> Option<CardAction> {
 /// notice has HTML, like a card, so reactions on it are taken as presses).
 pub fn prompt_content(prompt: &Prompt) -> RoomMessageEventContent {
     let key = |action: &CardAction| REACTIONS.iter().find(|(_, a)| a == action).map_or("", |(k, _)| k);
-    let hint = prompt.buttons.iter().map(|(label, action)| format!("{} {label}", key(action))).collect::<Vec<_>>().join(" · ");
+    // The reaction stands for the label's own emoji, if it has one.
+    let words = |label: &str| label.trim_start_matches(|c: char| !c.is_alphanumeric()).to_owned();
+    let hint = prompt.buttons.iter().map(|(label, action)| format!("{} {}", key(action), words(label))).collect::<Vec<_>>().join(" · ");
     let (mut plain, mut html) = (prompt.text.clone(), escape_html(&prompt.text).replace('\n', "<br>"));
     if !hint.is_empty() {
         plain.push_str(&format!("\n\nReact: {hint}"));

@@ -169,7 +169,8 @@ mod tests {
         let mut ended = card();
         ended.status = CardStatus::Ended;
         ended.attendance = Some(vec![Attendance { name: "<b>x</b>".into(), joined: "12:00".into(), seconds: 61 }]);
-        assert!(render_keyboard(&ended).inline_keyboard.is_empty());
+        let again = render_keyboard(&ended).inline_keyboard;
+        assert_eq!((again.len(), again[0].len()), (1, 1), "an ended card offers Call again alone");
         let html = render_html(&ended);
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt; — joined 12:00 UTC, 1m 01s"), "{html}");
     }
