@@ -25,6 +25,9 @@ pub struct Media {
     video: Vec<Vec<u8>>,
     /// Opus packets of 60 ms.
     audio: Vec<Vec<u8>>,
+    /// Video frames sent a second ([`VIDEO_FPS`] unless [`with_fps`](Self::with_fps) says
+    /// otherwise: fewer play the same loop slower, a lighter load that still decodes).
+    pub fps: u64,
 }
 
 pub const VIDEO_FPS: u64 = 15;
@@ -45,7 +48,12 @@ impl Media {
     pub fn load(dir: &Path) -> std::io::Result<Media> {
         let ivf = std::fs::read(dir.join("synthetic.ivf"))?;
         let ogg = std::fs::read(dir.join("synthetic.opus"))?;
-        Ok(Media { video: ivf_frames(&ivf), audio: ogg_packets(&ogg).into_iter().skip(2).collect() })
+        Ok(Media { video: ivf_frames(&ivf), audio: ogg_packets(&ogg).into_iter().skip(2).collect(), fps: VIDEO_FPS })
+    }
+
+    /// The same media, its video sent at `fps` frames a second.
+    pub fn with_fps(self, fps: u64) -> Media {
+        Media { fps: fps.clamp(1, VIDEO_FPS), ..self }
     }
 }
 
@@ -104,6 +112,10 @@ pub struct Synthetic {
     pub closed: Arc<Mutex<Option<String>>>,
     /// From the join request to the first video frame received from anyone.
     pub first_video: Arc<Mutex<Option<Duration>>>,
+    /// From the join request to the peer connection being up (ICE and DTLS done).
+    pub connected: Arc<Mutex<Option<Duration>>>,
+    /// How many receiving slots the server opened for it, and how many offers it answered.
+    pub slots: Arc<Mutex<(usize, usize)>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -128,10 +140,19 @@ impl Synthetic {
         let received = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(Mutex::new(None));
         let first_video = Arc::new(Mutex::new(None));
+        let connected = Arc::new(Mutex::new(None));
+        let slots = Arc::new(Mutex::new((0, 0)));
         let stop = CancellationToken::new();
-        let seen = Seen { received: received.clone(), closed: closed.clone(), first_video: first_video.clone(), started };
+        let seen = Seen {
+            received: received.clone(),
+            closed: closed.clone(),
+            first_video: first_video.clone(),
+            connected: connected.clone(),
+            slots: slots.clone(),
+            started,
+        };
         let task = tokio::spawn(run(ws, media, seen, stop.clone()));
-        Ok(Synthetic { name: name.to_owned(), pid, received, closed, first_video, stop, task })
+        Ok(Synthetic { name: name.to_owned(), pid, received, closed, first_video, connected, slots, stop, task })
     }
 
     /// What it has received so far, by sender.
@@ -160,6 +181,8 @@ struct Seen {
     received: Arc<Mutex<HashMap<String, Received>>>,
     closed: Arc<Mutex<Option<String>>>,
     first_video: Arc<Mutex<Option<Duration>>>,
+    connected: Arc<Mutex<Option<Duration>>>,
+    slots: Arc<Mutex<(usize, usize)>>,
     started: Instant,
 }
 
@@ -178,7 +201,7 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
     let mut slots: HashMap<Mid, String> = HashMap::new();
     let mut deadline = Instant::now();
     let mut buf = vec![0u8; 2000];
-    let mut video_tick = tokio::time::interval(Duration::from_millis(1000 / VIDEO_FPS));
+    let mut video_tick = tokio::time::interval(Duration::from_millis(1000 / media.fps));
     let mut audio_tick = tokio::time::interval(AUDIO_FRAME);
     let (mut video_n, mut audio_n) = (0u64, 0u64);
     loop {
@@ -198,6 +221,7 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
                         if let Ok(offer) = SdpOffer::from_sdp_string(msg["sdp"].as_str().unwrap_or(""))
                             && let Ok(answer) = rtc.sdp_api().accept_offer(offer)
                         {
+                            seen.slots.lock().unwrap().1 += 1;
                             let frame = json!({"type": "sfu-answer", "sdp": answer.to_sdp_string()}).to_string();
                             let _ = ws.send(Message::Text(frame.into())).await;
                         }
@@ -206,6 +230,7 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
                         slots = msg["slots"].as_array().into_iter().flatten()
                             .filter_map(|s| Some((Mid::from(s["mid"].as_str()?), s["id"].as_str()?.to_owned())))
                             .collect();
+                        seen.slots.lock().unwrap().0 = slots.len();
                     }
                     Some("closed") => {
                         *seen.closed.lock().unwrap() = msg["reason"].as_str().map(str::to_owned);
@@ -256,6 +281,9 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
             Some(at) => deadline = at,
             None => break,
         }
+        if rtc.is_connected() {
+            seen.connected.lock().unwrap().get_or_insert_with(|| seen.started.elapsed());
+        }
         if !rtc.is_alive() {
             break;
         }
@@ -282,7 +310,7 @@ pub async fn drain(rtc: &mut Rtc, socket: &UdpSocket, mut frame: impl FnMut(Medi
 
 /// Sends the `n`th frame of the video loop on `mid`.
 pub fn send_video(rtc: &mut Rtc, mid: Mid, media: &Media, n: u64) {
-    write(rtc, mid, Codec::Vp8, MediaTime::new(n * 90_000 / VIDEO_FPS, Frequency::NINETY_KHZ), media.video_frame(n));
+    write(rtc, mid, Codec::Vp8, MediaTime::new(n * 90_000 / media.fps, Frequency::NINETY_KHZ), media.video_frame(n));
 }
 
 /// Sends the `n`th packet of the audio loop on `mid`.

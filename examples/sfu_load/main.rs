@@ -2,7 +2,7 @@
 //! benchmark. Each joins through the join gate and room socket, publishes pre-encoded VP8 and
 //! Opus, and counts what it receives from whom; at the end one JSON object goes to stdout:
 //! `{"joined": n, "refused": [status…], "participants": [{"name", "pid", "received": {pid: …},
-//! "closed", "first_video_ms"}]}`.
+//! "closed", "first_video_ms", "connected_ms", "slots", "offers_answered"}]}`.
 //!
 //! ```sh
 //! cargo run --release --example sfu_load -- --base http://127.0.0.1:8080 --room ID --count 48 --seconds 20
@@ -22,10 +22,11 @@ struct Args {
     count: usize,
     seconds: u64,
     media: PathBuf,
+    fps: u64,
 }
 
 fn args() -> Args {
-    let mut a = Args { base: String::new(), rooms: Vec::new(), count: 1, seconds: 10, media: PathBuf::from("tests/media") };
+    let mut a = Args { base: String::new(), rooms: Vec::new(), count: 1, seconds: 10, media: PathBuf::from("tests/media"), fps: client::VIDEO_FPS };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -36,17 +37,19 @@ fn args() -> Args {
             "--count" => a.count = value.parse().expect("--count N"),
             "--seconds" => a.seconds = value.parse().expect("--seconds N"),
             "--media" => a.media = PathBuf::from(value),
+            // Fewer video frames a second (the same loop, slower): room logic under a light load.
+            "--fps" => a.fps = value.parse().expect("--fps N"),
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(!a.base.is_empty() && !a.rooms.is_empty(), "usage: sfu_load --base URL --room ID [--room ID…] [--count N] [--seconds N] [--media DIR]");
+    assert!(!a.base.is_empty() && !a.rooms.is_empty(), "usage: sfu_load --base URL --room ID [--room ID…] [--count N] [--seconds N] [--media DIR] [--fps N]");
     a
 }
 
 #[tokio::main]
 async fn main() {
     let a = args();
-    let media = Arc::new(Media::load(&a.media).expect("the synthetic media (scripts/make-test-media.sh)"));
+    let media = Arc::new(Media::load(&a.media).expect("the synthetic media (scripts/make-test-media.sh)").with_fps(a.fps));
     let http = reqwest::Client::new();
     let mut joined: Vec<Synthetic> = Vec::new();
     let mut refused = Vec::new();
@@ -57,11 +60,21 @@ async fn main() {
             Err((status, body)) => refused.push(json!({"status": status, "body": body})),
         }
     }
-    eprintln!("sfu_load: {} joined, {} refused; running {} s", joined.len(), refused.len(), a.seconds);
+    eprintln!("sfu_load: {} joined, {} refused", joined.len(), refused.len());
+    // The measured time starts once every peer connection is up (ICE and DTLS take a while
+    // when dozens arrive at once on a loaded machine), or after a minute at most.
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(60) && joined.iter().any(|s| s.connected.lock().unwrap().is_none() && s.closed.lock().unwrap().is_none()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = joined.iter().filter(|s| s.connected.lock().unwrap().is_some()).count();
+    eprintln!("sfu_load: {connected} connected after {} ms; running {} s", since.elapsed().as_millis(), a.seconds);
     tokio::time::sleep(Duration::from_secs(a.seconds)).await;
     let participants: Vec<_> =
         joined.iter().map(|s| json!({"name": s.name, "pid": s.pid, "received": s.received(), "closed": *s.closed.lock().unwrap(),
-            "first_video_ms": s.first_video.lock().unwrap().map(|d| d.as_millis() as u64)})).collect();
+            "first_video_ms": s.first_video.lock().unwrap().map(|d| d.as_millis() as u64),
+            "connected_ms": s.connected.lock().unwrap().map(|d| d.as_millis() as u64),
+            "slots": s.slots.lock().unwrap().0, "offers_answered": s.slots.lock().unwrap().1})).collect();
     println!("{}", json!({"joined": joined.len(), "refused": refused, "participants": participants}));
     for s in joined {
         s.leave().await;

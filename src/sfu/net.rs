@@ -11,6 +11,9 @@ use std::task::{Context, Poll};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
+/// Bytes asked for each socket's kernel buffers.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// One socket and the candidate address it stands for.
 pub struct SfuSocket {
     pub socket: UdpSocket,
@@ -41,6 +44,11 @@ pub fn bind(config: &SfuConfig) -> io::Result<Vec<SfuSocket>> {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(*ip, port))?;
         // Port 0: the first socket picks one, the others share it.
         port = socket.local_addr()?.port();
+        // Room for bursts while the SFU thread is busy (the kernel caps it at
+        // net.core.rmem_max / wmem_max, which busy hosts raise).
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(socket)?;
         sockets.push(SfuSocket { announced: SocketAddr::new(*ip, port), socket });
