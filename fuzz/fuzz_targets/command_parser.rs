@@ -5,7 +5,7 @@
 //! Beyond "never panics", it checks what `parse_command` promises its callers.
 #![no_main]
 
-use callbridge_chat::{Command, Kind, PRIVATE_WORD, parse_command};
+use callbridge_chat::{Command, Kind, MAX_RING_TARGETS, PRIVATE_WORD, RING_WORD, parse_command};
 use libfuzzer_sys::fuzz_target;
 
 /// `""` must always give `None`; `"ü"` is a multi-byte prefix (split points off ASCII).
@@ -43,8 +43,15 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
 
     // Arguments are the user's text, trimmed, never empty, never rewritten.
     let arg_ok = |a: &str| !a.is_empty() && a == a.trim() && text.contains(a);
+    let mention = |w: &str| w.starts_with('@') || w.starts_with("<@");
+    let targets_ok = |targets: &[String]| {
+        assert!(targets.len() <= MAX_RING_TARGETS, "{} targets from {text:?}", targets.len());
+        for t in targets {
+            assert!(mention(t) && t.len() > 1 && !t.contains(char::is_whitespace) && text.contains(t.as_str()), "bad target {t:?} from {text:?}");
+        }
+    };
     match &command {
-        Command::Call { kind, title, mesh } => {
+        Command::Call { kind, title, mesh, ring } => {
             if let Some(t) = title {
                 assert!(arg_ok(t), "bad title {t:?} from {text:?}");
                 // Had the first word been a kind (or `private`), it would have been taken as one.
@@ -55,10 +62,22 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
                 if !mesh {
                     assert!(!first.eq_ignore_ascii_case(PRIVATE_WORD), "`private` left in the title of {text:?}");
                 }
+                if !ring {
+                    assert!(!first.eq_ignore_ascii_case(RING_WORD), "`ring` left in the title of {text:?}");
+                }
             }
         }
         Command::Admit { name } | Command::Deny { name } => assert!(arg_ok(name), "bad name {name:?} from {text:?}"),
+        Command::Ring { targets, message } => {
+            targets_ok(targets);
+            if let Some(m) = message {
+                // Every leading @-word was taken as a person (or dropped past the limit).
+                assert!(arg_ok(m) && !mention(m), "bad message {m:?} from {text:?}");
+            }
+        }
+        Command::Unring { targets } => targets_ok(targets),
         Command::Lock | Command::Unlock | Command::End | Command::Who | Command::Help => {}
+        Command::RingMe { .. } | Command::Notify { .. } | Command::Calls => {}
     }
 
     // The canonical spelling of a parsed command parses back to the same command.
@@ -70,18 +89,29 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
     );
 }
 
+fn on_off(on: Option<bool>) -> &'static str {
+    match on {
+        None => "",
+        Some(true) => " on",
+        Some(false) => " off",
+    }
+}
+
 /// How a user would type `command` (the crate has no renderer; this is the documented syntax).
 fn render(command: &Command, prefix: &str) -> String {
     let word = |w: &str| format!("{prefix}{w}");
     match command {
-        Command::Call { kind, title, mesh } => {
-            let mut s = word("call");
-            for part in [kind.map(Kind::as_str), mesh.then_some(PRIVATE_WORD), title.as_deref()].into_iter().flatten() {
-                s.push(' ');
-                s.push_str(part);
-            }
-            s
+        Command::Call { kind, title, mesh, ring } => {
+            let parts = [kind.map(Kind::as_str), mesh.then_some(PRIVATE_WORD), ring.then_some(RING_WORD), title.as_deref()];
+            std::iter::once(word("call")).chain(parts.into_iter().flatten().map(str::to_owned)).collect::<Vec<_>>().join(" ")
         }
+        Command::RingMe { on } => format!("{}{}", word("ringme"), on_off(*on)),
+        Command::Notify { on } => format!("{}{}", word("notify"), on_off(*on)),
+        Command::Calls => word("calls"),
+        Command::Ring { targets, message } => {
+            std::iter::once(word("ring")).chain(targets.iter().cloned()).chain(message.clone()).collect::<Vec<_>>().join(" ")
+        }
+        Command::Unring { targets } => std::iter::once(word("unring")).chain(targets.iter().cloned()).collect::<Vec<_>>().join(" "),
         Command::Lock => word("lock"),
         Command::Unlock => word("unlock"),
         Command::End => word("end"),

@@ -3,6 +3,7 @@
 //! A link stays valid until its call ends or goes unused for `[rooms] expire_after` (90 days,
 //! as WhatsApp's), so the log's open calls can simply be used again.
 
+use super::ringing::title_of;
 use super::{Bridge, CallRequest, Outcome};
 use crate::ids::RoomId;
 use crate::room::{RoomView, RoomKind};
@@ -86,7 +87,7 @@ impl Bridge {
 
 /// "🟢 “Standup” — hosted by Ada — in now: Bob, Cy\n   https://…"
 fn open_line(view: &RoomView) -> String {
-    let mut line = format!("🟢 {}", title(view));
+    let mut line = format!("🟢 {}", title_of(view));
     if let Some(host) = &view.host_name {
         line.push_str(&format!(" — hosted by {host}"));
     }
@@ -104,7 +105,7 @@ fn open_line(view: &RoomView) -> String {
 fn ended_line(view: &RoomView) -> String {
     let started = chrono::DateTime::parse_from_rfc3339(&view.created_at).ok();
     let ended = view.ended_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    let mut line = format!("⚫ {}", title(view));
+    let mut line = format!("⚫ {}", title_of(view));
     if let Some(end) = ended {
         line.push_str(&format!(" — {} UTC", end.format("%-d %b %H:%M")));
         if let Some(start) = started {
@@ -118,13 +119,6 @@ fn ended_line(view: &RoomView) -> String {
         line.push_str(&format!(" — came ({}): {}", came.len(), names(&came)));
     }
     line
-}
-
-fn title(view: &RoomView) -> String {
-    match &view.title {
-        Some(t) => format!("“{t}”"),
-        None => format!("{} call", if view.kind == RoomKind::Voice { "Voice" } else { "Video" }),
-    }
 }
 
 /// Names joined by commas within [`NAMES_BUDGET`], then "and N more".

@@ -411,11 +411,8 @@ impl Bridge {
         if private {
             return Some(host_text);
         }
-        if let Some(dm) = self.adapter.private_chat(&actor.user) {
-            self.pacer.wait_turn(&dm).await;
-        }
-        match self.adapter.send_private(&actor.user, &host_text).await {
-            Ok(_) => None,
+        match self.private(&actor.user, &host_text).await {
+            Ok(()) => None,
             Err(error) => {
                 tracing::info!(%error, "cannot send the host link privately");
                 let p = self.adapter.command_prefix();
@@ -489,10 +486,11 @@ impl Bridge {
         let name = if name.trim().is_empty() { "Guest".to_owned() } else { name.trim().to_owned() };
         let link = self.rooms.personal_url(room_id, &format!("{platform}:{}", actor.user), &name);
         let text = format!("Your personal link: it joins you as {name}. Don't share it.\n{link}");
-        let Some(dm) = self.adapter.private_chat(&actor.user) else { return Err(text) };
-        self.pacer.wait_turn(&dm).await;
-        match self.adapter.send_private(&actor.user, &text).await {
-            Ok(_) => Ok("I sent you your personal link in our private chat.".into()),
+        if self.adapter.private_chat(&actor.user).is_none() {
+            return Err(text);
+        }
+        match self.private(&actor.user, &text).await {
+            Ok(()) => Ok("I sent you your personal link in our private chat.".into()),
             Err(error) => {
                 tracing::info!(%error, "cannot send a personal link privately");
                 Err("Open a private chat with me and press Start, then press Join as me again.".into())
@@ -556,23 +554,41 @@ impl Bridge {
 
     /// Sends plain text to a chat within its budget.
     async fn reply(&self, chat: &ChatRef, text: &str) {
-        for _ in 0..5 {
-            self.pacer.wait_turn(chat).await;
-            match self.adapter.reply(chat, text).await {
-                Ok(()) => return,
-                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
-                Err(SendError::Transient(error)) => {
-                    tracing::warn!(%error, "reply failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot reply");
-                    return;
-                }
-            }
+        if let Err(error) = self.paced(chat, || self.adapter.reply(chat, text)).await {
+            tracing::warn!(%error, "cannot reply");
         }
     }
+
+    /// One send into `chat` (or a private chat's pacing key) within its budget: waits its
+    /// turn, honours the platform's `retry_after`, and tries a failure worth retrying again, up
+    /// to [`SEND_TRIES`] times in all.
+    async fn paced<T, F>(&self, chat: &ChatRef, mut send: impl FnMut() -> F) -> Result<T, SendError>
+    where
+        F: std::future::Future<Output = Result<T, SendError>>,
+    {
+        let mut last = SendError::Transient("not tried".into());
+        for _ in 0..SEND_TRIES {
+            self.pacer.wait_turn(chat).await;
+            match send().await {
+                Err(SendError::RetryAfter(wait)) => {
+                    self.pacer.back_off(chat, wait);
+                    last = SendError::RetryAfter(wait);
+                }
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "a send failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    last = SendError::Transient(error);
+                }
+                done => return done,
+            }
+        }
+        Err(last)
+    }
 }
+
+/// How many times one message or edit is tried when the platform asks to wait or fails for a
+/// moment.
+const SEND_TRIES: usize = 5;
 
 fn knock_refusal(answer: &KnockAnswer) -> String {
     match answer {

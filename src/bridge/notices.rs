@@ -5,6 +5,7 @@
 //! runs a bridge); a knock's notice is claimed in the database, so a fail-over never sends it
 //! twice.
 
+use super::ringing::title_of;
 use super::{Bridge, Outcome};
 use crate::events::{RoomEvent, RoomEventKind, Subscription};
 use crate::ids::RoomId;
@@ -52,9 +53,8 @@ impl Bridge {
         if view.ended || !matches!(self.rooms.claim_knock_notice(room, knock).await, Ok(true)) {
             return;
         }
-        let title = view.title.as_deref().map(|t| format!(" “{t}”")).unwrap_or_default();
         let prompt = Prompt {
-            text: format!("✋ {name} (#{}) asks to join your locked call{title}.", knock_code(knock)),
+            text: format!("✋ {name} (#{}) asks to join your locked call {}.", knock_code(knock), title_of(&view)),
             buttons: vec![("✅ Admit".into(), CardAction::Accept), ("✖ Deny".into(), CardAction::Decline)],
         };
         let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Knock, subject: knock.to_owned() };
@@ -81,8 +81,7 @@ impl Bridge {
             return;
         }
         let present = view.participants.iter().filter(|p| p.left_at.is_none() && !p.removed).count();
-        let title = view.title.as_deref().map(|t| format!(" “{t}”")).unwrap_or_default();
-        let text = format!("🚪 {name} joined your call{title} ({present} in now).");
+        let text = format!("🚪 {name} joined your call {} ({present} in now).", title_of(&view));
         if let Err(error) = self.private(&UserRef(host), &text).await {
             tracing::info!(%error, "cannot tell the host who arrived");
         }

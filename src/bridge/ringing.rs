@@ -18,8 +18,6 @@ use tokio_util::sync::CancellationToken;
 /// Longest wait of the missed-call timer between two looks (a ring added on another node, or
 /// a clock step, is noticed within this).
 const MISS_CHECK_AT_MOST: Duration = Duration::from_secs(15);
-/// How many times a prompt is tried when the platform asks to wait or fails for a moment.
-const PROMPT_TRIES: usize = 4;
 
 /// Who `/ring` should ring, and who it could not find.
 struct Targets {
@@ -231,28 +229,18 @@ impl Bridge {
 
     /// Sends a prompt privately and records it; `false` when it could not reach them.
     pub(super) async fn send_prompt(&self, user: &UserRef, prompt: &Prompt, subject: &PromptRef) -> bool {
-        let key = self.private_key(user);
-        for _ in 0..PROMPT_TRIES {
-            self.pacer.wait_turn(&key).await;
-            match self.adapter.send_prompt(user, prompt).await {
-                Ok((chat, message)) => {
-                    if let Err(error) = self.rooms.record_prompt(self.adapter.platform(), &chat, &message, subject).await {
-                        tracing::warn!(%error, "cannot record a prompt");
-                    }
-                    return true;
+        match self.paced(&self.private_key(user), || self.adapter.send_prompt(user, prompt)).await {
+            Ok((chat, message)) => {
+                if let Err(error) = self.rooms.record_prompt(self.adapter.platform(), &chat, &message, subject).await {
+                    tracing::warn!(%error, "cannot record a prompt");
                 }
-                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(&key, wait),
-                Err(SendError::Transient(error)) => {
-                    tracing::warn!(%error, "a prompt failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::info!(%error, "cannot reach someone privately");
-                    return false;
-                }
+                true
+            }
+            Err(error) => {
+                tracing::info!(%error, "cannot reach someone privately");
+                false
             }
         }
-        false
     }
 
     /// Shows `prompt` on every prompt sent about `subject`.
@@ -271,20 +259,9 @@ impl Bridge {
 
     /// Edits one prompt within its chat's budget.
     pub(super) async fn edit_prompt(&self, chat: &ChatRef, message: &MessageRef, prompt: &Prompt) {
-        for _ in 0..PROMPT_TRIES {
-            self.pacer.wait_turn(chat).await;
-            match self.adapter.edit_prompt(chat, message, prompt).await {
-                Ok(()) | Err(SendError::NotModified) => return,
-                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
-                Err(SendError::Transient(error)) => {
-                    tracing::warn!(%error, "a prompt edit failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::info!(%error, "cannot edit a prompt");
-                    return;
-                }
-            }
+        match self.paced(chat, || self.adapter.edit_prompt(chat, message, prompt)).await {
+            Ok(()) | Err(SendError::NotModified) => {}
+            Err(error) => tracing::info!(%error, "cannot edit a prompt"),
         }
     }
 
@@ -380,24 +357,7 @@ impl Bridge {
 
     /// Sends plain text privately, within the budget of the private chat.
     pub(super) async fn private(&self, user: &UserRef, text: &str) -> Result<(), SendError> {
-        let key = self.private_key(user);
-        let mut last = SendError::Unsupported;
-        for _ in 0..PROMPT_TRIES {
-            self.pacer.wait_turn(&key).await;
-            match self.adapter.send_private(user, text).await {
-                Ok(_) => return Ok(()),
-                Err(SendError::RetryAfter(wait)) => {
-                    self.pacer.back_off(&key, wait);
-                    last = SendError::RetryAfter(wait);
-                }
-                Err(SendError::Transient(error)) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    last = SendError::Transient(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last)
+        self.paced(&self.private_key(user), || self.adapter.send_private(user, text)).await.map(|_| ())
     }
 }
 
@@ -413,7 +373,7 @@ fn clean(s: &str) -> String {
 }
 
 /// “Title” (or the kind of call).
-fn title_of(view: &RoomView) -> String {
+pub(super) fn title_of(view: &RoomView) -> String {
     match &view.title {
         Some(t) => format!("“{t}”"),
         None => format!("({} call)", view.kind.as_str()),
