@@ -39,7 +39,23 @@
   const kind = lobby.dataset.kind;
   let knockAllowed = lobby.dataset.knock === 'true';
   let status = lobby.dataset.status;
-  let mode = ['ended', 'expired'].includes(lobby.dataset.state) ? 'final' : 'lobby'; // lobby | waiting | final
+  let mode = ['ended', 'expired', 'scheduled'].includes(lobby.dataset.state) ? 'final' : 'lobby'; // lobby | waiting | final
+
+  // A scheduled call: count down to its room's opening, then load the page again (it opens).
+  const starts = document.getElementById('starts');
+  if (starts && lobby.dataset.state === 'scheduled') {
+    const opensAt = Number(starts.dataset.opensAt);
+    const countdown = document.getElementById('countdown');
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((opensAt - Date.now()) / 1000));
+      const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+      const time = (h ? `${h}:${String(m).padStart(2, '0')}` : `${m}`) + `:${String(s).padStart(2, '0')}`;
+      countdown.textContent = T.opens_in.replace('{time}', time);
+      if (left === 0) { clearInterval(timer); setTimeout(() => location.reload(), 1000); }
+    };
+    const timer = setInterval(tick, 1000);
+    tick();
+  }
   const storedToken = () => session.get(key('token')) || local.get(key('token'));
 
   // ---- 2. Host link ---------------------------------------------------------------------

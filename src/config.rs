@@ -182,8 +182,15 @@ pub struct RoomsConfig {
     /// How long a ring waits for its answer before it counts as missed.
     #[serde(with = "human_duration")]
     pub ring_timeout: Duration,
+    /// The IANA time zone scheduled calls are read and shown in (`/call at 18:00`).
+    pub timezone: String,
 }
 impl RoomsConfig {
+    /// `timezone`, read (checked by validation; UTC if it were not).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
     /// `max_participants`, or the default of `media`.
     pub fn max_participants(&self) -> u32 {
         self.max_participants.unwrap_or(self.media.default_max_participants())
@@ -209,6 +216,7 @@ impl Default for RoomsConfig {
             calls_per_user_per_hour: 20,
             calls_per_chat_per_hour: 60,
             ring_timeout: Duration::from_secs(60),
+            timezone: "UTC".into(),
         }
     }
 }
@@ -394,6 +402,9 @@ impl Config {
         }
         if self.rooms.expire_after < Duration::from_secs(60) {
             return Err(invalid("rooms.expire_after", "must be at least 1m".into()));
+        }
+        if self.rooms.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid("rooms.timezone", "must be an IANA time zone name, such as UTC or Europe/Madrid".into()));
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.rooms.ring_timeout) {
             return Err(invalid("rooms.ring_timeout", "must be between 1s and 1h".into()));
@@ -699,6 +710,7 @@ mod tests {
         assert_eq!(c.rooms.max_participants(), d.rooms.max_participants());
         assert_eq!(c.rooms.expire_after, d.rooms.expire_after);
         assert_eq!(c.rooms.ring_timeout, d.rooms.ring_timeout);
+        assert_eq!(c.rooms.timezone, d.rooms.timezone);
         assert_eq!(c.rooms.presence_grace, d.rooms.presence_grace);
         assert_eq!(c.rooms.knock, d.rooms.knock);
         assert_eq!(c.rooms.default_kind, d.rooms.default_kind);

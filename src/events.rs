@@ -38,6 +38,8 @@ pub enum RoomEventKind {
     KnockAnswered { knock_id: KnockId, name: String, admitted: bool },
     /// Who is rung into the room, or how one of them answered, changed.
     Rang,
+    /// A scheduled call reached its start.
+    Started,
 }
 
 /// One event.

@@ -94,6 +94,8 @@ pub struct NewRoom {
     pub chat_ref: Option<String>,
     /// That chat's name, as its members see it.
     pub chat_name: Option<String>,
+    /// A scheduled call's start (milliseconds since the epoch).
+    pub starts_at: Option<i64>,
     pub media: Media,
     pub max_participants: u32,
     pub knock: bool,
@@ -144,10 +146,15 @@ pub enum Refusal {
     Ended,
     Expired,
     Banned,
+    /// A scheduled call whose room opens at `opens_at` (milliseconds since the epoch).
+    NotYet { opens_at: i64 },
     /// `knock`: whether the room takes requests to join.
     Locked { knock: bool },
     Full,
 }
+
+/// How long before a scheduled call's start its room opens.
+pub const OPENS_BEFORE_START: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Refusal {
     /// The stable error code of the public contract.
@@ -157,6 +164,7 @@ impl Refusal {
             Refusal::Ended => "ended",
             Refusal::Expired => "expired",
             Refusal::Banned => "banned",
+            Refusal::NotYet { .. } => "not_yet",
             Refusal::Locked { .. } => "locked",
             Refusal::Full => "full",
         }
@@ -287,6 +295,16 @@ pub struct RoomView {
     /// That chat's name (not serialized).
     #[serde(skip)]
     pub chat_name: Option<String>,
+    /// A scheduled call's start (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// When a scheduled call's room opens, 10 minutes before its start (RFC 3339); joins before
+    /// then get 425 `not_yet`, but the host's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
+    /// The start in milliseconds (not serialized).
+    #[serde(skip)]
+    pub starts_at_ms: Option<i64>,
 }
 
 impl RoomView {

@@ -7,6 +7,7 @@
 //! and the chat alike.
 
 mod rings;
+mod schedule;
 
 pub use rings::CALL_LOG_ENDED;
 use crate::clock::Clock;
@@ -54,6 +55,8 @@ pub struct CreateOptions {
     pub host_ref: Option<String>,
     pub chat_ref: Option<String>,
     pub chat_name: Option<String>,
+    /// A scheduled call's start (milliseconds since the epoch).
+    pub starts_at: Option<i64>,
     pub media: Option<Media>,
     pub max_participants: Option<u32>,
 }
@@ -284,6 +287,7 @@ impl RoomService {
             chat_ref: opts.chat_ref,
             // A chat's name is shown in private messages: cut to a title's length, no controls.
             chat_name: opts.chat_name.map(|n| n.chars().filter(|c| !c.is_control()).take(crate::room::MAX_TITLE_CHARS).collect::<String>()).filter(|n| !n.trim().is_empty()),
+            starts_at: opts.starts_at,
             media,
             max_participants: max,
             knock: self.config.rooms.knock,

@@ -157,7 +157,7 @@ async fn call_card_lock_knock_end_across_a_restart(backend: Db) {
 
     // `!help` and `!who` answer in the room.
     hs.send_text(&member, &room, "!help").await;
-    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [private] [ring] [title]").await);
+    assert!(replied(&hs, &member, &room, b, "!call [voice|video] [private] [ring] [in 30m|at 18:00|tomorrow 9:00] [title]").await);
     hs.send_text(&member, &room, "/who").await;
     assert!(replied(&hs, &member, &room, b, "In the call (1): Bob <i>it</i> & co").await);
 

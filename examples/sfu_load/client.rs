@@ -52,6 +52,7 @@ impl Media {
     }
 
     /// The same media, its video sent at `fps` frames a second.
+    #[allow(dead_code)] // the load tool's, not the SFU tests'
     pub fn with_fps(self, fps: u64) -> Media {
         Media { fps: fps.clamp(1, VIDEO_FPS), ..self }
     }
@@ -113,8 +114,10 @@ pub struct Synthetic {
     /// From the join request to the first video frame received from anyone.
     pub first_video: Arc<Mutex<Option<Duration>>>,
     /// From the join request to the peer connection being up (ICE and DTLS done).
+    #[allow(dead_code)] // read by the load tool, not the SFU tests
     pub connected: Arc<Mutex<Option<Duration>>>,
     /// How many receiving slots the server opened for it, and how many offers it answered.
+    #[allow(dead_code)] // read by the load tool, not the SFU tests
     pub slots: Arc<Mutex<(usize, usize)>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,

@@ -5,7 +5,7 @@
 //! Beyond "never panics", it checks what `parse_command` promises its callers.
 #![no_main]
 
-use callbridge_chat::{Command, Kind, MAX_RING_TARGETS, PRIVATE_WORD, RING_WORD, parse_command};
+use callbridge_chat::{Command, Day, Kind, MAX_RING_TARGETS, PRIVATE_WORD, RING_WORD, StartAt, parse_command};
 use libfuzzer_sys::fuzz_target;
 
 /// `""` must always give `None`; `"ü"` is a multi-byte prefix (split points off ASCII).
@@ -51,7 +51,7 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
         }
     };
     match &command {
-        Command::Call { kind, title, mesh, ring } => {
+        Command::Call { kind, title, mesh, ring, at } => {
             if let Some(t) = title {
                 assert!(arg_ok(t), "bad title {t:?} from {text:?}");
                 // Had the first word been a kind (or `private`), it would have been taken as one.
@@ -64,6 +64,9 @@ fn check(text: &str, prefix: &str, bot: Option<&str>) {
                 }
                 if !ring {
                     assert!(!first.eq_ignore_ascii_case(RING_WORD), "`ring` left in the title of {text:?}");
+                }
+                if at.is_none() {
+                    assert!(StartAt::parse(t).is_none(), "a start time left in the title of {text:?}");
                 }
             }
         }
@@ -101,8 +104,19 @@ fn on_off(on: Option<bool>) -> &'static str {
 fn render(command: &Command, prefix: &str) -> String {
     let word = |w: &str| format!("{prefix}{w}");
     match command {
-        Command::Call { kind, title, mesh, ring } => {
-            let parts = [kind.map(Kind::as_str), mesh.then_some(PRIVATE_WORD), ring.then_some(RING_WORD), title.as_deref()];
+        Command::Call { kind, title, mesh, ring, at } => {
+            let when = at.map(|at| match at {
+                StartAt::In(d) => format!("in {}s", d.as_secs()),
+                StartAt::At { day, hour, minute } => {
+                    let day = match day {
+                        Day::Next => "at",
+                        Day::Today => "today",
+                        Day::Tomorrow => "tomorrow",
+                    };
+                    format!("{day} {hour:02}:{minute:02}")
+                }
+            });
+            let parts = [kind.map(Kind::as_str), mesh.then_some(PRIVATE_WORD), ring.then_some(RING_WORD), when.as_deref(), title.as_deref()];
             std::iter::once(word("call")).chain(parts.into_iter().flatten().map(str::to_owned)).collect::<Vec<_>>().join(" ")
         }
         Command::RingMe { on } => format!("{}{}", word("ringme"), on_off(*on)),

@@ -1,4 +1,4 @@
--- Ringing people into calls, private prompts, and the host's notices.
+-- Ringing people into calls, private prompts, the host's notices, and scheduled calls.
 -- Who asked to be rung for a chat's calls (`/ringme`): per platform, chat and user.
 CREATE TABLE ring_optins (
     platform   TEXT NOT NULL,
@@ -37,6 +37,10 @@ CREATE TABLE prompts (
 CREATE INDEX prompts_by_subject ON prompts (room_id, purpose, subject);
 -- The chat's name where the room was minted (rings say which chat calls).
 ALTER TABLE rooms ADD COLUMN chat_name TEXT;
+-- A scheduled call's start (`/call at 18:00 …`); its page opens 10 minutes before.
+ALTER TABLE rooms ADD COLUMN starts_at BIGINT;
+-- Which reminder of a scheduled call a card's chat got: 0 none, 1 ten minutes before, 2 the start.
+ALTER TABLE cards ADD COLUMN reminded BIGINT NOT NULL DEFAULT 0;
 -- The host hears privately who arrives (`/notify`).
 ALTER TABLE rooms ADD COLUMN notify_host BIGINT NOT NULL DEFAULT 0;
 -- A knock's private notice to the host went out (claimed once, whichever node leads).

@@ -75,6 +75,7 @@ impl Bridge {
             ring: super::RingList::These(rung),
             chat_name: view.chat_name.clone(),
             message: None,
+            starts_at: None,
         };
         match self.call(chat, actor, request).await {
             // What `/call` would say in the chat (a refusal, or the host link it could not

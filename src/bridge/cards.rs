@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 pub async fn card_of(rooms: &RoomService, room: &RoomId) -> Result<Card, ServiceError> {
     let view = rooms.view(room, Knocks::Shown).await?;
     let rings = rooms.rings_of(room).await?;
-    Ok(card_from_view(&view, &rings))
+    let mut card = card_from_view(&view, &rings);
+    let tz = rooms.config().rooms.tz();
+    card.starts = view.starts_at_ms.filter(|s| *s > rooms.now_ms()).map(|s| (s / 1000, super::schedule::start_label(s, tz)));
+    Ok(card)
 }
 
 /// The card of a room. `view` must carry its knocks.
@@ -61,6 +64,7 @@ pub fn card_from_view(view: &RoomView, rings: &[Ring]) -> Card {
         }),
         // Once it is over, the attendance says who came.
         ringing: if over { Vec::new() } else { rings.iter().map(|r| RingLine { name: r.name.clone(), state: r.state }).collect() },
+        starts: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
 //! * `notices` — what the host hears privately: knocks (Admit, Deny) and arrivals.
 //! * `ringing` — `/ringme`, `/ring`, the private prompts that ring, and missed calls.
+//! * `schedule` — scheduled calls: their start time, reminders, and ringing at the start.
 //! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
 //! * `state` — what an adapter keeps in the database (offsets, updates taken).
 //! * `updater` — `CardUpdater`, which keeps posted cards current.
@@ -18,6 +19,7 @@ pub mod cards;
 mod notices;
 pub mod pacer;
 mod ringing;
+mod schedule;
 pub mod state;
 pub mod updater;
 
@@ -70,6 +72,7 @@ pub fn start(
     let calls = CallQuota::new(&rooms.config().rooms);
     let bridge = Arc::new(Bridge { rooms, adapter, pacer, updater, calls, tracker: tracker.clone(), rings_due: Notify::new() });
     tracker.spawn(bridge.clone().miss_rings(cancel.clone()));
+    tracker.spawn(bridge.clone().remind(cancel.clone()));
     tracker.spawn(bridge.clone().notices(notices, cancel.clone()));
     tracker.spawn(bridge.run(inbox, cancel));
 }
@@ -118,6 +121,9 @@ struct CallRequest {
     chat_name: Option<String>,
     /// Words for the people rung.
     message: Option<String>,
+    /// A scheduled call's start: its room opens 10 minutes before, and the chat's opted-in
+    /// members are rung then (not now).
+    starts_at: Option<i64>,
 }
 
 /// How many calls one user, and one chat, may start per hour (`[rooms]`).
@@ -234,7 +240,12 @@ impl Bridge {
                 metrics::counter!("callbridge_chat_commands_total", "platform" => platform, "command" => command.name()).increment(1);
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
-                    Command::Call { kind, title, mesh, ring } => {
+                    Command::Call { kind, title, mesh, ring, at } => 'call: {
+                        let starts_at = match at.map(|at| schedule::start_ms(at, self.rooms.now_ms(), self.rooms.config().rooms.tz())) {
+                            Some(Err(why)) => break 'call Some(why),
+                            Some(Ok(start)) => Some(start),
+                            None => None,
+                        };
                         let request = CallRequest {
                             kind,
                             title,
@@ -243,6 +254,7 @@ impl Bridge {
                             ring: if ring { RingList::OptedIn } else { RingList::Nobody },
                             chat_name,
                             message: None,
+                            starts_at,
                         };
                         self.call(&chat, &actor, request).await
                     }
@@ -338,7 +350,7 @@ impl Bridge {
 
     /// `/call`: mint a room, post its card, hand the host their link, ring whom it asks.
     async fn call(&self, chat: &ChatRef, actor: &Actor, request: CallRequest) -> Option<String> {
-        let CallRequest { kind, title, media, private, ring, chat_name, message: ring_message } = request;
+        let CallRequest { kind, title, media, private, ring, chat_name, message: ring_message, starts_at } = request;
         if !self.calls.allows(&actor.user, chat) {
             return Some("Many calls were started here lately; try again in a while.".into());
         }
@@ -352,6 +364,7 @@ impl Bridge {
             host_ref: Some(actor.user.0.clone()),
             chat_ref: Some(chat.0.clone()),
             chat_name,
+            starts_at,
             media,
             max_participants: None,
         };
@@ -395,6 +408,8 @@ impl Bridge {
         self.updater.track(posted);
         tracing::info!(room_id = %created.id, chat = %chat, "join card posted");
         let ring = match ring {
+            // A scheduled call rings the chat's opted-in members at its start.
+            _ if starts_at.is_some() => Vec::new(),
             RingList::Nobody => Vec::new(),
             RingList::OptedIn => self.rooms.ring_optins(self.adapter.platform(), chat).await.unwrap_or_default(),
             RingList::These(people) => people,

@@ -15,7 +15,63 @@ pub struct PostedCard {
     pub rendered: Option<String>,
 }
 
+/// A card whose scheduled call is due a reminder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReminder {
+    pub room_id: RoomId,
+    pub chat: ChatRef,
+    /// The call's start, in milliseconds since the epoch.
+    pub starts_at: i64,
+}
+
+/// A reminder goes out this long before a scheduled call's start (when its room opens).
+const REMIND_BEFORE_MS: i64 = crate::room::OPENS_BEFORE_START.as_millis() as i64;
+
 impl Store {
+    /// The cards of `platform` whose scheduled call is due a reminder at `now`: 10 minutes
+    /// before its start, or at it.
+    pub async fn due_reminders(&self, platform: &str, now: i64) -> Result<Vec<DueReminder>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.room_id, c.chat_ref, r.starts_at FROM cards c JOIN rooms r ON r.id = c.room_id \
+             WHERE c.platform = $1 AND c.closed = 0 AND r.ended_at IS NULL AND r.starts_at IS NOT NULL \
+             AND ((c.reminded < 1 AND r.starts_at <= $2 + $3) OR (c.reminded < 2 AND r.starts_at <= $2))",
+        )
+        .bind(platform)
+        .bind(now)
+        .bind(REMIND_BEFORE_MS)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(DueReminder { room_id: RoomId::trusted(r.try_get(0)?), chat: ChatRef(r.try_get(1)?), starts_at: r.try_get(2)? }))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// When the next reminder of `platform`'s cards falls due.
+    pub async fn next_reminder(&self, platform: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN c.reminded < 1 THEN r.starts_at - $2 ELSE r.starts_at END) FROM cards c JOIN rooms r ON r.id = c.room_id \
+             WHERE c.platform = $1 AND c.closed = 0 AND r.ended_at IS NULL AND r.starts_at IS NOT NULL AND c.reminded < 2",
+        )
+        .bind(platform)
+        .bind(REMIND_BEFORE_MS)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Claims a card's reminder `stage` (1: before the start, 2: the start; a later stage
+    /// passes over an earlier one missed while down); `false` when it was sent already.
+    pub async fn claim_reminder(&self, room: &RoomId, platform: &str, chat: &ChatRef, stage: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE cards SET reminded = $4 WHERE room_id = $1 AND platform = $2 AND chat_ref = $3 AND reminded < $4")
+            .bind(room.as_str())
+            .bind(platform)
+            .bind(chat.as_str())
+            .bind(stage)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records a freshly posted card.
     pub async fn insert_card(&self, platform: &str, card: &PostedCard) -> Result<(), StoreError> {
         sqlx::query(

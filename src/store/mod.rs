@@ -24,7 +24,7 @@ mod rings;
 mod rooms;
 
 pub use admission::{AdmissionWriter, Timing};
-pub use cards::PostedCard;
+pub use cards::{DueReminder, PostedCard};
 pub use knocks::{KnockAnswer, KnockOutcome};
 pub use nodes::Home;
 pub use presence::PresenceChange;

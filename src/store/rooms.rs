@@ -4,7 +4,7 @@ use super::{Store, StoreError};
 use crate::clock::rfc3339;
 use crate::room::{Media, RoomKind};
 use crate::ids::{RoomId, hash_token, is_token, new_room_id, new_token, secret_eq};
-use crate::room::{CreatedRoom, KnockView, NewRoom, ParticipantView, RoomStatus, RoomView};
+use crate::room::{CreatedRoom, KnockView, NewRoom, OPENS_BEFORE_START, ParticipantView, RoomStatus, RoomView};
 use sqlx::{AnyConnection, Row};
 
 /// The result of lock, unlock and end.
@@ -43,8 +43,8 @@ impl Store {
         let (id, host_token) = (RoomId::trusted(new_room_id()), new_token());
         sqlx::query(
             "INSERT INTO rooms (id, kind, title, host_name, host_ref, chat_ref, host_token_hash, \
-             max_participants, knock, created_at, last_active_at, media, chat_name) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+             max_participants, knock, created_at, last_active_at, media, chat_name, starts_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
         )
         .bind(id.as_str())
         .bind(new.kind.as_str())
@@ -58,6 +58,7 @@ impl Store {
         .bind(now)
         .bind(new.media.as_str())
         .bind(&new.chat_name)
+        .bind(new.starts_at)
         .execute(&self.write)
         .await?;
         Ok(CreatedRoom { id, host_token })
@@ -156,7 +157,7 @@ impl Store {
         let now = self.clock.now_ms();
         let Some(r) = sqlx::query(
             "SELECT kind, title, host_name, host_ref, chat_ref, max_participants, knock, locked, \
-             created_at, ended_at, end_reason, media, chat_name FROM rooms WHERE id = $1",
+             created_at, ended_at, end_reason, media, chat_name, starts_at FROM rooms WHERE id = $1",
         )
         .bind(room_id)
         .fetch_optional(&self.read)
@@ -228,6 +229,9 @@ impl Store {
             host_ref: r.try_get(3)?,
             chat_ref: r.try_get(4)?,
             chat_name: r.try_get(12)?,
+            starts_at: r.try_get::<Option<i64>, _>(13)?.map(rfc3339),
+            opens_at: r.try_get::<Option<i64>, _>(13)?.map(|s| rfc3339(s - OPENS_BEFORE_START.as_millis() as i64)),
+            starts_at_ms: r.try_get(13)?,
             status,
             locked,
             ended: ended_at.is_some(),

@@ -19,6 +19,9 @@ pub struct ErrorBody {
     /// On `locked`: whether the room takes requests to join.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knock: Option<bool>,
+    /// On `not_yet`: when the scheduled call's room opens (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
 }
 
 /// An error answer.
@@ -30,7 +33,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, body: ErrorBody { error, message: message.into(), knock: None } }
+        ApiError { status, body: ErrorBody { error, message: message.into(), knock: None, opens_at: None } }
     }
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such room")
@@ -51,12 +54,15 @@ impl ApiError {
             Refusal::Ended => (StatusCode::GONE, "this room has ended"),
             Refusal::Expired => (StatusCode::GONE, "this link has expired"),
             Refusal::Banned => (StatusCode::FORBIDDEN, "you were removed from this room"),
+            Refusal::NotYet { .. } => (StatusCode::TOO_EARLY, "this scheduled call has not opened yet"),
             Refusal::Locked { .. } => (StatusCode::LOCKED, "the host has locked this room"),
             Refusal::Full => (StatusCode::CONFLICT, "this room is full"),
         };
         let mut e = Self::new(status, r.code(), message);
-        if let Refusal::Locked { knock } = r {
-            e.body.knock = Some(knock);
+        match r {
+            Refusal::Locked { knock } => e.body.knock = Some(knock),
+            Refusal::NotYet { opens_at } => e.body.opens_at = Some(crate::clock::rfc3339(opens_at)),
+            _ => {}
         }
         e
     }

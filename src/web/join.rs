@@ -127,6 +127,7 @@ fn within_rate(limiter: Option<&RateLimiter>, parts: &Parts, state: &AppState, m
         (status = 413, description = "too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 423, description = "locked (`knock` says whether asking to join is possible)", body = ErrorBody),
+        (status = 425, description = "not_yet: a scheduled call opens 10 minutes before its start (`opens_at`)", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
     ))]
 pub async fn join(

@@ -11,7 +11,7 @@
 
 use super::AppState;
 use super::i18n::{Lang, Strings, negotiate};
-use crate::room::{RoomStatus, RoomView};
+use crate::room::{OPENS_BEFORE_START, RoomStatus, RoomView};
 use crate::ids::RoomId;
 use crate::service::{Knocks, ServiceError};
 use askama::Template;
@@ -103,6 +103,35 @@ struct RoomInfo {
     present: Vec<String>,
     capacity: u32,
     qr_svg: String,
+    /// A scheduled call: when it starts (in the deployment's time zone) and when its room opens.
+    starts: Option<Starts>,
+}
+
+/// The time and time zone a page is rendered at.
+#[derive(Clone, Copy)]
+struct Now {
+    ms: i64,
+    tz: chrono_tz::Tz,
+}
+
+impl Default for Now {
+    fn default() -> Self {
+        Now { ms: 0, tz: chrono_tz::UTC }
+    }
+}
+
+impl Now {
+    fn of(state: &AppState) -> Now {
+        Now { ms: state.rooms.now_ms(), tz: state.rooms.config().rooms.tz() }
+    }
+}
+
+/// A scheduled call's start, as the join page shows it.
+struct Starts {
+    /// "Starts Thu 3 Dec 2026, 18:00 (UTC)".
+    label: String,
+    /// When the room opens, in milliseconds since the epoch (the page counts down to it).
+    opens_ms: i64,
 }
 
 /// `/r/{id}/room`.
@@ -138,7 +167,7 @@ async fn join_page(State(state): State<AppState>, Path(id): Path<String>, header
     match state.rooms.view(&id, Knocks::Hidden).await {
         Ok(view) => {
             let qr = qr_svg(&state.rooms.room_url(&id));
-            let (status, page) = join_page_for(lang, Some((view, qr)), None);
+            let (status, page) = join_page_for(lang, Some((view, qr)), None, Now::of(&state));
             html(status, page.render())
         }
         Err(e) => error_page(lang, e),
@@ -154,7 +183,7 @@ async fn room_page(State(state): State<AppState>, Path(id): Path<String>, header
     };
     if matches!(view.status, RoomStatus::Ended | RoomStatus::Expired) {
         let qr = qr_svg(&state.rooms.room_url(&id));
-        let (status, page) = join_page_for(lang, Some((view, qr)), None);
+        let (status, page) = join_page_for(lang, Some((view, qr)), None, Now::of(&state));
         return html(status, page.render());
     }
     let t = lang.strings();
@@ -175,11 +204,13 @@ async fn room_page(State(state): State<AppState>, Path(id): Path<String>, header
 }
 
 /// The join page for a room (or none: not found / error) and its HTTP status.
-fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'static str>) -> (StatusCode, JoinPage) {
+fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'static str>, now: Now) -> (StatusCode, JoinPage) {
     let t = lang.strings();
+    let opens = |view: &RoomView| view.starts_at_ms.map(|s| s - OPENS_BEFORE_START.as_millis() as i64).filter(|o| *o > now.ms);
     let (status, state, message) = match (&room, error) {
         (_, Some("error")) => (StatusCode::SERVICE_UNAVAILABLE, "error", t.state_error),
         (None, _) => (StatusCode::NOT_FOUND, "not_found", t.state_not_found),
+        (Some((view, _)), _) if !view.ended && opens(view).is_some() => (StatusCode::OK, "scheduled", t.state_scheduled),
         (Some((view, _)), _) => match view.status {
             RoomStatus::Open => (StatusCode::OK, "open", ""),
             RoomStatus::Locked if view.knock => (StatusCode::OK, "locked", t.state_locked_knock),
@@ -201,7 +232,14 @@ fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'s
             status,
             status_label: t.status(status),
             knock: view.knock,
-            joinable: matches!(view.status, RoomStatus::Open | RoomStatus::Locked | RoomStatus::Full),
+            joinable: matches!(view.status, RoomStatus::Open | RoomStatus::Locked | RoomStatus::Full) && opens(&view).is_none(),
+            starts: match (view.starts_at_ms, opens(&view)) {
+                (Some(start), Some(opens_ms)) if !view.ended => {
+                    let time = chrono::DateTime::from_timestamp_millis(start).unwrap_or_default().with_timezone(&now.tz);
+                    Some(Starts { label: t.starts.replace("{time}", &format!("{} ({})", time.format("%a %-d %b %Y, %H:%M"), now.tz.name())), opens_ms })
+                }
+                _ => None,
+            },
             present: view.present().map(|p| p.name.clone()).collect(),
             capacity: view.capacity,
             qr_svg,
@@ -219,10 +257,10 @@ fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'s
 
 fn error_page(lang: Lang, e: ServiceError) -> Response {
     let (status, page) = match e {
-        ServiceError::NotFound | ServiceError::Invalid(_) | ServiceError::InvalidName(_) => join_page_for(lang, None, None),
+        ServiceError::NotFound | ServiceError::Invalid(_) | ServiceError::InvalidName(_) => join_page_for(lang, None, None, Now::default()),
         ServiceError::Store(err) => {
             tracing::error!(error = %err, "store error while rendering a page");
-            join_page_for(lang, None, Some("error"))
+            join_page_for(lang, None, Some("error"), Now::default())
         }
     };
     html(status, page.render())
@@ -335,6 +373,9 @@ mod tests {
             host_ref: None,
             chat_ref: None,
             chat_name: None,
+            starts_at: None,
+            opens_at: None,
+            starts_at_ms: None,
         }
     }
 
@@ -348,7 +389,7 @@ mod tests {
             (RoomStatus::Ended, StatusCode::GONE, "ended"),
             (RoomStatus::Expired, StatusCode::GONE, "expired"),
         ] {
-            let (got, page) = join_page_for(Lang::En, Some((room(status, evil, evil), qr_svg("https://x"))), None);
+            let (got, page) = join_page_for(Lang::En, Some((room(status, evil, evil), qr_svg("https://x"))), None, Now::default());
             assert_eq!(got, code, "{state}");
             let html = page.render().unwrap();
             assert!(!html.contains("<img"), "{state}: user strings are escaped");
@@ -356,7 +397,7 @@ mod tests {
             assert!(html.contains(&format!("data-state=\"{state}\"")));
             assert!(html.contains("id=\"status\""));
         }
-        let (_, page) = join_page_for(Lang::Es, Some((room(RoomStatus::Locked, "T", "Ana"), String::new())), None);
+        let (_, page) = join_page_for(Lang::Es, Some((room(RoomStatus::Locked, "T", "Ana"), String::new())), None, Now::default());
         let html = page.render().unwrap();
         assert!(html.contains("id=\"knock\"") && html.contains("lang=\"es\""));
         assert!(html.contains("maxlength=\"64\""));
@@ -364,7 +405,7 @@ mod tests {
 
     #[test]
     fn not_found_page_escapes_and_has_status() {
-        let (status, page) = join_page_for(Lang::Fr, None, None);
+        let (status, page) = join_page_for(Lang::Fr, None, None, Now::default());
         assert_eq!(status, StatusCode::NOT_FOUND);
         let html = page.render().unwrap();
         assert!(html.contains("lang=\"fr\""));

@@ -128,6 +128,9 @@ pub struct Card {
     pub attendance: Option<Vec<Attendance>>,
     /// The people rung into the call, and how each answered.
     pub ringing: Vec<RingLine>,
+    /// A scheduled call not started yet: its start, in seconds since the epoch, and as the
+    /// chat's time zone writes it ("Thu 3 Dec, 18:00 (Europe/Madrid)").
+    pub starts: Option<(i64, String)>,
 }
 
 impl Card {

@@ -25,6 +25,91 @@ impl Kind {
     }
 }
 
+/// When a scheduled call starts, as typed after `/call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// `in 30m`, `in 2h`, `in 1h30m`: that long from now.
+    In(std::time::Duration),
+    /// `at 18:00` (the next time the chat's clock shows it), `today 17:30`, `tomorrow 9:00`
+    /// (`at` may follow the day), in the chat's time zone.
+    At { day: Day, hour: u8, minute: u8 },
+}
+
+/// Which day a clock time of [`StartAt::At`] falls on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Day {
+    /// Today if that time is still ahead, else tomorrow.
+    Next,
+    Today,
+    Tomorrow,
+}
+
+/// The longest `in …` a call may be scheduled ahead.
+pub const MOST_AHEAD: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+impl StartAt {
+    /// Reads a schedule from the start of `words`: `in 30m`, `at 18:00`, `tomorrow 9:00`,
+    /// `today at 6pm`. Returns it and the words after it.
+    pub fn parse(words: &str) -> Option<(StartAt, &str)> {
+        let (first, rest) = split_word(words);
+        match first.to_ascii_lowercase().as_str() {
+            "in" => {
+                let (span, rest) = split_word(rest);
+                let d = humantime::parse_duration(span).ok().filter(|d| *d >= std::time::Duration::from_secs(60) && *d <= MOST_AHEAD)?;
+                Some((StartAt::In(d), rest))
+            }
+            "at" => {
+                let (time, rest) = split_word(rest);
+                let (hour, minute) = clock_time(time)?;
+                Some((StartAt::At { day: Day::Next, hour, minute }, rest))
+            }
+            day @ ("today" | "tomorrow") => {
+                let day = if day == "today" { Day::Today } else { Day::Tomorrow };
+                let (word, after) = split_word(rest);
+                let (time, rest) = if word.eq_ignore_ascii_case("at") { split_word(after) } else { (word, after) };
+                let (hour, minute) = clock_time(time)?;
+                Some((StartAt::At { day, hour, minute }, rest))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The first word of `s` and the rest, trimmed.
+fn split_word(s: &str) -> (&str, &str) {
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// `18:00`, `9:05`, `9`, `18h`, `9am`, `6:30pm`, `12pm` (noon): hour and minute.
+fn clock_time(word: &str) -> Option<(u8, u8)> {
+    let w = word.to_ascii_lowercase();
+    let (w, half) = match (w.strip_suffix("am"), w.strip_suffix("pm")) {
+        (Some(t), _) => (t.to_owned(), Some(false)),
+        (_, Some(t)) => (t.to_owned(), Some(true)),
+        _ => (w.strip_suffix('h').map(str::to_owned).unwrap_or(w), None),
+    };
+    let (h, m) = match w.split_once(':') {
+        Some((h, m)) if m.len() == 2 => (h, m),
+        Some(_) => return None,
+        None => (w.as_str(), "0"),
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return None;
+    }
+    let (mut hour, minute): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    if let Some(pm) = half {
+        if !(1..=12).contains(&hour) {
+            return None;
+        }
+        hour = (hour % 12) + if pm { 12 } else { 0 };
+    }
+    (hour < 24 && minute < 60).then_some((hour, minute))
+}
+
 /// The word after `/call` that asks for a private room: a browser-to-browser mesh of at most
 /// 8 people, whose media never passes through the server.
 pub const PRIVATE_WORD: &str = "private";
@@ -32,9 +117,10 @@ pub const PRIVATE_WORD: &str = "private";
 /// A chat command, platform-neutral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `/call [voice|video] [private] [ring] [title]`: mint a room (`private`: a mesh) and post
-    /// its join card; `ring` rings the chat's opted-in members at once.
-    Call { kind: Option<Kind>, title: Option<String>, mesh: bool, ring: bool },
+    /// `/call [voice|video] [private] [ring] [in 30m | at 18:00 | tomorrow 9:00] [title]`:
+    /// mint a room (`private`: a mesh) and post its join card; `ring` rings the chat's
+    /// opted-in members (at once, or at the start of a scheduled call).
+    Call { kind: Option<Kind>, title: Option<String>, mesh: bool, ring: bool, at: Option<StartAt> },
     /// `/lock`: refuse new joiners in the chat's latest open room.
     Lock,
     /// `/unlock`: let new joiners in again.
@@ -113,7 +199,11 @@ pub struct CommandInfo {
 /// The commands every platform's menu shows, in order: the one source of Telegram's
 /// `setMyCommands`, Discord's registration and the bridge's help.
 pub const MENU: &[CommandInfo] = &[
-    CommandInfo { name: "call", usage: "[voice|video] [private] [ring] [title]", description: "Start a call and post its join card (ring: ring people at once)" },
+    CommandInfo {
+        name: "call",
+        usage: "[voice|video] [private] [ring] [in 30m|at 18:00|tomorrow 9:00] [title]",
+        description: "Start a call, or schedule one, and post its join card (ring: ring people)",
+    },
     CommandInfo { name: "lock", usage: "", description: "Stop new people joining the call (host or admins)" },
     CommandInfo { name: "unlock", usage: "", description: "Let new people join the call again" },
     CommandInfo { name: "end", usage: "", description: "End the call for everyone (host or admins)" },
@@ -191,26 +281,28 @@ pub fn parse_command(text: &str, prefix: &str, bot_username: Option<&str>) -> Op
     let single_arg = || Some(args.to_owned()).filter(|a| !a.is_empty());
     match name.to_ascii_lowercase().as_str() {
         "call" => {
-            // Leading option words, in any order: a kind, `private` for a mesh room, `ring`.
-            let (mut kind, mut mesh, mut ring, mut title) = (None, false, false, args);
+            // Leading option words, in any order: a kind, `private` for a mesh room, `ring`, and
+            // a start time.
+            let (mut kind, mut mesh, mut ring, mut at, mut title) = (None, false, false, None, args);
             loop {
-                let (first, tail) = match title.find(char::is_whitespace) {
-                    Some(i) => (&title[..i], title[i..].trim()),
-                    None => (title, ""),
-                };
+                let (first, tail) = split_word(title);
                 if let (None, Some(k)) = (kind, Kind::parse(first)) {
                     kind = Some(k);
                 } else if !mesh && first.eq_ignore_ascii_case(PRIVATE_WORD) {
                     mesh = true;
                 } else if !ring && first.eq_ignore_ascii_case(RING_WORD) {
                     ring = true;
+                } else if let (None, Some((when, rest))) = (at, StartAt::parse(title)) {
+                    at = Some(when);
+                    title = rest;
+                    continue;
                 } else {
                     break;
                 }
                 title = tail;
             }
-            let title = Some(title.to_owned()).filter(|t| !t.is_empty());
-            Some(Command::Call { kind, title, mesh, ring })
+            let title = Some(title.trim().to_owned()).filter(|t| !t.is_empty());
+            Some(Command::Call { kind, title, mesh, ring, at })
         }
         "ringme" => Some(Command::RingMe { on: on_off(args)? }),
         "notify" => Some(Command::Notify { on: on_off(args)? }),
@@ -242,23 +334,23 @@ mod tests {
 
     #[test]
     fn call_with_kind_and_title() {
-        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None, mesh: false, ring: false }));
-        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false }));
+        assert_eq!(p("/call"), Some(Command::Call { kind: None, title: None, mesh: false, ring: false, at: None }));
+        assert_eq!(p("/call Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false, at: None }));
         assert_eq!(
             p("/call voice Daily standup "),
-            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()), mesh: false, ring: false })
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Daily standup".into()), mesh: false, ring: false, at: None })
         );
-        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None, mesh: false, ring: false }));
-        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()), mesh: false, ring: false }));
-        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()), mesh: false, ring: false }));
-        assert_eq!(p("/call private"), Some(Command::Call { kind: None, title: None, mesh: true, ring: false }));
+        assert_eq!(p("/call VIDEO"), Some(Command::Call { kind: Some(Kind::Video), title: None, mesh: false, ring: false, at: None }));
+        assert_eq!(p("/CALL Audio x"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("x".into()), mesh: false, ring: false, at: None }));
+        assert_eq!(p("/call videogames"), Some(Command::Call { kind: None, title: Some("videogames".into()), mesh: false, ring: false, at: None }));
+        assert_eq!(p("/call private"), Some(Command::Call { kind: None, title: None, mesh: true, ring: false, at: None }));
         assert_eq!(
             p("/call Voice PRIVATE Family"),
-            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Family".into()), mesh: true, ring: false })
+            Some(Command::Call { kind: Some(Kind::Voice), title: Some("Family".into()), mesh: true, ring: false, at: None })
         );
         assert_eq!(
             p("/call private video private"),
-            Some(Command::Call { kind: Some(Kind::Video), title: Some("private".into()), mesh: true, ring: false })
+            Some(Command::Call { kind: Some(Kind::Video), title: Some("private".into()), mesh: true, ring: false, at: None })
         );
     }
 
@@ -280,15 +372,36 @@ mod tests {
         let many = format!("/ring {}", "@x ".repeat(50));
         let Some(Command::Ring { targets, message: None }) = p(&many) else { panic!("{many}") };
         assert_eq!(targets.len(), MAX_RING_TARGETS);
-        assert_eq!(p("/call ring video Standup"), Some(Command::Call { kind: Some(Kind::Video), title: Some("Standup".into()), mesh: false, ring: true }));
+        assert_eq!(p("/call ring video Standup"), Some(Command::Call { kind: Some(Kind::Video), title: Some("Standup".into()), mesh: false, ring: true, at: None }));
         assert_eq!(p("/calls"), Some(Command::Calls));
+    }
+
+    #[test]
+    fn scheduled_calls() {
+        use std::time::Duration;
+        let at = |text: &str| match p(text) {
+            Some(Command::Call { at, title, .. }) => (at, title),
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(at("/call in 30m Standup"), (Some(StartAt::In(Duration::from_secs(1800))), Some("Standup".into())));
+        assert_eq!(at("/call in 1h30m"), (Some(StartAt::In(Duration::from_secs(5400))), None));
+        assert_eq!(at("/call at 18:00 Standup"), (Some(StartAt::At { day: Day::Next, hour: 18, minute: 0 }), Some("Standup".into())));
+        assert_eq!(at("/call tomorrow 9:05 x"), (Some(StartAt::At { day: Day::Tomorrow, hour: 9, minute: 5 }), Some("x".into())));
+        assert_eq!(at("/call today at 6:30pm"), (Some(StartAt::At { day: Day::Today, hour: 18, minute: 30 }), None));
+        assert_eq!(at("/call voice ring at 12am Night"), (Some(StartAt::At { day: Day::Next, hour: 0, minute: 0 }), Some("Night".into())));
+        assert_eq!(at("/call at 9h"), (Some(StartAt::At { day: Day::Next, hour: 9, minute: 0 }), None));
+        // Not a time: the words are the title.
+        for text in ["/call in person", "/call at home", "/call at 25:00", "/call at 9:5", "/call in 10s", "/call in 90d", "/call tomorrow", "/call at 13pm"] {
+            assert_eq!(at(text).0, None, "{text}");
+        }
+        assert_eq!(at("/call at 9:5").1, Some("at 9:5".into()));
         assert_eq!(p("/unring @ada <@1>"), Some(Command::Unring { targets: vec!["@ada".into(), "<@1>".into()] }));
         assert_eq!(p("/unring"), Some(Command::Unring { targets: vec![] }));
     }
 
     #[test]
     fn addressed_commands() {
-        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false }));
+        assert_eq!(p("/call@CallBot Standup"), Some(Command::Call { kind: None, title: Some("Standup".into()), mesh: false, ring: false, at: None }));
         assert_eq!(p("/lock@callbot"), Some(Command::Lock));
         assert_eq!(p("/lock@OtherBot"), None);
         assert_eq!(parse_command("/lock@CallBot", "/", None), None);
@@ -306,7 +419,7 @@ mod tests {
         assert_eq!(p("/admit  Ada Lovelace "), Some(Command::Admit { name: "Ada Lovelace".into() }));
         assert_eq!(p("/deny Bob"), Some(Command::Deny { name: "Bob".into() }));
         assert_eq!(p("/admit"), None);
-        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()), mesh: false, ring: false }));
+        assert_eq!(parse_command("!call x", "!", None), Some(Command::Call { kind: None, title: Some("x".into()), mesh: false, ring: false, at: None }));
     }
 
     #[test]
@@ -331,13 +444,13 @@ mod tests {
     #[test]
     fn hostile_input_is_data() {
         let t = p("/call <b>x</b> & \"y\"").unwrap();
-        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()), mesh: false, ring: false });
+        assert_eq!(t, Command::Call { kind: None, title: Some("<b>x</b> & \"y\"".into()), mesh: false, ring: false, at: None });
         assert_eq!(p(&format!("/call {}", "x".repeat(5000))), None);
         assert_eq!(p("/call\u{0}\u{202e}"), None);
         // Multi-byte characters around the split points never panic.
         for text in ["/call é", "/callé", "/call\u{3000}voice\u{3000}ü", "/é", "/call@é", "/admit 😀"] {
             let _ = p(text);
         }
-        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()), mesh: false, ring: false }));
+        assert_eq!(p("/call\nvoice\ntitle"), Some(Command::Call { kind: Some(Kind::Voice), title: Some("title".into()), mesh: false, ring: false, at: None }));
     }
 }

@@ -32,7 +32,7 @@ pub mod text;
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, Prompt, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, RingLine, RingState, human_seconds, knock_code};
 pub use health::{Health, HealthReport};
-pub use command::{Command, CommandInfo, Kind, MAX_RING_TARGETS, MENU, PRIVATE_WORD, RING_WORD, parse_command};
+pub use command::{Command, CommandInfo, Day, Kind, MAX_RING_TARGETS, MENU, MOST_AHEAD, PRIVATE_WORD, RING_WORD, StartAt, parse_command};
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};
 pub use settings::{Secret, SettingsError, human_duration, invalid};

@@ -61,6 +61,10 @@ pub fn render(card: &Card) -> Value {
     }
     let _ = writeln!(d, "{}", card.route_line());
     let _ = writeln!(d, "{status}");
+    // Each reader sees the start in their own time zone.
+    if let (Some((at, _)), false) = (&card.starts, card.status.is_over()) {
+        let _ = writeln!(d, "🕒 Starts <t:{at}:F> (<t:{at}:R>)");
+    }
     if let Some(attendance) = &card.attendance {
         if attendance.is_empty() {
             d.push_str("\nNobody joined.");
@@ -167,6 +171,7 @@ mod tests {
             knocks: vec![Knock { id: "k1".into(), name: "~~Eve~~".into() }],
             attendance: None,
             ringing: Vec::new(),
+            starts: None,
         }
     }
 

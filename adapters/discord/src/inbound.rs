@@ -2,7 +2,7 @@
 //! interaction payloads → neutral [`ChatEvent`]s.
 
 use super::DiscordAdapter;
-use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MENU, MessageRef, UserRef};
+use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MENU, MessageRef, StartAt, UserRef};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,7 +35,8 @@ pub fn command_definitions() -> Value {
                 {"type": 3, "name": "title", "description": "What the call is about", "required": false, "max_length": 120},
                 {"type": 5, "name": "private", "description": "Browser to browser, at most 8 people: media never passes through the server",
                  "required": false},
-                {"type": 5, "name": "ring", "description": "Ring everyone here who asked to be rung", "required": false}
+                {"type": 5, "name": "ring", "description": "Ring everyone here who asked to be rung", "required": false},
+                {"type": 3, "name": "when", "description": "Schedule it: in 30m, at 18:00, tomorrow 9:00", "required": false, "max_length": 40}
             ]);
         }
         if c.name == "ringme" || c.name == "notify" {
@@ -179,6 +180,18 @@ impl DiscordAdapter {
                         title: option("title").map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
                         mesh: flag("private") == Some(true),
                         ring: flag("ring") == Some(true),
+                        // The whole option must be a start time.
+                        at: match option("when") {
+                            Some(when) => match StartAt::parse(when.trim()) {
+                                Some((at, "")) => Some(at),
+                                // Told to the caller alone, at once.
+                                _ => {
+                                    let text = "Say when as: in 30m, at 18:00, today 17:30 or tomorrow 9:00 (at most 30 days ahead).";
+                                    return Ok((json!({"type": 4, "data": {"content": text, "flags": 64}}), None));
+                                }
+                            },
+                            None => None,
+                        },
                     },
                     "ringme" => Command::RingMe { on: flag("on") },
                     "notify" => Command::Notify { on: flag("on") },

@@ -108,6 +108,10 @@ impl Renderer {
             CardStatus::Ended => "⚫ Ended",
             CardStatus::Expired => "⚫ Expired",
         });
+        if let (Some((_, when)), false) = (&card.starts, card.status.is_over()) {
+            let line = format!("🕒 Starts {}", self.text(when));
+            self.line(&line);
+        }
         if let Some(attendance) = &card.attendance {
             self.line("");
             if attendance.is_empty() {
@@ -189,6 +193,7 @@ mod tests {
             knocks: vec![Knock { id: "k1".into(), name: "Eve & co".into() }],
             attendance: None,
             ringing: Vec::new(),
+            starts: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub fn render_html(card: &Card) -> String {
         CardStatus::Expired => "⚫ Expired",
     };
     let _ = writeln!(s, "{status}");
+    if let (Some((_, when)), false) = (&card.starts, card.status.is_over()) {
+        let _ = writeln!(s, "🕒 Starts {}", e(when));
+    }
     if let Some(attendance) = &card.attendance {
         if attendance.is_empty() {
             let _ = write!(s, "\nNobody joined.");
@@ -149,6 +152,7 @@ mod tests {
             knocks: vec![Knock { id: "k1".into(), name: "<script>".into() }],
             attendance: None,
             ringing: Vec::new(),
+            starts: None,
         }
     }
 

@@ -20,7 +20,7 @@
 
 use super::{Backend, Store, StoreError};
 use crate::ids::{hash_token, new_participant_id, new_participant_token, participant_token_id};
-use crate::room::{Admission, Admitted, JoinRequest, Refusal};
+use crate::room::{Admission, Admitted, JoinRequest, OPENS_BEFORE_START, Refusal};
 use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -139,6 +139,8 @@ struct RoomRules {
     knock: bool,
     max: i64,
     held: i64,
+    /// A scheduled call's start: its room opens [`OPENS_BEFORE_START`] before.
+    starts_at: Option<i64>,
 }
 
 /// A participant found by its token.
@@ -263,6 +265,13 @@ async fn take_place(
     fresh: &mut Vec<Fresh>,
     now: i64,
 ) -> Result<Result<(), Refusal>, StoreError> {
+    // A scheduled call's room opens shortly before its start, but to its host.
+    if let Some(opens_at) = room.starts_at.map(|s| s - OPENS_BEFORE_START.as_millis() as i64)
+        && now < opens_at
+        && !req.host
+    {
+        return Ok(Err(Refusal::NotYet { opens_at }));
+    }
     if room.locked && !req.host {
         return Ok(Err(Refusal::Locked { knock: room.knock }));
     }
@@ -288,7 +297,7 @@ async fn take_place(
 /// the lock, and miss the admissions of the transaction it waited for.
 const LOCK_ROOM: &str = "UPDATE rooms SET last_active_at = $2, version = version + 1 \
      WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3 \
-     RETURNING locked, knock, max_participants";
+     RETURNING locked, knock, max_participants, starts_at";
 const BY_TOKEN: &str = "SELECT id, name, banned_at, left_at FROM participants WHERE room_id = $1 AND id = $2 AND token_hash = $3";
 const READMIT: &str = "UPDATE participants SET left_at = NULL, admitted_at = $3 WHERE room_id = $1 AND id = $2";
 const USER_BANNED: &str = "SELECT 1 FROM participants WHERE room_id = $1 AND user_ref = $2 AND banned_at IS NOT NULL LIMIT 1";
@@ -315,7 +324,7 @@ impl AdmissionDb for AnyConnection {
         let row = sqlx::query(LOCK_ROOM).bind(room_id).bind(now).bind(active_since).fetch_optional(&mut *self).await?;
         let Some(row) = row else { return Ok(None) };
         let (locked, knock, max) = (row.try_get::<i64, _>(0)? != 0, row.try_get::<i64, _>(1)? != 0, row.try_get(2)?);
-        Ok(Some(RoomRules { locked, knock, max, held: self.held(room_id).await? }))
+        Ok(Some(RoomRules { locked, knock, max, held: self.held(room_id).await?, starts_at: row.try_get(3)? }))
     }
     async fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> Result<Refusal, StoreError> {
         Ok(gone_or_unknown(self, room_id, now).await?)

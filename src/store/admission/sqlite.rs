@@ -32,7 +32,7 @@ const HOLD_WRITE_LOCK: Duration = Duration::from_millis(5);
 /// database's write lock from BEGIN, so it needs no row lock (PostgreSQL's `LOCK_ROOM`) and
 /// nothing can change between this read and the batch's writes.
 const RULES_COUNTING: &str = "SELECT locked, knock, max_participants, last_active_at, \
-     (SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL) \
+     (SELECT count(*) FROM participants WHERE room_id = $1 AND left_at IS NULL), starts_at \
      FROM rooms WHERE id = $1 AND ended_at IS NULL AND last_active_at >= $3";
 /// Records a room's use, which defers its expiry.
 const TOUCH_ROOM: &str = "UPDATE rooms SET last_active_at = $2 WHERE id = $1";
@@ -58,6 +58,7 @@ struct KnownRoom {
     max: i64,
     held: i64,
     last_active: i64,
+    starts_at: Option<i64>,
 }
 
 impl Rooms {
@@ -199,6 +200,7 @@ impl AdmissionDb for Tx<'_> {
                             max: r.get(2)?,
                             last_active: r.get(3)?,
                             held: r.get(4)?,
+                            starts_at: r.get(5)?,
                         })
                     })
                     .optional()?
@@ -217,7 +219,7 @@ impl AdmissionDb for Tx<'_> {
             self.db.prepare_cached(TOUCH_ROOM)?.execute(named_params! { "$1": room_id, "$2": now })?;
             room.last_active = now;
         }
-        Ok(Some(RoomRules { locked: room.locked, knock: room.knock, max: room.max, held: room.held }))
+        Ok(Some(RoomRules { locked: room.locked, knock: room.knock, max: room.max, held: room.held, starts_at: room.starts_at }))
     }
     async fn gone_or_unknown(&mut self, room_id: &str, now: i64) -> Result<Refusal, StoreError> {
         self.rooms.rooms.remove(room_id);
