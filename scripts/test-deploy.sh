@@ -28,6 +28,9 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 # This machine's free port instead of 8080, and the SFU on loopback.
 sed -i -e "s|^listen = \"127.0.0.1:8080\"|listen = \"127.0.0.1:$port\"|" \
        -e 's|^listen = "0.0.0.0:50000"|listen = "127.0.0.1:0"|' "$config"
+# The database an earlier run of this test left (this machine runs it again and again, from
+# builds whose unreleased migrations may differ): each run starts the daemon on a fresh one.
+rm -f /var/lib/callbridge/callbridge.db /var/lib/callbridge/callbridge.db-wal /var/lib/callbridge/callbridge.db-shm
 clean_env=(env -u CALLBRIDGE_BIN -u CALLBRIDGE_TEST_PG -u CALLBRIDGE_LOAD -u CALLBRIDGE_ARTIFACTS)
 log=$(mktemp)
 (cd /var/lib/callbridge && exec "${clean_env[@]}" runuser -u callbridge -- /usr/local/bin/callbridge run --config "$config") >"$log" 2>&1 &
