@@ -425,7 +425,7 @@ fn serve(kind: &str) {
             c.storage.url = Some(callbridge::config::Secret::new(std::env::var("CB_BENCH_STORAGE").unwrap()));
             c.storage.data_dir = std::env::var("CB_BENCH_DIR").unwrap().into();
             c.api.token = Some(callbridge::config::Secret::new(API_TOKEN));
-            c.rooms.max_participants = ROOM_SIZE as u32;
+            c.rooms.max_participants = Some(ROOM_SIZE as u32);
             let daemon = callbridge::daemon::Daemon::start(c).await.unwrap();
             println!("READY {}", daemon.addr);
             std::future::pending::<()>().await;

@@ -4,8 +4,9 @@
 //!     cargo bench --bench telegram_card [-- --rounds 5 --joins 50 --spread-ms 1000]
 //!
 //! The real daemon (SQLite, rooms of `--joins` places, default `[telegram]` pacing and debounce) runs in this process
-//! against the Bot API double of the tests, which enforces Telegram's per-chat flood control
-//! (≥ 1 s between a bot's sends or edits in a group, ≤ 20 a minute) and answers 429 with
+//! against the Bot API double of the tests, which enforces Telegram's flood control on arrival
+//! (≥ 1 s between a bot's sends or edits in a group, ≤ 20 a minute, ≤ 30 a second for the bot)
+//! and answers 429 with
 //! `retry_after` when the bot breaks it. Each round: the host types `/call` in a fresh group,
 //! the card appears, and 1.5 s later `--joins` people join over HTTP, evenly spread over
 //! `--spread-ms`. The clock runs from the first join until the card reads "In the call (N)".
@@ -44,7 +45,7 @@ async fn run(rounds: u64, joins: u64, spread_ms: u64) {
     let db = TestDb::new(Db::Sqlite).await;
     let mut c = config(&db);
     // A mesh room's default of 8 would turn most of the burst away; this is a town-hall room.
-    c.rooms.max_participants = (joins as u32).max(8);
+    c.rooms.max_participants = Some((joins as u32).max(8));
     let telegram = callbridge_telegram::Settings {
         token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
         api_url: double.url.parse().unwrap(),

@@ -38,6 +38,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: invalid value for {key}: {message}")]
     Invalid { path: PathBuf, key: String, message: String },
+    #[error("{path}: line {line}: invalid value for {key}: {message}")]
+    InvalidAt { path: PathBuf, line: usize, key: String, message: String },
 }
 
 /// The whole file.
@@ -55,6 +57,9 @@ pub struct Config {
     pub sfu: SfuConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Per-chat policy (`[[chats]]`, `[chat_defaults]`) and gateways (`[[gateways]]`).
+    #[serde(flatten)]
+    pub policies: crate::policy::Policies,
     /// The chat adapters that are on, each typed and checked by its own crate.
     #[serde(skip)]
     pub adapters: Vec<Box<dyn AdapterSettings>>,
@@ -275,7 +280,7 @@ impl Default for SfuConfig {
 }
 
 /// The core's own sections.
-const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api", "sfu", "metrics"];
+const CORE_SECTIONS: &[&str] = &["server", "storage", "rooms", "api", "sfu", "metrics", "chats", "chat_defaults", "gateways"];
 
 /// Reads the core's sections of the file and passes over the adapters' (`.0`, their names),
 /// which their own crates read; any other key is an error at its line.
@@ -298,6 +303,9 @@ impl<'de> Visitor<'de> for CoreSections<'_> {
                 "api" => config.api = map.next_value()?,
                 "sfu" => config.sfu = map.next_value()?,
                 "metrics" => config.metrics = map.next_value()?,
+                "chats" => config.policies.chats = map.next_value()?,
+                "chat_defaults" => config.policies.chat_defaults = Some(map.next_value()?),
+                "gateways" => config.policies.gateways = map.next_value()?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -355,7 +363,9 @@ impl Config {
         let mut config = match text {
             Some(text) => {
                 let names: Vec<&str> = platforms.iter().map(|p| p.name()).collect();
-                toml::Deserializer::new(text).deserialize_map(CoreSections(&names)).map_err(|e| parse_error(text, e))?
+                let mut config: Config = toml::Deserializer::new(text).deserialize_map(CoreSections(&names)).map_err(|e| parse_error(text, e))?;
+                config.policies.locate(text);
+                config
             }
             None => Config::default(),
         };
@@ -444,6 +454,9 @@ impl Config {
                 return Err(invalid("rooms.ice_servers", "urls must start with stun:, turn: or turns:".into()));
             }
         }
+        if let Err(e) = self.policies.validate(&self.rooms) {
+            return Err(ConfigError::InvalidAt { path: path.to_owned(), line: e.line, key: e.key, message: e.message });
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024".into()));
         }
@@ -501,6 +514,26 @@ impl Config {
     /// Whether the storage is PostgreSQL, which several nodes can share.
     pub fn shared_storage(&self) -> bool {
         !self.storage_url().starts_with("sqlite:")
+    }
+
+    /// The policy of a chat (see [`crate::policy`]).
+    pub fn policy(&self, platform: &str, chat: &str) -> crate::policy::ChatPolicy {
+        self.policies.policy(platform, chat, &self.rooms)
+    }
+
+    /// What `check-config` adds after the file: each listed chat's effective policy and
+    /// gateway, as TOML comments (the output stays a valid file).
+    pub fn effective_policies(&self) -> String {
+        let mut out = String::new();
+        for (platform, chat) in self.policies.listed() {
+            let policy = self.policy(&platform, &chat);
+            let gateway = self.policies.gateway_of(&platform, &chat).map(|g| format!(" (gateway {:?})", g.name.get_ref())).unwrap_or_default();
+            let keys = toml::to_string(&policy).unwrap_or_default().lines().collect::<Vec<_>>().join(", ");
+            out.push_str(&format!("# {platform} {chat}{gateway}: {keys}\n"));
+        }
+        let fallback = toml::to_string(&self.policy("", "")).unwrap_or_default().lines().collect::<Vec<_>>().join(", ");
+        out.push_str(&format!("# any other chat: {fallback}\n"));
+        out
     }
 
     /// The effective configuration as TOML, secrets redacted.

@@ -62,6 +62,17 @@ pub fn review(config: &Config) -> Vec<Finding> {
         ));
     }
 
+    // Telegram refuses a link button to a host without a dot (localhost): its cards then
+    // carry the link as text, with no Join button.
+    let link = public.clone().or_else(|| url::Url::parse(&config.public_url()).ok());
+    if config.adapters.iter().any(|a| a.platform() == "telegram")
+        && let Some(link) = link.filter(|l| !callbridge_telegram::link_button_accepted(l))
+    {
+        add(Severity::Warn, "server.public_url", format!(
+            "is {link}: Telegram refuses link buttons to a host without a dot, so Telegram cards carry the link as text and have no Join button"
+        ));
+    }
+
     // A platform that calls an endpoint of ours does so over https only.
     for adapter in &config.adapters {
         if let Some(path) = adapter.webhook_path()
@@ -114,6 +125,8 @@ mod tests {
         assert_eq!(findings(&open), vec![(Severity::Refuse, "server.public_url")]);
         assert_eq!(findings("[server]\npublic_url = \"http://call.example.org\"\n"), vec![(Severity::Warn, "server.public_url")]);
         assert_eq!(findings("[server]\npublic_url = \"http://localhost:8080\"\n"), vec![]);
+        let no_dot = format!("[server]\npublic_url = \"http://localhost:8080\"\n{TELEGRAM}");
+        assert_eq!(findings(&no_dot), vec![(Severity::Warn, "server.public_url")], "Telegram takes no Join button to localhost");
         assert_eq!(findings("[server]\npublic_url = \"https://call.example.org\"\n"), vec![(Severity::Warn, "server.trusted_proxies")]);
         let behind = "[server]\npublic_url = \"https://call.example.org\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
         assert_eq!(findings(behind), vec![]);

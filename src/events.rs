@@ -40,6 +40,8 @@ pub enum RoomEventKind {
     Rang,
     /// A scheduled call reached its start.
     Started,
+    /// A join card was posted in a chat (the chats of its gateway follow).
+    Posted { platform: String, chat: String },
 }
 
 /// One event.

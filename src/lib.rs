@@ -4,7 +4,8 @@
 //! card, keeps it current with who is in, and lets the host lock the room. The link opens a
 //! real audio/video room served by this daemon. A tour of the crate:
 //!
-//! * [`config`] — the TOML file, typed; secrets from the environment.
+//! * [`config`] — the TOML file, typed; secrets from the environment; [`policy`] — per-chat
+//!   policy and gateways (`[[chats]]`, `[[gateways]]`).
 //! * [`ids`] — room ids and tokens from a CSPRNG; hashing and constant-time comparison.
 //! * [`identity`] — personal links: a chat vouches for a joiner's name, sealed with HMAC.
 //! * [`room`] — the domain vocabulary: requests, admissions, refusals, views.
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod ids;
 pub mod live;
 pub mod logging;
+pub mod policy;
 pub mod private_files;
 pub mod room;
 pub mod service;

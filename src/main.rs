@@ -29,6 +29,8 @@ fn main() -> ExitCode {
             eprintln!("warning: {} {}", warning.key, warning.message);
         }
         print!("{}", config.to_redacted_toml());
+        println!("\n# Effective policy of each listed chat (then of any other):");
+        print!("{}", config.effective_policies());
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {

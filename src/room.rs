@@ -92,6 +92,8 @@ pub struct NewRoom {
     pub host_ref: Option<String>,
     /// Opaque chat ref of where the room was minted (adapters only).
     pub chat_ref: Option<String>,
+    /// The platform of that chat.
+    pub platform: Option<String>,
     /// That chat's name, as its members see it.
     pub chat_name: Option<String>,
     /// A scheduled call's start (milliseconds since the epoch).
@@ -250,6 +252,10 @@ pub struct ParticipantView {
     pub seconds_present: i64,
     /// Whether the host removed this participant.
     pub removed: bool,
+    /// The chat platform that vouched for the name (`telegram`, `discord`, `matrix`): the
+    /// participant came through a personal link. Absent for a name typed on the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vouched_by: Option<String>,
 }
 
 /// A pending or answered request to enter a locked room.
@@ -295,6 +301,9 @@ pub struct RoomView {
     /// That chat's name (not serialized).
     #[serde(skip)]
     pub chat_name: Option<String>,
+    /// That chat's platform (not serialized).
+    #[serde(skip)]
+    pub platform: Option<String>,
     /// A scheduled call's start (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<String>,

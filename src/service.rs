@@ -54,11 +54,15 @@ pub struct CreateOptions {
     pub host_name: Option<String>,
     pub host_ref: Option<String>,
     pub chat_ref: Option<String>,
+    /// The platform of `chat_ref`.
+    pub platform: Option<String>,
     pub chat_name: Option<String>,
     /// A scheduled call's start (milliseconds since the epoch).
     pub starts_at: Option<i64>,
     pub media: Option<Media>,
     pub max_participants: Option<u32>,
+    /// Whether the room takes requests to join while locked; unset: `[rooms] knock`.
+    pub knock: Option<bool>,
 }
 
 /// Whether a room view carries the pending requests to join (hosts see them, guests do not).
@@ -285,12 +289,13 @@ impl RoomService {
             host_name,
             host_ref: opts.host_ref,
             chat_ref: opts.chat_ref,
+            platform: opts.platform,
             // A chat's name is shown in private messages: cut to a title's length, no controls.
             chat_name: opts.chat_name.map(|n| n.chars().filter(|c| !c.is_control()).take(crate::room::MAX_TITLE_CHARS).collect::<String>()).filter(|n| !n.trim().is_empty()),
             starts_at: opts.starts_at,
             media,
             max_participants: max,
-            knock: self.config.rooms.knock,
+            knock: opts.knock.unwrap_or(self.config.rooms.knock),
         };
         let created = self.store.create_room(&new).await?;
         tracing::info!(room_id = %created.id, kind = new.kind.as_str(), media = media.as_str(), "room created");
@@ -587,6 +592,11 @@ impl RoomService {
             CardState::Abandoned => (None, true),
         };
         Ok(self.store.update_card(platform, card, rendered, closed).await?)
+    }
+
+    /// Whether a card of `room` was posted in `chat` on `platform`.
+    pub async fn card_in(&self, room: &RoomId, platform: &str, chat: &ChatRef) -> Result<bool, ServiceError> {
+        Ok(self.store.card_in(room, platform, chat).await?)
     }
 
     /// The room a posted card shows.

@@ -79,9 +79,17 @@ async fn a_join_flood_from_one_address_is_held_to_the_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_costs_what_a_hit_costs() {
     let tdb = TestDb::new(Db::Sqlite).await;
-    let h = Harness::start(config(&tdb)).await;
+    let mut c = config(&tdb);
+    // The rate limit on, as in production, with room for the probes: both pay for it.
+    c.server.join_rate_per_minute = 10_000;
+    let h = Harness::start(c).await;
     let (room, host) = h.create_room(json!({})).await;
     assert_eq!(h.act(&room, "lock", &host).await.0, StatusCode::OK);
+    // Warm the connection and the writer first; then hits and misses alternate.
+    for _ in 0..40 {
+        h.join(&room, "warm", None).await;
+        h.join(&random_room_id(), "warm", None).await;
+    }
     let (mut hits, mut misses) = (Vec::new(), Vec::new());
     for i in 0..600 {
         let (target, into) = if i % 2 == 0 { (room.clone(), &mut hits) } else { (random_room_id(), &mut misses) };
@@ -97,7 +105,7 @@ async fn a_miss_costs_what_a_hit_costs() {
     let (hit, miss) = (median(&mut hits), median(&mut misses));
     let ratio = miss.as_secs_f64() / hit.as_secs_f64();
     eprintln!("median answer: existing room {hit:?}, unknown id {miss:?} (ratio {ratio:.2})");
-    assert!((0.5..=2.0).contains(&ratio), "a miss ({miss:?}) and a hit ({hit:?}) are told apart by time");
+    assert!((0.8..=1.25).contains(&ratio), "a miss ({miss:?}) and a hit ({hit:?}) are told apart by time");
     h.stop().await;
     tdb.drop_db().await;
 }

@@ -87,6 +87,54 @@ fn check_config_refuses_or_warns_where_users_would_meet_a_broken_setup() {
     assert!(!out.contains("abc-token") && !err.contains("abc-token"), "{out}{err}");
 }
 
+/// Per-chat policy and gateways: `check-config` prints each listed chat's effective policy,
+/// and refuses a bad entry naming its line and key.
+#[test]
+fn check_config_prints_each_chats_policy_and_names_a_bad_key() {
+    let good = r#"
+[chat_defaults]
+language = "fr"
+
+[[gateways]]
+name = "friends"
+chats = [
+  { platform = "telegram", chat = "-1001234567890" },
+  { platform = "matrix", chat = "!abcdef:example.org" },
+]
+
+[[chats]]
+gateway = "friends"
+who_may_call = "admins"
+
+[[chats]]
+platform = "telegram"
+chat = "-1001234567890"
+language = "es"
+kind = "voice"
+max_participants = 20
+"#;
+    let (ok, out, err) = check_config(good);
+    assert!(ok, "{err}");
+    let line = |needle: &str| out.lines().find(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("{needle} in {out}")).to_owned();
+    let telegram = line("# telegram -1001234567890 (gateway \"friends\"): ");
+    for want in ["who_may_call = \"admins\"", "max_participants = 20", "kind = \"voice\"", "language = \"es\"", "timezone = \"UTC\""] {
+        assert!(telegram.contains(want), "{want} in {telegram}");
+    }
+    let matrix = line("# matrix !abcdef:example.org (gateway \"friends\"): ");
+    assert!(matrix.contains("language = \"fr\"") && matrix.contains("who_may_call = \"admins\"") && matrix.contains("max_participants = 50"), "{matrix}");
+    assert!(line("# any other chat: ").contains("who_may_call = \"anyone\""), "{out}");
+
+    for (text, want) in [
+        ("[[chats]]\nplatform = \"telegram\"\nchat = \"-1\"\nwho_may_call = \"mods\"\n", "line 4"),
+        ("\n[[chats]]\nplatform = \"telegram\"\nchat = \"my group\"\n", "line 3: invalid value for chats[0].chat"),
+        ("[[chats]]\nplatform = \"slack\"\nchat = \"C1\"\n", "line 2: invalid value for chats[0].platform"),
+        ("[[chats]]\nplatform = \"telegram\"\nchat = \"-1\"\nlanguage = \"de\"\n", "line 4"),
+    ] {
+        let (ok, _, err) = check_config(text);
+        assert!(!ok && err.contains("c.toml") && err.contains(want), "{text}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_minted_and_steered_from_the_shell() {
     let tdb = TestDb::new(Db::Sqlite).await;
@@ -132,11 +180,16 @@ async fn rooms_are_minted_and_steered_from_the_shell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_command_runs_on_embedded_defaults() {
     const BASE: &str = "http://127.0.0.1:8080";
+    // Another process on 8080 would answer in the daemon's place: say so rather than test it.
+    if let Err(error) = std::net::TcpListener::bind("127.0.0.1:8080") {
+        panic!("port 8080 is taken ({error}): the first command needs it free, as on a newcomer's machine");
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon(callbridge().current_dir(dir.path()).spawn().unwrap());
     let http = reqwest::Client::new();
     let up = eventually(Duration::from_secs(30), || async { http.get(format!("{BASE}/healthz")).send().await.is_ok_and(|r| r.status() == 200) }).await;
-    assert!(up, "the daemon on its embedded defaults did not answer {BASE}/healthz (is port 8080 taken?)");
+    assert!(up, "the daemon on its embedded defaults did not answer {BASE}/healthz");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon exited: whatever answers on 8080 is not it");
 
     let out = tokio::task::spawn_blocking({
         let path = dir.path().to_owned();

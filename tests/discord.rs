@@ -148,6 +148,13 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     assert!(eventually(WAIT, || async { double.original("itoken-100").is_some_and(|o| o["content"].as_str().unwrap().contains("#host=")) }).await,
         "the host link, ephemerally");
 
+    // A `when` that is no start time is answered to its sender alone, in their own language.
+    let mut unclear = command("140", "call", json!([{"name": "when", "type": 3, "value": "someday"}]), MEMBER, "Mallory", "0");
+    unclear["locale"] = json!("es-ES");
+    let (_, answer) = send(&h, &double, mode, &unclear).await;
+    assert_eq!(answer["data"]["flags"], 64, "{answer}");
+    assert!(answer["data"]["content"].as_str().unwrap().starts_with("Di cuándo así: in 30m"), "{answer}");
+
     // A browser-side join shows on the card.
     assert_eq!(h.join(&room, "Bob @everyone", None).await.0, StatusCode::OK);
     assert!(card_shows(&double, "In the call (1):** Bob @\u{200B}everyone").await, "{}", card_text(&double));
@@ -156,7 +163,7 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     // "Join as me": a personal link, to the presser alone, that joins under their Discord name
     // whatever they type; forged, misdirected or expired links are refused.
     let me = &card.body["components"][0]["components"][1];
-    assert_eq!((me["label"].as_str(), me["custom_id"].as_str()), (Some("Join as me"), Some("me")));
+    assert_eq!((me["label"].as_str(), me["custom_id"].as_str()), (Some("🙋 Join as me"), Some("me")));
     send(&h, &double, mode, &press("150", "me", &card_id, MEMBER, "Mallory *the* Member", "0", &[])).await;
     assert!(eventually(WAIT, || async { !double.followups("itoken-150").is_empty() }).await, "the personal link");
     let personal = double.followups("itoken-150")[0].clone();
@@ -225,6 +232,7 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
 
     assert_eq!(double.mention_violations(), 0, "every message carries empty allowed_mentions");
     assert_eq!(double.rate_limited(), 0);
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -295,6 +303,7 @@ async fn cards_converge_under_injected_faults() {
     eprintln!("discord faults injected: {throttled} × 429, {failed} × 5xx, {stalled} stalls");
     assert!(throttled > 0 && failed > 0 && stalled > 0, "every kind of fault was injected");
     assert_eq!(double.retry_after_violations(), 0, "a call reached a channel before its retry_after");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -316,12 +325,16 @@ async fn a_global_rate_limit_holds_every_channel() {
     let (here, there) = (room_in(CHANNEL), room_in(OTHER));
     double.limit_globally(2.0);
     assert_eq!(h.join(&here, "Guest A", None).await.0, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Guest B arrives once the global 429 is out, so the other channel's edit comes after the
+    // bot was told (a fixed 100 ms here let that edit leave while the 429 was still on its way
+    // back on a loaded machine: a request in flight, not a rule broken).
+    assert!(eventually(WAIT, || async { double.faults_injected("global 429") == 1 }).await, "the global 429 was served");
     assert_eq!(h.join(&there, "Guest B", None).await.0, StatusCode::OK);
     let shown = || async { card(CHANNEL)["embeds"].to_string().contains("Guest A") && card(OTHER)["embeds"].to_string().contains("Guest B") };
     assert!(eventually(WAIT, shown).await, "{} / {}", card(CHANNEL)["embeds"], card(OTHER)["embeds"]);
     assert_eq!(double.faults_injected("global 429"), 1, "the global 429 was served");
     assert_eq!(double.retry_after_violations(), 0, "a call reached Discord during a global rate limit");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -340,6 +353,7 @@ async fn two_calls_at_once_each_answer_their_caller() {
     assert!(la.contains("#host=") && lb.contains("#host="), "{la} / {lb}");
     assert_ne!(la, lb, "each caller got their own room's host link");
     assert_eq!(double.messages_in(CHANNEL).len(), 2, "two cards");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -356,6 +370,7 @@ async fn the_interactions_endpoint_follows_its_adapter() {
     let (status, answer) = post_signed(&h, &command("901", "call", json!([]), HOST, "Ada", "0"), None).await;
     assert_eq!((status, answer["type"].as_i64()), (StatusCode::OK, Some(5)), "{answer}");
     assert!(eventually(WAIT, || async { double.card(CHANNEL).is_some() }).await, "the call after the start gets its card");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -376,6 +391,7 @@ async fn a_replayed_interaction_is_not_acted_on_twice() {
     // A new interaction (another id) is acted on as usual.
     send(&h, &double, DiscordMode::Interactions, &command("951", "call", json!([]), HOST, "Ada", "0")).await;
     assert!(eventually(WAIT, || async { double.messages_in(CHANNEL).len() == 2 }).await, "a second /call gets its card");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -394,6 +410,7 @@ async fn a_card_waits_out_discords_edit_limit_on_old_messages() {
     assert_eq!(h.join(&room, "Later Guest", None).await.0, StatusCode::OK);
     let both = || async { card_text(&double).contains("Early Guest") && card_text(&double).contains("Later Guest") };
     assert!(eventually(Duration::from_secs(40), both).await, "the card converged after the limit: {}", card_text(&double));
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
 }
 
@@ -440,6 +457,68 @@ async fn ringing_through_direct_messages() {
     let _ = (card_id, room);
     assert_eq!(double.mention_violations(), 0, "every message carries empty allowed_mentions");
     assert_eq!(double.rate_limited(), 0);
+    assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
     h.stop().await;
     db.drop_db().await;
+}
+
+/// The double refuses what Discord refuses, with Discord's own codes, so a bot that passes
+/// the other tests would pass Discord: limits on payloads, invalid JSON, the channel's 5 per
+/// 5 s (429 with its scope and bucket) and the bot's 50 a second (a global 429), both on
+/// arrival with no tolerance, and webhook calls with a dead token or before the initial answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_double_refuses_what_discord_refuses() {
+    let double = DiscordDouble::start().await;
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/v10", double.url);
+    let send = |path: String, body: String| {
+        let request = http.post(format!("{api}{path}")).header("authorization", format!("Bot {BOT_TOKEN}")).header("content-type", "application/json").body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            let headers = r.headers().clone();
+            (r.status(), headers, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let message = |content: &str| json!({"content": content, "allowed_mentions": {"parse": []}}).to_string();
+    let (status, _, body) = send(format!("/channels/{CHANNEL}/messages"), "{not json".into()).await;
+    assert_eq!((status, body["code"].clone()), (StatusCode::BAD_REQUEST, json!(50109)));
+    let (status, _, body) = send(format!("/channels/{CHANNEL}/messages"), message(&"x".repeat(2001))).await;
+    assert_eq!((status, body["code"].clone()), (StatusCode::BAD_REQUEST, json!(50035)));
+    let buttons = json!({"content": "x", "components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "l", "custom_id": "c".repeat(101)}]}]});
+    let (status, _, _) = send("/channels/1/messages".into(), buttons.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a custom_id over 100 characters");
+
+    // The channel's 5 per 5 s: the sixth is refused, with the scope and the bucket.
+    for n in 0..5 {
+        assert_eq!(send("/channels/10/messages".into(), message("hi")).await.0, StatusCode::OK, "message {n}");
+    }
+    let (status, headers, body) = send("/channels/10/messages".into(), message("hi")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!((headers["x-ratelimit-scope"].to_str().unwrap(), headers["x-ratelimit-bucket"].to_str().unwrap()), ("user", "channel-10"));
+    assert!(body["retry_after"].as_f64().unwrap() > 4.0, "{body}");
+    // The bot's 50 a second across channels: the 51st is a global 429 (once the calls above
+    // are a second old).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    let mut refused = None;
+    for n in 0..60 {
+        let (status, headers, body) = send(format!("/channels/{}/messages", 100 + n), message("hi")).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some((n, headers["x-ratelimit-scope"].to_str().unwrap().to_owned(), body["global"].clone()));
+            break;
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "the loop must fit in the second it tests");
+    assert_eq!(refused, Some((50, "global".to_owned(), json!(true))));
+
+    // A follow-up through the gateway before the initial answer, then with a dead token.
+    let call = command("950", "who", json!([]), HOST, "Ada", "0");
+    let token = call["token"].as_str().unwrap().to_owned();
+    double.mark_dispatched(&call);
+    let (status, _, body) = send(format!("/webhooks/{APP_ID}/{token}"), message("early")).await;
+    assert_eq!((status, body["code"].clone()), (StatusCode::NOT_FOUND, json!(10015)));
+    double.age_interactions(Duration::from_secs(15 * 60 + 1));
+    let (status, _, body) = send(format!("/webhooks/{APP_ID}/{token}"), message("late")).await;
+    assert_eq!((status, body["code"].clone()), (StatusCode::UNAUTHORIZED, json!(50027)));
+    assert_eq!(double.malformed().len(), 5, "each refusal is a bug of the bot: {:?}", double.malformed());
 }

@@ -206,6 +206,7 @@ async fn the_other_node_takes_the_adapters_over_after_a_sigkill() {
     // The open card keeps updating from the new leader.
     join(lead ^ 1, "Cid").await;
     assert!(eventually(WAIT, || async { cards(&tg)[0].1.contains("Cid") }).await, "{}", cards(&tg)[0].1);
+    assert_eq!(tg.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     drop(nodes);
     db.drop_db().await;
 }

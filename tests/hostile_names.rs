@@ -73,5 +73,6 @@ async fn hostile_strings_render_inert_everywhere() {
     assert_eq!(v["title"], TITLE);
     assert_eq!(v["participants"][0]["name"], GUEST.replace('\u{2066}', ""));
     assert!(!v.to_string().contains('\u{202E}'));
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
 }

@@ -474,3 +474,89 @@ async fn a_group_flagged_direct_never_gets_a_host_link() {
     h.stop().await;
 }
 
+/// Ringing on Matrix: bob opts in with `!ringme`, alice rings from the group, bob's own
+/// client decrypts the prompt in his direct room with the bot and reacts ✅; the prompt turns
+/// into his personal link and the card shows him accepted. Names and messages stay text.
+#[test]
+fn ringing_through_a_direct_room() {
+    // Bounded: a failure here once left bob's client syncing and the test process hanging.
+    common::bounded(Duration::from_secs(240), ringing_through_a_direct_room_body());
+}
+
+async fn ringing_through_a_direct_room_body() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn,matrix_sdk=warn,matrix_sdk_crypto=warn").with_test_writer().try_init();
+    let hs = Synapse::start().await;
+    let bot = hs.register("callbot", false).await;
+    let alice = hs.register("alice", false).await;
+    let bob = hs.register("bob", false).await;
+    let b = bot.user_id.as_str();
+    let db = TestDb::new(Db::Sqlite).await;
+    let mut cfg = config(&db);
+    cfg.adapters.push(Box::new(callbridge_matrix::Settings { widget: false, ..matrix_settings(&hs, &bot) }));
+    let h = Harness::start(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, _seen, syncing) = user_client(&hs, &bob, dir.path()).await;
+
+    let room = hs.create_room(&alice, "team", &[b, &bob.user_id], false).await;
+    hs.join(&bob, &room).await;
+    hs.wait_for_join(&alice, &room, b, WAIT).await;
+
+    // `!ringme`: the bot confirms in a new direct room, then says so in the group.
+    hs.send_text(&bob, &room, "!ringme").await;
+    // bob's client may still list the group as an invitation (it joined over HTTP): the
+    // direct room is the other one. (Taking the first invitation made this test flaky.)
+    let direct = || client.invited_rooms().into_iter().find(|r| r.room_id().as_str() != room);
+    assert!(eventually(WAIT, || async { direct().is_some() }).await, "a direct room");
+    let dm = direct().unwrap();
+    tokio::time::timeout(WAIT, dm.join()).await.expect("bob joins the direct room in time").unwrap();
+    assert!(replied(&hs, &alice, &room, b, "bob: you will be rung privately for calls here.").await);
+
+    // alice calls and rings with a hostile message.
+    hs.send_text(&alice, &room, "!call Sync").await;
+    assert!(eventually(WAIT, || async { card(&hs, &alice, &room, b).await.is_some() }).await, "a card");
+    hs.send_text(&alice, &room, "!ring <b>now</b> & here").await;
+    // Read back through the room's history, decrypted with the keys bob's device holds by then:
+    // a room key that reaches his device after its message still opens it.
+    let prompt = || async { bot_says(&dm, b).await.into_iter().find(|c| c["body"].as_str().is_some_and(|t| t.contains("is calling you"))) };
+    assert!(eventually(WAIT, || async { prompt().await.is_some() }).await, "the ring, decrypted by bob's client: {:?}", bot_says(&dm, b).await);
+    let content = prompt().await.unwrap();
+    assert!(content["body"].as_str().unwrap().contains("alice is calling you: “Sync”, from team.\n“<b>now</b> & here”"), "{content}");
+    assert!(content["formatted_body"].as_str().unwrap().contains("&lt;b&gt;now&lt;/b&gt; &amp; here"), "{content}");
+    assert!(content["body"].as_str().unwrap().contains("React: ✅ Accept · ❌ Decline"), "{content}");
+    assert!(card_shows(&hs, &alice, &room, b, "bob 📞 ringing").await, "{:?}", card(&hs, &alice, &room, b).await);
+
+    // ✅ from bob's client: the prompt becomes his link, the card says accepted.
+    let prompt_id = matrix_sdk::ruma::OwnedEventId::try_from(content["event_id"].as_str().unwrap()).unwrap();
+    let annotation = matrix_sdk::ruma::events::relation::Annotation::new(prompt_id, "✅".into());
+    tokio::time::timeout(WAIT, dm.send(matrix_sdk::ruma::events::reaction::ReactionEventContent::new(annotation))).await.expect("the reaction is sent in time").unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            bot_says(&dm, b).await.iter().any(|c| c["m.new_content"]["body"].as_str().is_some_and(|t| t.contains("You accepted") && t.contains("#as=")))
+        })
+        .await,
+        "the accepted prompt, decrypted: {:?}",
+        bot_says(&dm, b).await
+    );
+    assert!(card_shows(&hs, &alice, &room, b, "bob ✅ accepted").await, "{:?}", card(&hs, &alice, &room, b).await);
+    syncing.abort();
+    h.stop().await;
+}
+
+/// The messages `sender` sent in `room`, newest first, as `room`'s client decrypts them now
+/// (the content, with its `event_id`).
+async fn bot_says(room: &matrix_sdk::Room, sender: &str) -> Vec<Value> {
+    let Ok(Ok(messages)) = tokio::time::timeout(Duration::from_secs(5), room.messages(matrix_sdk::room::MessagesOptions::backward())).await else {
+        return Vec::new();
+    };
+    messages
+        .chunk
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.raw().json().get()).ok())
+        .filter(|e| e["sender"] == sender && e["type"] == "m.room.message")
+        .map(|e| {
+            let mut content = e["content"].clone();
+            content["event_id"] = e["event_id"].clone();
+            content
+        })
+        .collect()
+}

@@ -129,5 +129,6 @@ async fn prometheus_scrapes_what_happened() {
     }
     let public = http.get(format!("{}/metrics", h.base)).send().await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND, "metrics are never on the public listener");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
 }

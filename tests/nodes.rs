@@ -288,6 +288,7 @@ async fn two_nodes_on_one_database_are_one_service() {
     assert_eq!(telegram_cards(&tg).len(), 2, "no Telegram command handled twice");
     assert_eq!(matrix_cards(&hs, &host, &mroom, b).await, 2, "no Matrix command handled twice");
     assert_eq!(tg.conflicts(), 0);
+    assert_eq!(tg.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     a.stop().await;
     db.drop_db().await;
 }

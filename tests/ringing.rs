@@ -196,6 +196,7 @@ async fn ringing(backend: Db) {
     assert!(group_says(&double, "No ring of yours to take back there").await);
 
     assert_eq!(double.rate_limited(), 0, "every send kept Telegram's pacing");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
     db.drop_db().await;
 }
@@ -242,6 +243,7 @@ async fn the_host_hears_knocks_and_arrivals_privately() {
     // Exactly one notice for that knock.
     let notices = double.calls_of("sendMessage").into_iter().filter(|c| c.body["chat_id"] == HOST && c.body["text"].as_str().unwrap().contains("asks to join"));
     assert_eq!(notices.count(), 1);
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
     db.drop_db().await;
 }
@@ -288,6 +290,7 @@ async fn scheduled_calls() {
     // group's budget, as tests/telegram.rs does: the pacer's state does not survive a restart;
     // the strict-doubles issue is to change that.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let h = Harness::start_with_clock(ringing_config(&db, &double), clock.clone()).await;
@@ -310,6 +313,7 @@ async fn scheduled_calls() {
     assert!(group_says(&double, "That time has passed").await);
     let limited: Vec<String> = double.calls().iter().filter(|c| c.status == 429).map(|c| format!("{} {}", c.method, c.body)).collect();
     assert_eq!(double.rate_limited(), 0, "{limited:?}");
+    assert_eq!(double.malformed(), Vec::<String>::new(), "calls Telegram would refuse");
     h.stop().await;
     db.drop_db().await;
 }

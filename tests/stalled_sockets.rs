@@ -10,6 +10,8 @@ use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -104,12 +106,16 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
 
     // Each talker signals its room's stalled pages at its whole frame budget (just under 200
     // frames a second, 10 to each target) with frames just under the 16 KiB cap.
+    // They go on until every stalled page was dropped and 240 MiB were sent in all (12 s on
+    // a quick machine), or for 60 s.
     let blob = "x".repeat(15_000);
-    let deadline = Instant::now() + Duration::from_secs(12);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = talkers
         .into_iter()
         .map(|(url, targets)| {
-            let blob = blob.clone();
+            let (blob, total, stop) = (blob.clone(), total.clone(), stop.clone());
             tokio::spawn(async move {
                 let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("talker connects");
                 let (mut tx, mut rx) = ws.split();
@@ -117,7 +123,7 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
                 let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
                 let mut sent = 0u64;
                 let mut tick = tokio::time::interval(Duration::from_millis(110));
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
                     for to in &targets {
                         let frame = json!({"type": "signal", "to": to, "data": {"blob": &blob}}).to_string();
@@ -126,6 +132,7 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
                             return sent;
                         }
                         sent += blob.len() as u64;
+                        total.fetch_add(blob.len() as u64, Ordering::Relaxed);
                     }
                 }
                 drain.abort();
@@ -133,16 +140,9 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
             })
         })
         .collect();
-    let mut peak = baseline;
-    while Instant::now() < deadline {
-        peak = peak.max(rss_kib(pid));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let sent: u64 = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
-
-    // Every stalled page was dropped and is marked left: at once when its queue overflowed,
-    // else when a send (at the latest the next ping, every 25 s) timed out.
-    let left = common::eventually(Duration::from_secs(45), || async {
+    // Every stalled page is dropped and marked left: at once when its queue overflowed, else
+    // when a send (at the latest the next ping, every 25 s) timed out.
+    let all_left = || async {
         let mut all = true;
         for id in &rooms {
             let room: Value =
@@ -155,8 +155,22 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
                 .all(|p| p["left_at"].is_string());
         }
         all
-    })
-    .await;
+    };
+    let (mut peak, mut left, mut checked) = (baseline, false, Instant::now());
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        if total.load(Ordering::Relaxed) >= 240 * 1048576 && checked.elapsed() >= Duration::from_secs(1) {
+            checked = Instant::now();
+            if all_left().await {
+                left = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: u64 = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
+    let left = left || common::eventually(Duration::from_secs(45), all_left).await;
     let growth_mib = (peak - baseline) as f64 / 1024.0;
     eprintln!(
         "{} stalled pages, {:.0} MiB signaled at them: RSS {:.1} MiB before, peak {:.1} MiB (+{growth_mib:.1} MiB)",

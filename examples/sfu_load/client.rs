@@ -28,6 +28,9 @@ pub struct Media {
     /// Video frames sent a second ([`VIDEO_FPS`] unless [`with_fps`](Self::with_fps) says
     /// otherwise: fewer play the same loop slower, a lighter load that still decodes).
     pub fps: u64,
+    /// Whether the participants publish once connected (on from the start; `sfu_load` holds
+    /// it off until all of them are connected).
+    pub publish: std::sync::atomic::AtomicBool,
 }
 
 pub const VIDEO_FPS: u64 = 15;
@@ -48,7 +51,7 @@ impl Media {
     pub fn load(dir: &Path) -> std::io::Result<Media> {
         let ivf = std::fs::read(dir.join("synthetic.ivf"))?;
         let ogg = std::fs::read(dir.join("synthetic.opus"))?;
-        Ok(Media { video: ivf_frames(&ivf), audio: ogg_packets(&ogg).into_iter().skip(2).collect(), fps: VIDEO_FPS })
+        Ok(Media { video: ivf_frames(&ivf), audio: ogg_packets(&ogg).into_iter().skip(2).collect(), fps: VIDEO_FPS, publish: true.into() })
     }
 
     /// The same media, its video sent at `fps` frames a second.
@@ -250,13 +253,13 @@ async fn run(mut ws: Ws, media: Arc<Media>, seen: Seen, stop: CancellationToken)
                 }
             }
             _ = video_tick.tick() => {
-                if rtc.is_connected() {
+                if rtc.is_connected() && media.publish.load(std::sync::atomic::Ordering::Relaxed) {
                     send_video(&mut rtc, video_mid, &media, video_n);
                     video_n += 1;
                 }
             }
             _ = audio_tick.tick() => {
-                if rtc.is_connected() {
+                if rtc.is_connected() && media.publish.load(std::sync::atomic::Ordering::Relaxed) {
                     send_audio(&mut rtc, audio_mid, &media, audio_n);
                     audio_n += 1;
                 }

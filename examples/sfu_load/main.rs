@@ -23,10 +23,12 @@ struct Args {
     seconds: u64,
     media: PathBuf,
     fps: u64,
+    /// How long the peer connections may take to come up before the measured time starts.
+    connect_within: Duration,
 }
 
 fn args() -> Args {
-    let mut a = Args { base: String::new(), rooms: Vec::new(), count: 1, seconds: 10, media: PathBuf::from("tests/media"), fps: client::VIDEO_FPS };
+    let mut a = Args { base: String::new(), rooms: Vec::new(), count: 1, seconds: 10, media: PathBuf::from("tests/media"), fps: client::VIDEO_FPS, connect_within: Duration::from_secs(60) };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -39,10 +41,11 @@ fn args() -> Args {
             "--media" => a.media = PathBuf::from(value),
             // Fewer video frames a second (the same loop, slower): room logic under a light load.
             "--fps" => a.fps = value.parse().expect("--fps N"),
+            "--connect-within" => a.connect_within = Duration::from_secs(value.parse().expect("--connect-within SECONDS")),
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(!a.base.is_empty() && !a.rooms.is_empty(), "usage: sfu_load --base URL --room ID [--room ID…] [--count N] [--seconds N] [--media DIR] [--fps N]");
+    assert!(!a.base.is_empty() && !a.rooms.is_empty(), "usage: sfu_load --base URL --room ID [--room ID…] [--count N] [--seconds N] [--media DIR] [--fps N] [--connect-within SECONDS]");
     a
 }
 
@@ -50,6 +53,7 @@ fn args() -> Args {
 async fn main() {
     let a = args();
     let media = Arc::new(Media::load(&a.media).expect("the synthetic media (scripts/make-test-media.sh)").with_fps(a.fps));
+    media.publish.store(false, std::sync::atomic::Ordering::Relaxed);
     let http = reqwest::Client::new();
     let mut joined: Vec<Synthetic> = Vec::new();
     let mut refused = Vec::new();
@@ -62,13 +66,16 @@ async fn main() {
     }
     eprintln!("sfu_load: {} joined, {} refused", joined.len(), refused.len());
     // The measured time starts once every peer connection is up (ICE and DTLS take a while
-    // when dozens arrive at once on a loaded machine), or after a minute at most.
+    // when dozens arrive at once on a loaded machine), or after `--connect-within` at most.
     let since = std::time::Instant::now();
-    while since.elapsed() < Duration::from_secs(60) && joined.iter().any(|s| s.connected.lock().unwrap().is_none() && s.closed.lock().unwrap().is_none()) {
+    while since.elapsed() < a.connect_within && joined.iter().any(|s| s.connected.lock().unwrap().is_none() && s.closed.lock().unwrap().is_none()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connected = joined.iter().filter(|s| s.connected.lock().unwrap().is_some()).count();
     eprintln!("sfu_load: {connected} connected after {} ms; running {} s", since.elapsed().as_millis(), a.seconds);
+    // Only now does anyone publish: handshakes done on a busy forwarding thread lose packets
+    // to full socket buffers and wait out DTLS retransmission backoff.
+    media.publish.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(a.seconds)).await;
     let participants: Vec<_> =
         joined.iter().map(|s| json!({"name": s.name, "pid": s.pid, "received": s.received(), "closed": *s.closed.lock().unwrap(),

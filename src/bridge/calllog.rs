@@ -4,12 +4,13 @@
 //! as WhatsApp's), so the log's open calls can simply be used again.
 
 use super::ringing::title_of;
+use super::texts::Texts;
 use super::{Bridge, CallRequest, Outcome};
 use crate::ids::RoomId;
 use crate::room::{RoomView, RoomKind};
 use crate::service::Knocks;
 use crate::store::OptIn;
-use callbridge_chat::{Actor, ChatRef, Kind, human_seconds};
+use callbridge_chat::{Actor, ChatRef, Kind, fill, human_seconds};
 
 /// Characters of names one log line lists before "and N more".
 const NAMES_BUDGET: usize = 160;
@@ -17,32 +18,32 @@ const NAMES_BUDGET: usize = 160;
 impl Bridge {
     /// `/calls`: the open calls first (title, host, who is in, the link), then the last that
     /// ended (when, how long, who came).
-    pub(super) async fn call_log(&self, chat: &ChatRef) -> String {
+    pub(super) async fn call_log(&self, chat: &ChatRef, t: &Texts) -> String {
         let p = self.adapter.command_prefix();
         let rooms = match self.rooms.chat_calls(self.adapter.platform(), chat).await {
             Ok(rooms) => rooms,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the call log");
-                return "Something went wrong; try again.".into();
+                return t.went_wrong.into();
             }
         };
         let mut open = Vec::new();
         let mut ended = Vec::new();
         for room in rooms {
             let Ok(view) = self.rooms.view(&room, Knocks::Hidden).await else { continue };
-            if view.ended { ended.push(ended_line(&view)) } else { open.push(open_line(&view)) }
+            if view.ended { ended.push(ended_line(t, &view)) } else { open.push(open_line(t, &view)) }
         }
         if open.is_empty() && ended.is_empty() {
-            return format!("No calls in this chat yet. Start one with {p}call.");
+            return fill(t.log_empty, &[("p", p)]);
         }
-        let mut out = String::from("Calls in this chat");
+        let mut out = String::from(t.log_heading);
         if open.is_empty() {
-            out.push_str("\nNo call is open now.");
+            out.push_str(&format!("\n{}", t.log_none_open));
         } else {
-            out.push_str(&format!("\n\nOpen now:\n{}", open.join("\n")));
+            out.push_str(&format!("\n\n{}\n{}", t.log_open, open.join("\n")));
         }
         if !ended.is_empty() {
-            out.push_str(&format!("\n\nEnded (the last {}):\n{}", ended.len(), ended.join("\n")));
+            out.push_str(&format!("\n\n{}\n{}", fill(t.log_ended, &[("n", &ended.len().to_string())]), ended.join("\n")));
         }
         out
     }
@@ -50,9 +51,10 @@ impl Bridge {
     /// **Call again** on an ended card: a new room with the same title, kind and media, hosted
     /// by the presser, its card in this chat, and the people rung last time rung again.
     pub(super) async fn call_again(&self, chat: &ChatRef, room: &RoomId, actor: &Actor) -> Outcome {
-        let view = self.rooms.view(room, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        let t = self.t(chat);
+        let view = self.rooms.view(room, Knocks::Hidden).await.map_err(|_| t.call_unavailable.to_owned())?;
         if !view.ended {
-            return Err("This call is still on: use its Join button.".into());
+            return Err(t.still_on.into());
         }
         let platform = self.adapter.platform();
         let rung: Vec<OptIn> = self
@@ -81,43 +83,43 @@ impl Bridge {
             // What `/call` would say in the chat (a refusal, or the host link it could not
             // send privately) is the presser's alone here.
             Some(text) => Err(text),
-            None => Ok("A new call is open: its card is below.".into()),
+            None => Ok(t.new_call_open.into()),
         }
     }
 }
 
 /// "🟢 “Standup” — hosted by Ada — in now: Bob, Cy\n   https://…"
-fn open_line(view: &RoomView) -> String {
-    let mut line = format!("🟢 {}", title_of(view));
+fn open_line(t: &Texts, view: &RoomView) -> String {
+    let mut line = format!("🟢 {}", title_of(t, view));
     if let Some(host) = &view.host_name {
-        line.push_str(&format!(" — hosted by {host}"));
+        line.push_str(&fill(t.log_hosted_by, &[("host", host)]));
     }
     let present: Vec<&str> = view.participants.iter().filter(|p| p.left_at.is_none() && !p.removed).map(|p| p.name.as_str()).collect();
     if present.is_empty() {
-        line.push_str(" — nobody in yet");
+        line.push_str(t.log_nobody_in);
     } else {
-        line.push_str(&format!(" — in now ({}): {}", present.len(), names(&present)));
+        line.push_str(&fill(t.log_in_now, &[("n", &present.len().to_string()), ("names", &names(&present))]));
     }
     line.push_str(&format!("\n   {}", view.url));
     line
 }
 
 /// "⚫ “Retro” — 3 Dec 10:02 UTC, 45m 10s — came: Ada, Bob"
-fn ended_line(view: &RoomView) -> String {
+fn ended_line(t: &Texts, view: &RoomView) -> String {
     let started = chrono::DateTime::parse_from_rfc3339(&view.created_at).ok();
     let ended = view.ended_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    let mut line = format!("⚫ {}", title_of(view));
+    let mut line = format!("⚫ {}", title_of(t, view));
     if let Some(end) = ended {
-        line.push_str(&format!(" — {} UTC", end.format("%-d %b %H:%M")));
+        line.push_str(&format!(" — {} UTC", end.format(t.date_format)));
         if let Some(start) = started {
             line.push_str(&format!(", {}", human_seconds((end - start).num_seconds())));
         }
     }
     let came: Vec<&str> = view.participants.iter().map(|p| p.name.as_str()).collect();
     if came.is_empty() {
-        line.push_str(" — nobody came");
+        line.push_str(t.log_nobody_came);
     } else {
-        line.push_str(&format!(" — came ({}): {}", came.len(), names(&came)));
+        line.push_str(&fill(t.log_came, &[("n", &came.len().to_string()), ("names", &names(&came))]));
     }
     line
 }

@@ -6,16 +6,27 @@ use crate::room::{RoomStatus, RoomView};
 use crate::ids::RoomId;
 use crate::service::{Knocks, RoomService, ServiceError};
 use crate::store::Ring;
-use callbridge_chat::{Attendance, Card, CardStatus, Kind, Knock, RingLine};
+use callbridge_chat::{Attendance, Card, CardStatus, ChatRef, Kind, Knock, RingLine};
 use sha2::{Digest, Sha256};
 
-/// The card of a room as it stands now: its view with knocks, and who was rung.
-pub async fn card_of(rooms: &RoomService, room: &RoomId) -> Result<Card, ServiceError> {
+/// The card of a room as it stands now (its view with knocks, and who was rung), as `chat`
+/// on `platform` shows it: in that chat's language and time zone.
+pub async fn card_of(rooms: &RoomService, room: &RoomId, platform: &str, chat: &ChatRef) -> Result<Card, ServiceError> {
     let view = rooms.view(room, Knocks::Shown).await?;
     let rings = rooms.rings_of(room).await?;
     let mut card = card_from_view(&view, &rings);
-    let tz = rooms.config().rooms.tz();
-    card.starts = view.starts_at_ms.filter(|s| *s > rooms.now_ms()).map(|s| (s / 1000, super::schedule::start_label(s, tz)));
+    let config = rooms.config();
+    let policy = config.policy(platform, chat.as_str());
+    card.lang = policy.language;
+    // Across a gateway, who came through which platform's personal link says who vouched.
+    if !card.status.is_over() && config.policies.gateway_of(platform, chat.as_str()).is_some() {
+        card.present = present(&view).map(|p| match &p.vouched_by {
+            Some(by) => format!("{} ({})", p.name, platform_name(by)),
+            None => p.name.clone(),
+        }).collect();
+    }
+    let format = super::texts::texts(policy.language).date_format;
+    card.starts = view.starts_at_ms.filter(|s| *s > rooms.now_ms()).map(|s| (s / 1000, super::schedule::start_label(s, policy.tz(), format)));
     Ok(card)
 }
 
@@ -43,7 +54,7 @@ pub fn card_from_view(view: &RoomView, rings: &[Ring]) -> Card {
         present: if over {
             Vec::new()
         } else {
-            view.participants.iter().filter(|p| p.left_at.is_none() && !p.removed).map(|p| p.name.clone()).collect()
+            present(view).map(|p| p.name.clone()).collect()
         },
         entered: view.participants.len(),
         link: view.url.clone(),
@@ -65,6 +76,22 @@ pub fn card_from_view(view: &RoomView, rings: &[Ring]) -> Card {
         // Once it is over, the attendance says who came.
         ringing: if over { Vec::new() } else { rings.iter().map(|r| RingLine { name: r.name.clone(), state: r.state }).collect() },
         starts: None,
+        lang: Default::default(),
+    }
+}
+
+/// Who holds a place: admitted and not gone (a page that is connecting counts).
+fn present(view: &RoomView) -> impl Iterator<Item = &crate::room::ParticipantView> {
+    view.participants.iter().filter(|p| p.left_at.is_none() && !p.removed)
+}
+
+/// A platform as people write it.
+fn platform_name(platform: &str) -> &str {
+    match platform {
+        "telegram" => "Telegram",
+        "discord" => "Discord",
+        "matrix" => "Matrix",
+        other => other,
     }
 }
 

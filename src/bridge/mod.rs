@@ -6,28 +6,35 @@
 //! * `adapters` — every adapter's lifecycle: start and stop, all or one.
 //! * `calllog` — the chat's call log (`/calls`) and the ended card's Call again.
 //! * `cards` — the room ↔ posted-card mapping (table `cards`) and `RoomView` → `Card`.
+//! * `gateways` — one call's cards in every chat of its gateway, on every platform.
 //! * `notices` — what the host hears privately: knocks (Admit, Deny) and arrivals.
 //! * `ringing` — `/ringme`, `/ring`, the private prompts that ring, and missed calls.
 //! * `schedule` — scheduled calls: their start time, reminders, and ringing at the start.
 //! * `pacer` — per-chat send budgets shared by every message and edit of the bot.
 //! * `state` — what an adapter keeps in the database (offsets, updates taken).
+//! * `texts` — everything the bridge says, in English, Spanish and French.
 //! * `updater` — `CardUpdater`, which keeps posted cards current.
 
 pub mod adapters;
 mod calllog;
 pub mod cards;
+mod gateways;
 mod notices;
 pub mod pacer;
 mod ringing;
 mod schedule;
 pub mod state;
+mod texts;
 pub mod updater;
 
 use crate::room::{Media, RoomKind};
 use crate::ids::{KnockId, RoomId};
 use crate::service::{CreateOptions, Credential, KnockDecision, KnockMatch, Knocks, Lock, RoomService, ServiceError};
 use crate::store::{KnockAnswer, PostedCard, Purpose, StateChange};
-use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Inbound, Kind, MENU, SendError, UserRef};
+use callbridge_chat::{Actor, CardAction, ChatAdapter, ChatEvent, ChatRef, Command, Inbound, Kind, MENU, SendError, UserRef, fill};
+use crate::policy::{ChatPolicy, WhoMayCall};
+use crate::room::RoomView;
+use texts::{Texts, texts};
 use std::collections::HashMap;
 use pacer::ChatPacer;
 use std::sync::Arc;
@@ -71,6 +78,15 @@ pub fn start(
     });
     let calls = CallQuota::new(&rooms.config().rooms);
     let bridge = Arc::new(Bridge { rooms, adapter, pacer, updater, calls, tracker: tracker.clone(), rings_due: Notify::new() });
+    tracker.spawn({
+        let (bridge, cancel) = (bridge.clone(), cancel.clone());
+        async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = bridge.catch_up_gateways() => {}
+            }
+        }
+    });
     tracker.spawn(bridge.clone().miss_rings(cancel.clone()));
     tracker.spawn(bridge.clone().remind(cancel.clone()));
     tracker.spawn(bridge.clone().notices(notices, cancel.clone()));
@@ -151,6 +167,32 @@ impl CallQuota {
 type Outcome = Result<String, String>;
 
 impl Bridge {
+    /// The policy of `chat` on this bridge's platform.
+    fn policy(&self, chat: &ChatRef) -> ChatPolicy {
+        self.rooms.config().policy(self.adapter.platform(), chat.as_str())
+    }
+
+    /// What the bridge says in `chat`.
+    fn t(&self, chat: &ChatRef) -> &'static Texts {
+        texts(self.policy(chat).language)
+    }
+
+    /// The policy of the chat a room was started in (the defaults' for a room of the API).
+    fn policy_of(&self, view: &RoomView) -> ChatPolicy {
+        let config = self.rooms.config();
+        config.policy(view.platform.as_deref().unwrap_or_default(), view.chat_ref.as_deref().unwrap_or_default())
+    }
+
+    /// What the bridge says about a room (privately, too): its chat's language.
+    fn t_of(&self, view: &RoomView) -> &'static Texts {
+        texts(self.policy_of(view).language)
+    }
+
+    /// Whether the room was started from this bridge's platform: its host is a user here.
+    fn started_here(&self, view: &RoomView) -> bool {
+        view.platform.as_deref() == Some(self.adapter.platform())
+    }
+
     /// Hands each event to its chat's worker: chats proceed side by side, and within a chat in
     /// order (a `/lock` right after a `/call` must see the new room).
     async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<Inbound>, cancel: CancellationToken) {
@@ -232,6 +274,7 @@ impl Bridge {
 
     async fn handle(&self, event: ChatEvent) {
         let platform = self.adapter.platform();
+        let t = self.t(event.chat());
         match event {
             ChatEvent::Command { chat, actor, command, private, answer, chat_name } => {
                 let span = tracing::info_span!("command", platform, chat = %chat);
@@ -241,8 +284,8 @@ impl Bridge {
                 let reply = match command {
                     // With an answer handle, the host link is the command's (private) answer.
                     Command::Call { kind, title, mesh, ring, at } => 'call: {
-                        let starts_at = match at.map(|at| schedule::start_ms(at, self.rooms.now_ms(), self.rooms.config().rooms.tz())) {
-                            Some(Err(why)) => break 'call Some(why),
+                        let starts_at = match at.map(|at| schedule::start_ms(at, self.rooms.now_ms(), self.policy(&chat).tz())) {
+                            Some(Err(why)) => break 'call Some(why.text(t).to_owned()),
                             Some(Ok(start)) => Some(start),
                             None => None,
                         };
@@ -258,16 +301,14 @@ impl Bridge {
                         };
                         self.call(&chat, &actor, request).await
                     }
-                    Command::Help => Some(help(self.adapter.command_prefix())),
-                    _ if private && command.in_group_only() => {
-                        Some("Send this in the group whose calls it is about, not here.".into())
-                    }
+                    Command::Help => Some(help(self.adapter.command_prefix(), t)),
+                    _ if private && command.in_group_only() => Some(t.group_only.into()),
                     Command::RingMe { on } => Some(self.ring_me(&chat, &actor, on, chat_name.as_deref()).await.unwrap_or_else(|why| why)),
                     Command::Ring { targets, message } => self.ring_command(&chat, &actor, targets, message).await,
                     Command::Unring { targets } => self.unring_command(&chat, &actor, targets).await,
                     Command::Notify { on } => self.notify_command(&chat, &actor, on).await,
                     Command::Calls => {
-                        let log = self.call_log(&chat).await;
+                        let log = self.call_log(&chat, t).await;
                         // Privately where the platform allows; the answer handle is private already.
                         if answer.is_some() || private {
                             Some(log)
@@ -283,7 +324,7 @@ impl Bridge {
                 match (answer, reply) {
                     // A command awaiting its answer always gets one: the card shows the rest.
                     (Some(ack), reply) => {
-                        let text = reply.unwrap_or_else(|| "Done: the card shows it.".to_owned());
+                        let text = reply.unwrap_or_else(|| t.done_card_shows.to_owned());
                         if let Err(error) = self.adapter.answer_command(&ack, &text).await {
                             tracing::warn!(%error, "cannot answer a command");
                         }
@@ -307,7 +348,7 @@ impl Bridge {
                     }
                     Err(error) => {
                         tracing::warn!(%error, "cannot look up a prompt");
-                        Err("Something went wrong; try again.".to_owned())
+                        Err(t.went_wrong.to_owned())
                     }
                 };
                 self.answer(&chat, &ack, outcome).await;
@@ -315,17 +356,17 @@ impl Bridge {
             ChatEvent::Action { chat, message, actor, action, ack } => {
                 let room = self.rooms.room_of_card(platform, &chat, &message).await;
                 let outcome = match room {
-                    Ok(Some(room_id)) if action == CardAction::JoinAsMe => self.personal_link(platform, &room_id, &actor).await,
+                    Ok(Some(room_id)) if action == CardAction::JoinAsMe => self.personal_link(platform, &room_id, &actor, t).await,
                     Ok(Some(room_id)) if action == CardAction::RingMe => {
                         let chat_name = self.rooms.view(&room_id, Knocks::Hidden).await.ok().and_then(|v| v.chat_name);
                         self.ring_me(&chat, &actor, None, chat_name.as_deref()).await
                     }
                     Ok(Some(room_id)) if action == CardAction::CallAgain => self.call_again(&chat, &room_id, &actor).await,
-                    Ok(Some(room_id)) => self.host_action(&room_id, &actor, action).await,
-                    Ok(None) => Err("This card is no longer active.".to_owned()),
+                    Ok(Some(room_id)) => self.host_action(&room_id, &actor, action, t).await,
+                    Ok(None) => Err(t.card_inactive.to_owned()),
                     Err(error) => {
                         tracing::warn!(%error, "cannot look up a card");
-                        Err("Something went wrong; try again.".to_owned())
+                        Err(t.went_wrong.to_owned())
                     }
                 };
                 self.answer(&chat, &ack, outcome).await;
@@ -340,73 +381,61 @@ impl Bridge {
             Err(why) => (why.as_str(), true),
         };
         // Where an answer is a message in the chat, it spends the chat's budget too.
-        if alert && self.adapter.alerts_in_chat() {
-            self.pacer.wait_turn(chat).await;
-        }
+        let turn = if alert && self.adapter.alerts_in_chat() { Some(self.pacer.wait_turn(chat).await) } else { None };
         if let Err(error) = self.adapter.answer_action(ack, Some(text), alert).await {
             tracing::warn!(%error, "cannot answer a button press");
         }
+        drop(turn);
     }
 
     /// `/call`: mint a room, post its card, hand the host their link, ring whom it asks.
     async fn call(&self, chat: &ChatRef, actor: &Actor, request: CallRequest) -> Option<String> {
         let CallRequest { kind, title, media, private, ring, chat_name, message: ring_message, starts_at } = request;
-        if !self.calls.allows(&actor.user, chat) {
-            return Some("Many calls were started here lately; try again in a while.".into());
+        let policy = self.policy(chat);
+        let t = texts(policy.language);
+        if policy.who_may_call == WhoMayCall::Admins && !actor.is_admin {
+            return Some(t.only_admins_call.into());
         }
+        if !self.calls.allows(&actor.user, chat) {
+            return Some(t.too_many_calls.into());
+        }
+        // The chat's policy decides what the command leaves open.
+        let media = media.unwrap_or(policy.media);
         let opts = CreateOptions {
             title: title.map(|t| t.chars().take(crate::room::MAX_TITLE_CHARS).collect()),
-            kind: kind.map(|k| match k {
+            kind: Some(kind.map_or(policy.kind, |k| match k {
                 Kind::Video => RoomKind::Video,
                 Kind::Voice => RoomKind::Voice,
-            }),
+            })),
             host_name: Some(actor.display_name.chars().take(crate::room::MAX_NAME_CHARS).collect()),
             host_ref: Some(actor.user.0.clone()),
             chat_ref: Some(chat.0.clone()),
+            platform: Some(self.adapter.platform().to_owned()),
             chat_name,
             starts_at,
-            media,
-            max_participants: None,
+            media: Some(media),
+            // `/call private` in a chat whose rooms are SFU rooms: a mesh's own size.
+            max_participants: (media == policy.media).then_some(policy.max_participants),
+            knock: Some(policy.knock),
         };
         let created = match self.rooms.create(opts).await {
             Ok(c) => c,
-            Err(ServiceError::Invalid(why)) => return Some(format!("Cannot start a call: {why}.")),
+            Err(ServiceError::Invalid(why)) => return Some(fill(t.cannot_start_why, &[("why", why)])),
             Err(error) => {
                 tracing::error!(%error, "cannot create a room");
-                return Some("Cannot start a call right now; try again later.".into());
+                return Some(t.cannot_start.into());
             }
         };
-        let card = match cards::card_of(&self.rooms, &created.id).await {
-            Ok(card) => card,
-            Err(error) => {
-                tracing::error!(%error, room_id = %created.id, "cannot read a new room");
-                return Some("Cannot start a call right now; try again later.".into());
-            }
-        };
-        let message = loop {
-            self.pacer.wait_turn(chat).await;
-            let posted = self.adapter.post_card(chat, &card).await;
-            let outcome = crate::telemetry::send_outcome(&posted);
-            metrics::counter!("callbridge_card_sends_total", "platform" => self.adapter.platform(), "kind" => "post", "outcome" => outcome).increment(1);
-            match posted {
-                Ok(m) => break m,
-                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
-                Err(SendError::Transient(error)) => {
-                    tracing::warn!(%error, "cannot post a card; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, room_id = %created.id, "cannot post a card");
-                    return None;
-                }
-            }
-        };
-        let posted = PostedCard { room_id: created.id.clone(), chat: chat.clone(), message, rendered: Some(cards::digest(&card)) };
-        if let Err(error) = self.rooms.record_card(self.adapter.platform(), &posted).await {
-            tracing::error!(%error, room_id = %created.id, "cannot record a posted card");
+        if policy.lock_on_start
+            && let Err(error) = self.rooms.set_lock(&created.id, Lock::Locked).await
+        {
+            tracing::warn!(%error, room_id = %created.id, "cannot lock a new room");
         }
-        self.updater.track(posted);
-        tracing::info!(room_id = %created.id, chat = %chat, "join card posted");
+        match self.post_card(&created.id, chat).await {
+            Ok(true) => self.rooms.announce_card(&created.id, self.adapter.platform(), chat.as_str()),
+            Ok(false) => return None,
+            Err(()) => return Some(t.cannot_start.into()),
+        }
         let ring = match ring {
             // A scheduled call rings the chat's opted-in members at its start.
             _ if starts_at.is_some() => Vec::new(),
@@ -419,10 +448,7 @@ impl Bridge {
             self.ring(&created.id, &ring, actor, ring_message.as_deref()).await;
         }
 
-        let host_text = format!(
-            "You host this call. Your host link (keep it to yourself; it opens the room with host controls):\n{}",
-            self.rooms.host_url(&created.id, &created.host_token)
-        );
+        let host_text = fill(t.host_link, &[("link", &self.rooms.host_url(&created.id, &created.host_token))]);
         if private {
             return Some(host_text);
         }
@@ -430,23 +456,59 @@ impl Bridge {
             Ok(()) => None,
             Err(error) => {
                 tracing::info!(%error, "cannot send the host link privately");
-                let p = self.adapter.command_prefix();
-                Some(format!(
-                    "{}: I could not send you your host link privately. Open a private chat with me and send {p}start, then use {p}call there or the buttons here.",
-                    actor.display_name
-                ))
+                Some(fill(t.host_link_failed, &[("name", &actor.display_name), ("p", self.adapter.command_prefix())]))
             }
         }
     }
 
+    /// Posts the card of `room` in `chat`, records and tracks it: `Ok(false)` when the platform
+    /// refused it, `Err` when the room cannot be read.
+    async fn post_card(&self, room: &RoomId, chat: &ChatRef) -> Result<bool, ()> {
+        let card = match cards::card_of(&self.rooms, room, self.adapter.platform(), chat).await {
+            Ok(card) => card,
+            Err(error) => {
+                tracing::error!(%error, %room, "cannot read a new room");
+                return Err(());
+            }
+        };
+        let message = loop {
+            let turn = self.pacer.wait_turn(chat).await;
+            let posted = self.adapter.post_card(chat, &card).await;
+            drop(turn);
+            let outcome = crate::telemetry::send_outcome(&posted);
+            metrics::counter!("callbridge_card_sends_total", "platform" => self.adapter.platform(), "kind" => "post", "outcome" => outcome).increment(1);
+            match posted {
+                Ok(m) => break m,
+                Err(SendError::RetryAfter(wait)) => self.pacer.back_off(chat, wait),
+                Err(SendError::Transient(error)) => {
+                    tracing::warn!(%error, "cannot post a card; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %room, "cannot post a card");
+                    return Ok(false);
+                }
+            }
+        };
+        let posted = PostedCard { room_id: room.clone(), chat: chat.clone(), message, rendered: Some(cards::digest(&card)) };
+        if let Err(error) = self.rooms.record_card(self.adapter.platform(), &posted).await {
+            tracing::error!(%error, %room, "cannot record a posted card");
+        }
+        self.updater.track(posted);
+        tracing::info!(%room, chat = %chat, "join card posted");
+        Ok(true)
+    }
+
     /// `/lock`, `/unlock`, `/end`, `/who`, `/admit`, `/deny` on the chat's latest open room.
     async fn room_command(&self, chat: &ChatRef, actor: &Actor, command: Command) -> Option<String> {
+        let t = self.t(chat);
+        let p = self.adapter.command_prefix();
         let room_id = match self.rooms.latest_open_room(self.adapter.platform(), chat).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Some(format!("No open call in this chat. Start one with {}call.", self.adapter.command_prefix())),
+            Ok(None) => return Some(fill(t.no_call, &[("p", p)])),
             Err(error) => {
                 tracing::warn!(%error, "cannot find the chat's room");
-                return Some("Something went wrong; try again.".into());
+                return Some(t.went_wrong.into());
             }
         };
         if command == Command::Who {
@@ -454,12 +516,12 @@ impl Bridge {
                 Ok(view) => {
                     let card = cards::card_from_view(&view, &[]);
                     if card.present.is_empty() {
-                        "Nobody is in the call yet.".into()
+                        t.nobody_in_call.into()
                     } else {
-                        format!("In the call ({}): {}", card.present.len(), card.present.join(", "))
+                        fill(t.in_call, &[("n", &card.present.len().to_string()), ("names", &card.present.join(", "))])
                     }
                 }
-                Err(_) => "This call is no longer available.".into(),
+                Err(_) => t.call_unavailable.into(),
             });
         }
         let admit = matches!(command, Command::Admit { .. });
@@ -468,97 +530,96 @@ impl Bridge {
             Command::Unlock => CardAction::Unlock,
             Command::End => CardAction::End,
             Command::Admit { name: who } | Command::Deny { name: who } if who.is_empty() => {
-                return Some(format!("Say whom: {}admit CODE (as the card shows it)", self.adapter.command_prefix()));
+                return Some(fill(t.say_whom, &[("p", p)]));
             }
             Command::Admit { name: who } | Command::Deny { name: who } => {
                 match self.rooms.find_pending_knock(&room_id, &who).await {
                     Ok(KnockMatch::One(id)) if admit => CardAction::Admit(id.into()),
                     Ok(KnockMatch::One(id)) => CardAction::Deny(id.into()),
                     Ok(KnockMatch::Several(codes)) => {
-                        let p = self.adapter.command_prefix();
                         let verb = if admit { "admit" } else { "deny" };
                         let codes = codes.iter().map(|c| format!("{p}{verb} #{c}")).collect::<Vec<_>>().join(", ");
-                        return Some(format!("More than one person called {who} is waiting: say which by the code on the card ({codes})."));
+                        return Some(fill(t.several_waiting, &[("name", &who), ("codes", &codes)]));
                     }
-                    _ => return Some(format!("Nobody called {who} is waiting to join.")),
+                    _ => return Some(fill(t.nobody_waiting, &[("name", &who)])),
                 }
             }
             _ => return None,
         };
         // The card shows what changed; a reply would only spend the chat's budget.
-        self.host_action(&room_id, actor, action).await.err()
+        self.host_action(&room_id, actor, action, t).await.err()
     }
 
     /// A link that joins the presser under their chat name. It goes to them alone, never to
     /// the chat: in a private chat where the platform has one, else as an answer only they
     /// see (an alert, which some platforms show as a message to them alone).
-    async fn personal_link(&self, platform: &str, room_id: &RoomId, actor: &Actor) -> Outcome {
-        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
+    async fn personal_link(&self, platform: &str, room_id: &RoomId, actor: &Actor, t: &Texts) -> Outcome {
+        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| t.call_unavailable.to_owned())?;
         if view.ended {
-            return Err("This call has ended.".into());
+            return Err(t.call_ended.into());
         }
         let name: String = actor.display_name.chars().filter(|c| !c.is_control()).take(crate::room::MAX_NAME_CHARS).collect();
-        let name = if name.trim().is_empty() { "Guest".to_owned() } else { name.trim().to_owned() };
+        let name = if name.trim().is_empty() { t.guest.to_owned() } else { name.trim().to_owned() };
         let link = self.rooms.personal_url(room_id, &format!("{platform}:{}", actor.user), &name);
-        let text = format!("Your personal link: it joins you as {name}. Don't share it.\n{link}");
+        let text = fill(t.personal_link, &[("name", &name), ("link", &link)]);
         if self.adapter.private_chat(&actor.user).is_none() {
             return Err(text);
         }
         match self.private(&actor.user, &text).await {
-            Ok(()) => Ok("I sent you your personal link in our private chat.".into()),
+            Ok(()) => Ok(t.personal_link_sent.into()),
             Err(error) => {
                 tracing::info!(%error, "cannot send a personal link privately");
-                Err("Open a private chat with me and press Start, then press Join as me again.".into())
+                Err(t.personal_link_failed.into())
             }
         }
     }
 
     /// A host power, checked: the room's host or a chat admin.
-    async fn host_action(&self, room_id: &RoomId, actor: &Actor, action: CardAction) -> Outcome {
+    async fn host_action(&self, room_id: &RoomId, actor: &Actor, action: CardAction, t: &Texts) -> Outcome {
         let decision = if matches!(action, CardAction::Admit(_)) { KnockDecision::Admit } else { KnockDecision::Deny };
-        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
+        let view = self.rooms.view(room_id, Knocks::Hidden).await.map_err(|_| t.call_unavailable.to_owned())?;
         let credential = Credential::ChatUser { user_ref: actor.user.as_str(), chat_admin: actor.is_admin };
-        let power = self.rooms.authorize(room_id, credential).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        let power = self.rooms.authorize(room_id, credential).await.map_err(|_| t.went_wrong.to_owned())?;
         if !power.is_host() {
-            let host = view.host_name.as_deref().unwrap_or("the host");
-            let what = match action {
-                CardAction::Lock => "lock",
-                CardAction::Unlock => "unlock",
-                CardAction::End => "end",
-                CardAction::Admit(_) => "admit people to",
-                CardAction::Deny(_) => "turn people away from",
-                _ => "change",
+            let host = view.host_name.as_deref().unwrap_or(t.the_host);
+            let refusal = match action {
+                CardAction::Lock => t.only_host_lock,
+                CardAction::Unlock => t.only_host_unlock,
+                CardAction::End => t.only_host_end,
+                CardAction::Admit(_) => t.only_host_admit,
+                CardAction::Deny(_) => t.only_host_deny,
+                _ => t.only_host_change,
             };
-            return Err(format!("Only {host} (the host) or a chat admin can {what} this call."));
+            return Err(fill(refusal, &[("host", host)]));
         }
-        let gone = || "This call has ended.".to_owned();
+        let gone = || t.call_ended.to_owned();
         let failed = |e: ServiceError| {
             tracing::warn!(error = %e, %room_id, "host action failed");
-            "Something went wrong; try again.".to_owned()
+            t.went_wrong.to_owned()
         };
         match action {
             CardAction::Lock | CardAction::Unlock => {
                 let lock = if action == CardAction::Lock { Lock::Locked } else { Lock::Unlocked };
                 let locked = lock == Lock::Locked;
                 match self.rooms.set_lock(room_id, lock).await.map_err(failed)? {
-                    StateChange::Changed => Ok(if locked { "Locked: nobody new can join." } else { "Unlocked." }.into()),
-                    StateChange::Unchanged => Ok(if locked { "Already locked." } else { "Already unlocked." }.into()),
+                    StateChange::Changed => Ok(if locked { t.locked_done } else { t.unlocked_done }.into()),
+                    StateChange::Unchanged => Ok(if locked { t.already_locked } else { t.already_unlocked }.into()),
                     StateChange::NotFound | StateChange::Gone => Err(gone()),
                 }
             }
             CardAction::End => match self.rooms.end(room_id).await.map_err(failed)? {
-                StateChange::Changed | StateChange::Unchanged => Ok("Call ended.".into()),
+                StateChange::Changed | StateChange::Unchanged => Ok(t.ended_done.into()),
                 StateChange::NotFound | StateChange::Gone => Err(gone()),
             },
             CardAction::Admit(knock) | CardAction::Deny(knock) => {
                 // A knock id comes back from a button: one of another shape was never ours.
-                let Some(knock) = KnockId::parse(&knock) else { return Err(knock_refusal(&KnockAnswer::NotFound)) };
+                let Some(knock) = KnockId::parse(&knock) else { return Err(knock_refusal(&KnockAnswer::NotFound, t)) };
                 match self.rooms.answer_knock(room_id, &knock, decision).await.map_err(failed)? {
                     KnockAnswer::Answered(name) => Ok(match decision {
-                        KnockDecision::Admit => format!("{name} may join."),
-                        KnockDecision::Deny => format!("{name} was turned away."),
+                        KnockDecision::Admit => fill(t.may_join, &[("name", &name)]),
+                        KnockDecision::Deny => fill(t.turned_away, &[("name", &name)]),
                     }),
-                    other => Err(knock_refusal(&other)),
+                    other => Err(knock_refusal(&other, t)),
                 }
             }
             CardAction::JoinAsMe | CardAction::Accept | CardAction::Decline | CardAction::RingMe | CardAction::CallAgain => {
@@ -583,8 +644,10 @@ impl Bridge {
     {
         let mut last = SendError::Transient("not tried".into());
         for _ in 0..SEND_TRIES {
-            self.pacer.wait_turn(chat).await;
-            match send().await {
+            let turn = self.pacer.wait_turn(chat).await;
+            let sent = send().await;
+            drop(turn);
+            match sent {
                 Err(SendError::RetryAfter(wait)) => {
                     self.pacer.back_off(chat, wait);
                     last = SendError::RetryAfter(wait);
@@ -605,23 +668,19 @@ impl Bridge {
 /// moment.
 const SEND_TRIES: usize = 5;
 
-fn knock_refusal(answer: &KnockAnswer) -> String {
+fn knock_refusal(answer: &KnockAnswer, t: &Texts) -> String {
     match answer {
-        KnockAnswer::Answered(_) => "Done.".into(),
-        KnockAnswer::Full => "The call is full.".into(),
-        _ => "That request was already answered.".into(),
+        KnockAnswer::Answered(_) => t.done.into(),
+        KnockAnswer::Full => t.full.into(),
+        _ => t.already_answered.into(),
     }
 }
 
 /// What `/help` says: the port's command menu, with the platform's command prefix.
-fn help(p: &str) -> String {
+fn help(p: &str, t: &Texts) -> String {
     let commands = MENU.iter().map(|c| {
         let usage = if c.usage.is_empty() { String::new() } else { format!(" {}", c.usage) };
-        format!("{p}{}{usage} — {}", c.name, c.description)
+        format!("{p}{}{usage} — {}", c.name, t.describe(c.name, c.description))
     });
-    format!(
-        "I post call links with a live card of who is in.\n{}\n\
-         People who arrive while a call is locked can ask to join; admit or deny them on the card.",
-        commands.collect::<Vec<_>>().join("\n")
-    )
+    format!("{}\n{}\n{}", t.help_intro, commands.collect::<Vec<_>>().join("\n"), t.help_outro)
 }

@@ -5,12 +5,13 @@
 //! is spam. A `/ring @name` reaches someone who did not opt in only where the platform names
 //! the user in the mention itself (Discord, Matrix) and lets the bot write to them privately.
 
+use super::texts::Texts;
 use super::{Bridge, Outcome};
 use crate::ids::RoomId;
 use crate::room::RoomView;
 use crate::service::Knocks;
 use crate::store::{OptIn, PromptRef, Purpose, Ring};
-use callbridge_chat::{Actor, CardAction, ChatRef, MessageRef, Prompt, RingState, SendError, UserRef};
+use callbridge_chat::{Actor, CardAction, ChatRef, MessageRef, Prompt, RingState, SendError, UserRef, fill};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,76 +30,63 @@ impl Bridge {
     /// `/ringme [on|off]`, or the card's 🔔 button: whether `actor` is rung for `chat`'s calls.
     pub(super) async fn ring_me(&self, chat: &ChatRef, actor: &Actor, on: Option<bool>, chat_name: Option<&str>) -> Outcome {
         let platform = self.adapter.platform();
-        let optins = self.rooms.ring_optins(platform, chat).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        let t = self.t(chat);
+        let optins = self.rooms.ring_optins(platform, chat).await.map_err(|_| t.went_wrong.to_owned())?;
         let now = optins.iter().any(|o| o.user_ref == actor.user.0);
         let want = on.unwrap_or(!now);
         let p = self.adapter.command_prefix();
         if want == now {
-            return Ok(if now {
-                format!("You are rung for calls here. {p}ringme off stops it.")
-            } else {
-                format!("You are not rung for calls here. {p}ringme on starts it.")
-            });
+            return Ok(fill(if now { t.ring_state_on } else { t.ring_state_off }, &[("p", p)]));
         }
         let who = OptIn {
             user_ref: actor.user.0.clone(),
-            name: clean(&actor.display_name),
+            name: clean(&actor.display_name, t),
             handle: actor.handle.as_deref().map(|h| h.trim_start_matches('@').to_lowercase()),
         };
         if want {
             // A ring is a private message: make sure one reaches them before saying yes.
-            let place = chat_name.map(|n| format!(" in {n}")).unwrap_or_default();
-            let text = format!("You will be rung here when someone rings a call{place}. Send {p}ringme off there to stop.");
+            let text = match chat_name {
+                Some(chat) => fill(t.ring_confirm_in, &[("chat", chat), ("p", p)]),
+                None => fill(t.ring_confirm, &[("p", p)]),
+            };
             match self.private(&actor.user, &text).await {
                 Ok(()) | Err(SendError::Unsupported) => {}
                 Err(error) => {
                     tracing::info!(%error, "cannot confirm a ring opt-in privately");
-                    return Err(format!(
-                        "{}: I cannot write to you privately yet. Open a private chat with me and send {p}start, then send {p}ringme here again.",
-                        who.name
-                    ));
+                    return Err(fill(t.ring_cannot_write, &[("name", &who.name), ("p", p)]));
                 }
             }
         }
-        self.rooms.set_ring_optin(platform, chat, &who, want).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
-        Ok(if want {
-            format!("{}: you will be rung privately for calls here.", who.name)
-        } else {
-            format!("{}: you will not be rung for calls here any more.", who.name)
-        })
+        self.rooms.set_ring_optin(platform, chat, &who, want).await.map_err(|_| t.went_wrong.to_owned())?;
+        Ok(fill(if want { t.ring_on_done } else { t.ring_off_done }, &[("name", &who.name)]))
     }
 
     /// `/ring [@name …] [message]` into the chat's open call.
     pub(super) async fn ring_command(&self, chat: &ChatRef, actor: &Actor, targets: Vec<String>, message: Option<String>) -> Option<String> {
         let p = self.adapter.command_prefix();
+        let t = self.t(chat);
         let room_id = match self.rooms.latest_open_room(self.adapter.platform(), chat).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Some(format!("No open call in this chat. Start one with {p}call ring.")),
+            Ok(None) => return Some(fill(t.no_call_ring, &[("p", p)])),
             Err(error) => {
                 tracing::warn!(%error, "cannot find the chat's room");
-                return Some("Something went wrong; try again.".into());
+                return Some(t.went_wrong.into());
             }
         };
         let named = !targets.is_empty();
-        let Targets { found, unknown } = match self.ring_targets(chat, actor, &room_id, targets).await {
+        let Targets { found, unknown } = match self.ring_targets(chat, actor, &room_id, targets, t).await {
             Ok(t) => t,
             Err(why) => return Some(why),
         };
-        let message = message.map(|m| clean(&m).chars().take(MAX_RING_MESSAGE).collect::<String>());
+        let message = message.map(|m| clean(&m, t).chars().take(MAX_RING_MESSAGE).collect::<String>());
         let rung = self.ring(&room_id, &found, actor, message.as_deref()).await;
         let mut reply = Vec::new();
         if !unknown.is_empty() {
-            reply.push(format!(
-                "I cannot ring {}: people I can ring send {p}ringme here first.",
-                unknown.iter().map(|w| clean(w)).collect::<Vec<_>>().join(", ")
-            ));
+            let names = unknown.iter().map(|w| clean(w, t)).collect::<Vec<_>>().join(", ");
+            reply.push(fill(t.ring_unknown, &[("names", &names), ("p", p)]));
         }
         if rung == 0 && unknown.is_empty() {
-            reply.push(if named {
-                "They are being rung already.".to_owned()
-            } else {
-                format!("Nobody else here asked to be rung (or they are in the call already). Members send {p}ringme to be rung for calls.")
-            });
+            reply.push(if named { t.ring_already.to_owned() } else { fill(t.ring_nobody, &[("p", p)]) });
         }
         // The card's "Ringing" section shows who is rung; a reply would only spend the budget.
         (!reply.is_empty()).then(|| reply.join(" "))
@@ -109,15 +97,16 @@ impl Bridge {
     pub(super) async fn unring_command(&self, chat: &ChatRef, actor: &Actor, words: Vec<String>) -> Option<String> {
         let platform = self.adapter.platform();
         let p = self.adapter.command_prefix();
+        let t = self.t(chat);
         let room = match self.rooms.latest_open_room(platform, chat).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Some(format!("No open call in this chat. Start one with {p}call.")),
-            Err(_) => return Some("Something went wrong; try again.".into()),
+            Ok(None) => return Some(fill(t.no_call, &[("p", p)])),
+            Err(_) => return Some(t.went_wrong.into()),
         };
         let credential = crate::service::Credential::ChatUser { user_ref: actor.user.as_str(), chat_admin: actor.is_admin };
         let host = self.rooms.authorize(&room, credential).await.is_ok_and(|p| p.is_host());
         let (Ok(rings), Ok(view)) = (self.rooms.rings_of(&room).await, self.rooms.view(&room, Knocks::Hidden).await) else {
-            return Some("Something went wrong; try again.".into());
+            return Some(t.went_wrong.into());
         };
         // A word names a user by mention, by an opted-in member's @-name, or by name.
         let optins = self.rooms.ring_optins(platform, chat).await.unwrap_or_default();
@@ -145,20 +134,20 @@ impl Bridge {
             }
             if let Ok(true) = self.rooms.delete_ring(&room, platform, &ring.user_ref).await {
                 let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: ring.user_ref.clone() };
-                let text = format!("📞 {} took back the call {}.", clean(&ring.rung_by_name), title_of(&view));
-                self.edit_prompts(&subject, &Prompt { text, buttons: Vec::new() }).await;
+                let text = fill(t.ring_taken_back, &[("by", &clean(&ring.rung_by_name, t)), ("title", &title_of(t, &view))]);
+                self.edit_prompts(&subject, &Prompt { text, buttons: Vec::new(), lang: t.lang }).await;
                 taken.push(ring.name.clone());
             }
         }
         // The card shows the rest.
-        taken.is_empty().then(|| "No ring of yours to take back there (the host may take back anyone's).".to_owned())
+        taken.is_empty().then(|| t.unring_none.to_owned())
     }
 
     /// Whom `/ring` names: every opted-in member not in the call (and not the ringer), or the
     /// named ones.
-    async fn ring_targets(&self, chat: &ChatRef, actor: &Actor, room: &RoomId, words: Vec<String>) -> Result<Targets, String> {
+    async fn ring_targets(&self, chat: &ChatRef, actor: &Actor, room: &RoomId, words: Vec<String>, t: &Texts) -> Result<Targets, String> {
         let platform = self.adapter.platform();
-        let failed = |_| "Something went wrong; try again.".to_owned();
+        let failed = |_| t.went_wrong.to_owned();
         let optins = self.rooms.ring_optins(platform, chat).await.map_err(failed)?;
         let present = self.rooms.present_user_refs(room).await.map_err(failed)?;
         let inside = |user: &str| present.iter().any(|p| p.strip_prefix(platform).and_then(|r| r.strip_prefix(':')) == Some(user));
@@ -193,7 +182,8 @@ impl Bridge {
     pub(super) async fn ring(&self, room: &RoomId, people: &[OptIn], by: &Actor, message: Option<&str>) -> usize {
         let Ok(view) = self.rooms.view(room, Knocks::Hidden).await else { return 0 };
         let platform = self.adapter.platform();
-        let by = OptIn { user_ref: by.user.0.clone(), name: clean(&by.display_name), handle: None };
+        let t = self.t_of(&view);
+        let by = OptIn { user_ref: by.user.0.clone(), name: clean(&by.display_name, t), handle: None };
         let mut rung = 0;
         for who in people {
             match self.rooms.add_ring(room, platform, who, &by, message).await {
@@ -214,7 +204,7 @@ impl Bridge {
                 state: RingState::Ringing,
                 message: message.map(str::to_owned),
             };
-            let prompt = ring_prompt(&view, &ring);
+            let prompt = ring_prompt(t, &view, &ring);
             let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: who.user_ref.clone() };
             if !self.send_prompt(&UserRef(who.user_ref.clone()), &prompt, &subject).await
                 && let Err(error) =
@@ -267,20 +257,21 @@ impl Bridge {
 
     /// Accept or Decline on a ring's prompt.
     pub(super) async fn answer_ring(&self, prompt: &PromptRef, at: (&ChatRef, &MessageRef), actor: &Actor, accept: bool) -> Outcome {
-        if prompt.subject != actor.user.0 {
-            return Err("This ring is for someone else.".into());
-        }
         let platform = self.adapter.platform();
         let room = &prompt.room_id;
-        let view = self.rooms.view(room, Knocks::Hidden).await.map_err(|_| "This call is no longer available.".to_owned())?;
-        let rings = self.rooms.rings_of(room).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+        let view = self.rooms.view(room, Knocks::Hidden).await.map_err(|_| super::texts::texts(Default::default()).call_unavailable.to_owned())?;
+        let t = self.t_of(&view);
+        if prompt.subject != actor.user.0 {
+            return Err(t.ring_not_yours.into());
+        }
+        let rings = self.rooms.rings_of(room).await.map_err(|_| t.went_wrong.to_owned())?;
         let Some(ring) = rings.into_iter().find(|r| r.platform == platform && r.user_ref == actor.user.0) else {
-            return Err("This ring was taken back.".into());
+            return Err(t.ring_gone.into());
         };
-        let by = clean(&ring.rung_by_name);
+        let by = clean(&ring.rung_by_name, t);
         if view.ended {
-            self.edit_prompt(at.0, at.1, &ended_prompt(&view, &by)).await;
-            return Err("This call has ended.".into());
+            self.edit_prompt(at.0, at.1, &ended_prompt(t, &view, &by)).await;
+            return Err(t.call_ended.into());
         }
         let (state, from): (RingState, &[RingState]) = if accept {
             (RingState::Accepted, &[RingState::Ringing, RingState::Missed, RingState::Declined, RingState::Unreachable, RingState::Accepted])
@@ -288,18 +279,18 @@ impl Bridge {
             (RingState::Declined, &[RingState::Ringing, RingState::Missed])
         };
         if ring.state != state {
-            self.rooms.set_ring_state(room, platform, &actor.user.0, state, from).await.map_err(|_| "Something went wrong; try again.".to_owned())?;
+            self.rooms.set_ring_state(room, platform, &actor.user.0, state, from).await.map_err(|_| t.went_wrong.to_owned())?;
         }
-        let title = title_of(&view);
+        let title = title_of(t, &view);
         let answered = if accept {
-            let name = clean(&actor.display_name);
+            let name = clean(&actor.display_name, t);
             let link = self.rooms.personal_url(room, &format!("{platform}:{}", actor.user), &name);
-            format!("✅ You accepted {by}'s call {title}. This link joins you as {name} (keep it to yourself):\n{link}")
+            fill(t.ring_accepted, &[("by", &by), ("title", &title), ("name", &name), ("link", &link)])
         } else {
-            format!("✖ You declined {by}'s call {title}.")
+            fill(t.ring_declined, &[("by", &by), ("title", &title)])
         };
-        self.edit_prompt(at.0, at.1, &Prompt { text: answered, buttons: Vec::new() }).await;
-        Ok(if accept { "Here is your link." } else { "Declined." }.into())
+        self.edit_prompt(at.0, at.1, &Prompt { text: answered, buttons: Vec::new(), lang: t.lang }).await;
+        Ok(if accept { t.here_is_link } else { t.declined }.into())
     }
 
     /// Runs until `cancel`: marks missed the rings nobody answered within `ring_timeout` (or
@@ -337,13 +328,15 @@ impl Bridge {
         let Ok(view) = self.rooms.view(room, Knocks::Hidden).await else { return };
         let Ok(rings) = self.rooms.rings_of(room).await else { return };
         let Some(ring) = rings.iter().find(|r| r.platform == self.adapter.platform() && r.user_ref == user) else { return };
-        let by = clean(&ring.rung_by_name);
+        let t = self.t_of(&view);
+        let by = clean(&ring.rung_by_name, t);
         let prompt = if view.ended {
-            ended_prompt(&view, &by)
+            ended_prompt(t, &view, &by)
         } else {
             Prompt {
-                text: format!("⌛ Missed call from {by}: {}. It is still on.", title_of(&view)),
-                buttons: vec![("Join now".into(), CardAction::Accept)],
+                text: fill(t.ring_missed, &[("by", &by), ("title", &title_of(t, &view))]),
+                buttons: vec![(t.join_now.into(), CardAction::Accept)],
+                lang: t.lang,
             }
         };
         let subject = PromptRef { room_id: room.clone(), purpose: Purpose::Ring, subject: user.to_owned() };
@@ -366,35 +359,38 @@ const MAX_RING_MESSAGE: usize = 200;
 
 /// A user string with its control characters dropped, trimmed (prompts are plain text, and
 /// each adapter keeps it inert in its markup).
-fn clean(s: &str) -> String {
+fn clean(s: &str, t: &Texts) -> String {
     let s: String = s.chars().filter(|c| !c.is_control()).collect();
     let s = s.trim();
-    if s.is_empty() { "Someone".to_owned() } else { s.chars().take(crate::room::MAX_NAME_CHARS.max(64)).collect() }
+    if s.is_empty() { t.someone.to_owned() } else { s.chars().take(crate::room::MAX_NAME_CHARS.max(64)).collect() }
 }
 
 /// “Title” (or the kind of call).
-pub(super) fn title_of(view: &RoomView) -> String {
+pub(super) fn title_of(t: &Texts, view: &RoomView) -> String {
     match &view.title {
-        Some(t) => format!("“{t}”"),
-        None => format!("({} call)", view.kind.as_str()),
+        Some(title) => fill(t.quoted, &[("title", title)]),
+        None if view.kind == crate::room::RoomKind::Voice => t.untitled_voice.to_owned(),
+        None => t.untitled_video.to_owned(),
     }
 }
 
 /// The private message that rings someone.
-fn ring_prompt(view: &RoomView, ring: &Ring) -> Prompt {
-    let mut text = format!("📞 {} is calling you: {}", ring.rung_by_name, title_of(view));
-    if let Some(chat) = &view.chat_name {
-        text.push_str(&format!(", from {chat}"));
-    }
-    text.push('.');
+fn ring_prompt(t: &Texts, view: &RoomView, ring: &Ring) -> Prompt {
+    let (by, title) = (ring.rung_by_name.as_str(), title_of(t, view));
+    let mut text = match &view.chat_name {
+        Some(chat) => fill(t.ring_calling_from, &[("by", by), ("title", &title), ("chat", chat)]),
+        None => fill(t.ring_calling, &[("by", by), ("title", &title)]),
+    };
     if let Some(message) = &ring.message {
-        text.push_str(&format!("\n“{message}”"));
+        text.push('\n');
+        text.push_str(&fill(t.ring_message, &[("message", message)]));
     }
-    text.push_str("\nAccept to join under your own name.");
-    Prompt { text, buttons: vec![("✅ Accept".into(), CardAction::Accept), ("✖ Decline".into(), CardAction::Decline)] }
+    text.push('\n');
+    text.push_str(t.ring_hint);
+    Prompt { text, buttons: vec![(t.accept.into(), CardAction::Accept), (t.decline.into(), CardAction::Decline)], lang: t.lang }
 }
 
 /// A ring's prompt once its call ended.
-fn ended_prompt(view: &RoomView, by: &str) -> Prompt {
-    Prompt { text: format!("📞 {by}'s call {} has ended.", title_of(view)), buttons: Vec::new() }
+fn ended_prompt(t: &Texts, view: &RoomView, by: &str) -> Prompt {
+    Prompt { text: fill(t.ring_ended, &[("by", by), ("title", &title_of(t, view))]), buttons: Vec::new(), lang: t.lang }
 }

@@ -8,10 +8,11 @@
 
 use super::Bridge;
 use super::ringing::title_of;
+use super::texts::Texts;
 use crate::room::OPENS_BEFORE_START;
 use crate::service::Knocks;
 use crate::store::DueReminder;
-use callbridge_chat::{Actor, Day, MOST_AHEAD, StartAt, UserRef};
+use callbridge_chat::{Actor, Day, MOST_AHEAD, StartAt, UserRef, fill};
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use std::sync::Arc;
@@ -24,8 +25,27 @@ const LOOK_AT_MOST: Duration = Duration::from_secs(5);
 /// A scheduled call must start at least this far ahead.
 const LEAST_AHEAD_MS: i64 = 60_000;
 
+/// Why a start time cannot be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unschedulable {
+    Passed,
+    TooFar,
+    /// A local time the zone's clocks skip.
+    Missing,
+}
+
+impl Unschedulable {
+    pub(super) fn text(self, t: &Texts) -> &'static str {
+        match self {
+            Unschedulable::Passed => t.time_passed,
+            Unschedulable::TooFar => t.too_far_ahead,
+            Unschedulable::Missing => t.time_missing,
+        }
+    }
+}
+
 /// When `at` falls, in milliseconds since the epoch, read in `tz` at `now_ms`; or why not.
-pub(super) fn start_ms(at: StartAt, now_ms: i64, tz: Tz) -> Result<i64, String> {
+pub(super) fn start_ms(at: StartAt, now_ms: i64, tz: Tz) -> Result<i64, Unschedulable> {
     let start = match at {
         StartAt::In(d) => Some(now_ms + d.as_millis() as i64),
         StartAt::At { day, hour, minute } => {
@@ -49,17 +69,17 @@ pub(super) fn start_ms(at: StartAt, now_ms: i64, tz: Tz) -> Result<i64, String> 
         }
     };
     match start {
-        Some(s) if s < now_ms + LEAST_AHEAD_MS => Err("That time has passed (or is less than a minute away).".into()),
-        Some(s) if s > now_ms + MOST_AHEAD.as_millis() as i64 => Err("A call can be scheduled at most 30 days ahead.".into()),
+        Some(s) if s < now_ms + LEAST_AHEAD_MS => Err(Unschedulable::Passed),
+        Some(s) if s > now_ms + MOST_AHEAD.as_millis() as i64 => Err(Unschedulable::TooFar),
         Some(s) => Ok(s),
-        None => Err("That time does not exist here.".into()),
+        None => Err(Unschedulable::Missing),
     }
 }
 
-/// "Thu 3 Dec, 18:00 (Europe/Madrid)".
-pub fn start_label(start_ms: i64, tz: Tz) -> String {
+/// "Thu 3 Dec, 18:00 (Europe/Madrid)" in English (`format` is the language's `date_format`).
+pub fn start_label(start_ms: i64, tz: Tz, format: &str) -> String {
     let at = DateTime::from_timestamp_millis(start_ms).unwrap_or_default().with_timezone(&tz);
-    format!("{} ({})", at.format("%a %-d %b, %H:%M"), tz.name())
+    format!("{} ({})", at.format(format), tz.name())
 }
 
 impl Bridge {
@@ -101,22 +121,25 @@ impl Bridge {
             }
         }
         let Ok(view) = self.rooms.view(&due.room_id, Knocks::Hidden).await else { return };
+        let t = self.t(&due.chat);
+        let (title, link) = (title_of(t, &view), view.url.clone());
         if !started {
             // A call scheduled less than 10 minutes ahead: its card said it all just now.
             let scheduled_lately = due.starts_at - now < OPENS_BEFORE_START.as_millis() as i64 - 60_000
                 && chrono::DateTime::parse_from_rfc3339(&view.created_at).is_ok_and(|c| now - c.timestamp_millis() < 60_000);
             if !scheduled_lately {
                 let minutes = (due.starts_at - now + 59_999) / 60_000;
-                self.reply(&due.chat, &format!("⏰ {} starts in {minutes} min: {}", title_of(&view), view.url)).await;
+                let text = fill(t.reminder, &[("title", &title), ("minutes", &minutes.to_string()), ("link", &link)]);
+                self.reply(&due.chat, &text).await;
             }
             return;
         }
-        self.reply(&due.chat, &format!("📞 {} is starting now: {}", title_of(&view), view.url)).await;
+        self.reply(&due.chat, &fill(t.starting_now, &[("title", &title), ("link", &link)])).await;
         self.rooms.announce_start(&due.room_id);
         // The chat's opted-in members are rung, by the host.
         let host = Actor {
             user: UserRef(view.host_ref.clone().unwrap_or_default()),
-            display_name: view.host_name.clone().unwrap_or_else(|| "The host".into()),
+            display_name: view.host_name.clone().unwrap_or_else(|| t.the_host.into()),
             is_admin: false,
             handle: None,
         };
@@ -131,6 +154,8 @@ impl Bridge {
 mod tests {
     use super::*;
 
+    const EN_DATE: &str = "%a %-d %b, %H:%M";
+
     #[test]
     fn start_times() {
         // Thu 3 Dec 2026, 10:00 UTC (11:00 in Madrid).
@@ -144,10 +169,10 @@ mod tests {
         assert_eq!(start_ms(at(Day::Tomorrow, 9, 0), now, Tz::UTC), Ok(utc(4, 9, 0)));
         assert!(start_ms(at(Day::Today, 9, 0), now, Tz::UTC).is_err(), "today, but past");
         assert!(start_ms(at(Day::Next, 10, 0), now, Tz::UTC).is_ok_and(|t| t == utc(4, 10, 0)), "now is not ahead");
-        assert_eq!(start_label(utc(3, 17, 0), madrid), "Thu 3 Dec, 18:00 (Europe/Madrid)");
+        assert_eq!(start_label(utc(3, 17, 0), madrid, EN_DATE), "Thu 3 Dec, 18:00 (Europe/Madrid)");
         // 02:30 does not exist in Madrid on 28 March 2027: an hour later.
         let spring = chrono::Utc.with_ymd_and_hms(2027, 3, 27, 12, 0, 0).unwrap().timestamp_millis();
         let t = start_ms(at(Day::Tomorrow, 2, 30), spring, madrid).unwrap();
-        assert_eq!(start_label(t, madrid), "Sun 28 Mar, 03:30 (Europe/Madrid)");
+        assert_eq!(start_label(t, madrid, EN_DATE), "Sun 28 Mar, 03:30 (Europe/Madrid)");
     }
 }

@@ -149,13 +149,15 @@ impl CardUpdater {
                 return;
             }
             let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
-            let mut reserved = false;
+            // This chat's turn to send, once taken: held from before the last read to the edit's answer.
+            let mut turn: Option<super::pacer::Turn<'_>> = None;
             loop {
-                let card = match cards::card_of(&inner.rooms, &card_ref.room_id).await {
+                let card = match cards::card_of(&inner.rooms, &card_ref.room_id, platform, &card_ref.chat).await {
                     Ok(card) => card,
                     Err(ServiceError::NotFound) => return,
                     Err(error) => {
                         tracing::warn!(parent: &span, %error, "cannot read the room; retrying");
+                        if let Some(t) = turn.take() { t.forgo() }
                         if !self.sleep(backoff.next_wait()).await {
                             return;
                         }
@@ -166,6 +168,7 @@ impl CardUpdater {
                 let over = card.status.is_over();
                 if shown.as_deref() == Some(digest.as_str()) {
                     // The card shows this already: nothing is stale.
+                    if let Some(t) = turn.take() { t.forgo() }
                     slot.dirty_since.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if over {
                         let _ = inner.rooms.update_card(platform, card_ref, CardState::Final(&digest)).await;
@@ -173,19 +176,17 @@ impl CardUpdater {
                     }
                     break;
                 }
-                if !reserved {
-                    // Wait for this chat's next slot, then read again: whatever happened
-                    // meanwhile rides along in this one edit.
-                    let at = inner.pacer.reserve(&card_ref.chat);
+                if turn.is_none() {
+                    // Wait for this chat's turn, then read again: whatever happened meanwhile
+                    // rides along in this one edit.
                     tokio::select! {
                         _ = inner.cancel.cancelled() => return,
-                        _ = tokio::time::sleep_until(at) => {}
+                        t = inner.pacer.wait_turn(&card_ref.chat) => turn = Some(t),
                     }
-                    reserved = true;
                     continue;
                 }
-                reserved = false;
                 let edited = inner.adapter.edit_card(&card_ref.chat, &card_ref.message, &card).await;
+                drop(turn.take());
                 let outcome = crate::telemetry::send_outcome(&edited);
                 metrics::counter!("callbridge_card_sends_total", "platform" => platform, "kind" => "edit", "outcome" => outcome).increment(1);
                 match edited {

@@ -26,4 +26,10 @@ impl RoomService {
     pub fn announce_start(&self, room: &RoomId) {
         self.events.publish(room, RoomEventKind::Started);
     }
+
+    /// Says that a card of `room` was posted in `chat` on `platform`, so the bridges post it in
+    /// the rest of the chat's gateway (on whichever node leads each platform).
+    pub fn announce_card(&self, room: &RoomId, platform: &str, chat: &str) {
+        self.events.publish(room, RoomEventKind::Posted { platform: platform.to_owned(), chat: chat.to_owned() });
+    }
 }

@@ -127,6 +127,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a card of `room` was posted in `chat`.
+    pub async fn card_in(&self, room: &RoomId, platform: &str, chat: &ChatRef) -> Result<bool, StoreError> {
+        let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE room_id = $1 AND platform = $2 AND chat_ref = $3")
+            .bind(room.as_str())
+            .bind(platform)
+            .bind(chat.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(found > 0)
+    }
+
     /// The room a posted message shows.
     pub async fn room_of_message(&self, platform: &str, chat: &ChatRef, message: &MessageRef) -> Result<Option<RoomId>, StoreError> {
         let room: Option<String> = sqlx::query_scalar("SELECT room_id FROM cards WHERE platform = $1 AND chat_ref = $2 AND message_ref = $3")

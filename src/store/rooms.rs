@@ -43,8 +43,8 @@ impl Store {
         let (id, host_token) = (RoomId::trusted(new_room_id()), new_token());
         sqlx::query(
             "INSERT INTO rooms (id, kind, title, host_name, host_ref, chat_ref, host_token_hash, \
-             max_participants, knock, created_at, last_active_at, media, chat_name, starts_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
+             max_participants, knock, created_at, last_active_at, media, chat_name, starts_at, platform) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14)",
         )
         .bind(id.as_str())
         .bind(new.kind.as_str())
@@ -59,6 +59,7 @@ impl Store {
         .bind(new.media.as_str())
         .bind(&new.chat_name)
         .bind(new.starts_at)
+        .bind(&new.platform)
         .execute(&self.write)
         .await?;
         Ok(CreatedRoom { id, host_token })
@@ -157,7 +158,7 @@ impl Store {
         let now = self.clock.now_ms();
         let Some(r) = sqlx::query(
             "SELECT kind, title, host_name, host_ref, chat_ref, max_participants, knock, locked, \
-             created_at, ended_at, end_reason, media, chat_name, starts_at FROM rooms WHERE id = $1",
+             created_at, ended_at, end_reason, media, chat_name, starts_at, platform FROM rooms WHERE id = $1",
         )
         .bind(room_id)
         .fetch_optional(&self.read)
@@ -166,7 +167,7 @@ impl Store {
             return Ok(None);
         };
         let participants = sqlx::query(
-            "SELECT id, name, joined_at, left_at, present_since, present_ms, banned_at FROM participants \
+            "SELECT id, name, joined_at, left_at, present_since, present_ms, banned_at, user_ref FROM participants \
              WHERE room_id = $1 ORDER BY joined_at, id",
         )
         .bind(room_id)
@@ -184,6 +185,7 @@ impl Store {
                 present: present_since.is_some(),
                 seconds_present: (present_ms + present_since.map_or(0, |s| (now - s).max(0))) / 1000,
                 removed: p.try_get::<Option<i64>, _>(6)?.is_some(),
+                vouched_by: p.try_get::<Option<String>, _>(7)?.and_then(|u| u.split_once(':').map(|(platform, _)| platform.to_owned())),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -229,6 +231,7 @@ impl Store {
             host_ref: r.try_get(3)?,
             chat_ref: r.try_get(4)?,
             chat_name: r.try_get(12)?,
+            platform: r.try_get(14)?,
             starts_at: r.try_get::<Option<i64>, _>(13)?.map(rfc3339),
             opens_at: r.try_get::<Option<i64>, _>(13)?.map(|s| rfc3339(s - OPENS_BEFORE_START.as_millis() as i64)),
             starts_at_ms: r.try_get(13)?,

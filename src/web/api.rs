@@ -7,7 +7,7 @@ use super::json_object::JsonObject;
 use crate::room::{Media, RoomKind};
 use crate::room::RoomView;
 use crate::ids::{KnockId, ParticipantId};
-use crate::service::{CreateOptions, KnockDecision, Knocks, Lock};
+use crate::service::{CreateOptions, KnockDecision, Knocks, Lock, ServiceError};
 use crate::store::{KnockAnswer, RemoveOutcome, StateChange};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -35,6 +35,11 @@ pub struct CreateRoomBody {
     #[schema(minimum = 1, maximum = 1000)]
     #[serde(default, deserialize_with = "whole_number")]
     pub max_participants: Option<u32>,
+    /// A scheduled call's start (RFC 3339). Until 10 minutes before it the link shows a
+    /// countdown and joins get 425 `not_yet` (the host may come early); a start less than a
+    /// minute ahead, or past, opens the room now.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub starts_at: Option<String>,
 }
 
 /// A `u32` that may be written `8.0`: JSON Schema, and so the OpenAPI document, counts it as an integer.
@@ -92,6 +97,11 @@ pub async fn create_room(
         }
         Err(e) => return Err(json_rejection(e)),
     };
+    let starts_at = match body.starts_at.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+        None => None,
+        Some(Ok(at)) => Some(at.timestamp_millis()).filter(|at| *at >= state.rooms.now_ms() + 60_000),
+        Some(Err(_)) => return Err(ServiceError::Invalid("starts_at must be an RFC 3339 date-time").into()),
+    };
     let created = state
         .rooms
         .create(CreateOptions {
@@ -100,6 +110,7 @@ pub async fn create_room(
             host_name: body.host_name,
             media: body.media,
             max_participants: body.max_participants,
+            starts_at,
             ..Default::default()
         })
         .await?;

@@ -7,43 +7,14 @@
 
 use serde::Serialize;
 
-/// A supported page language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Lang {
-    #[default]
-    En,
-    Es,
-    Fr,
-}
+pub use callbridge_chat::Lang;
 
-impl Lang {
-    /// The BCP 47 tag for `<html lang>`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Es => "es",
-            Lang::Fr => "fr",
-        }
-    }
-
-    /// The language for a primary subtag (`en`, `es-MX` → `es`), if supported.
-    fn from_tag(tag: &str) -> Option<Lang> {
-        let primary = tag.split(['-', '_']).next().unwrap_or("");
-        match primary.to_ascii_lowercase().as_str() {
-            "en" => Some(Lang::En),
-            "es" => Some(Lang::Es),
-            "fr" => Some(Lang::Fr),
-            _ => None,
-        }
-    }
-
-    /// The strings of this language.
-    pub fn strings(self) -> &'static Strings {
-        match self {
-            Lang::En => &EN,
-            Lang::Es => &ES,
-            Lang::Fr => &FR,
-        }
+/// The strings of a page language.
+pub fn strings(lang: Lang) -> &'static Strings {
+    match lang {
+        Lang::En => &EN,
+        Lang::Es => &ES,
+        Lang::Fr => &FR,
     }
 }
 
@@ -108,6 +79,10 @@ pub struct Strings {
     pub media_mesh: &'static str,
     pub hosted_by: &'static str,
     pub status_open: &'static str,
+    /// The badge of a scheduled call's room before it opens.
+    pub status_scheduled: &'static str,
+    /// chrono's format of a scheduled call's start (before its zone's name).
+    pub date_format: &'static str,
     pub status_locked: &'static str,
     pub status_full: &'static str,
     pub status_ended: &'static str,
@@ -241,6 +216,8 @@ static EN: Strings = Strings {
     media_mesh: "Private: media goes browser to browser, end-to-end encrypted (up to 8 people)",
     hosted_by: "Hosted by",
     status_open: "open",
+    status_scheduled: "scheduled",
+    date_format: "%a %-d %b %Y, %H:%M",
     status_locked: "locked",
     status_full: "full",
     status_ended: "ended",
@@ -329,6 +306,8 @@ static ES: Strings = Strings {
     media_mesh: "Privada: el audio y el vídeo van de navegador a navegador, cifrados de extremo a extremo (hasta 8 personas)",
     hosted_by: "Anfitrión:",
     status_open: "abierta",
+    status_scheduled: "programada",
+    date_format: "%d/%m/%Y, %H:%M",
     status_locked: "bloqueada",
     status_full: "llena",
     status_ended: "finalizada",
@@ -417,6 +396,8 @@ static FR: Strings = Strings {
     media_mesh: "Privé : le son et l’image vont de navigateur à navigateur, chiffrés de bout en bout (jusqu’à 8 personnes)",
     hosted_by: "Organisé par",
     status_open: "ouvert",
+    status_scheduled: "programmé",
+    date_format: "%d/%m/%Y, %H:%M",
     status_locked: "verrouillé",
     status_full: "complet",
     status_ended: "terminé",
@@ -555,14 +536,14 @@ mod tests {
     #[test]
     fn every_language_has_its_strings() {
         for lang in [Lang::En, Lang::Es, Lang::Fr] {
-            let json: serde_json::Value = serde_json::from_str(&lang.strings().to_json()).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&strings(lang).to_json()).unwrap();
             let obj = json.as_object().unwrap();
             assert!(obj.values().all(|v| !v.as_str().unwrap().is_empty()));
             for key in ["joined_toast", "left_toast", "knock_toast"] {
                 assert!(obj[key].as_str().unwrap().contains("{name}"), "{key} in {lang:?}");
             }
         }
-        assert_eq!(Lang::En.strings().state_removed, "You were removed from this room");
-        assert_eq!(Lang::En.strings().state_denied, "The host declined your request");
+        assert_eq!(strings(Lang::En).state_removed, "You were removed from this room");
+        assert_eq!(strings(Lang::En).state_denied, "The host declined your request");
     }
 }

@@ -10,7 +10,7 @@
 //! `data-*` attributes and a JSON `<script type="application/json">` block of UI strings.
 
 use super::AppState;
-use super::i18n::{Lang, Strings, negotiate};
+use super::i18n::{Lang, Strings, negotiate, strings};
 use crate::room::{OPENS_BEFORE_START, RoomStatus, RoomView};
 use crate::ids::RoomId;
 use crate::service::{Knocks, ServiceError};
@@ -97,6 +97,8 @@ struct RoomInfo {
     host_name: Option<String>,
     status: &'static str,
     status_label: &'static str,
+    /// The badge's look: the status, or `scheduled` before a scheduled call's room opens.
+    badge: &'static str,
     knock: bool,
     /// Open, locked or full: the lobby (preview, name, buttons) is shown.
     joinable: bool,
@@ -156,7 +158,7 @@ fn lang_of(headers: &HeaderMap) -> Lang {
 
 async fn landing(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
-    let t = lang.strings();
+    let t = strings(lang);
     let page = LandingPage { lang: lang.code(), t, i18n_json: t.to_json(), base_url: state.rooms.base_url() };
     html(StatusCode::OK, page.render())
 }
@@ -186,7 +188,7 @@ async fn room_page(State(state): State<AppState>, Path(id): Path<String>, header
         let (status, page) = join_page_for(lang, Some((view, qr)), None, Now::of(&state));
         return html(status, page.render());
     }
-    let t = lang.strings();
+    let t = strings(lang);
     let title = display_title(&view, t);
     let page = RoomPage {
         lang: lang.code(),
@@ -205,7 +207,7 @@ async fn room_page(State(state): State<AppState>, Path(id): Path<String>, header
 
 /// The join page for a room (or none: not found / error) and its HTTP status.
 fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'static str>, now: Now) -> (StatusCode, JoinPage) {
-    let t = lang.strings();
+    let t = strings(lang);
     let opens = |view: &RoomView| view.starts_at_ms.map(|s| s - OPENS_BEFORE_START.as_millis() as i64).filter(|o| *o > now.ms);
     let (status, state, message) = match (&room, error) {
         (_, Some("error")) => (StatusCode::SERVICE_UNAVAILABLE, "error", t.state_error),
@@ -230,13 +232,14 @@ fn join_page_for(lang: Lang, room: Option<(RoomView, String)>, error: Option<&'s
             media_label: t.media(view.media),
             host_name: view.host_name.clone(),
             status,
-            status_label: t.status(status),
+            status_label: if opens(&view).is_some() && !view.ended { t.status_scheduled } else { t.status(status) },
+            badge: if opens(&view).is_some() && !view.ended { "scheduled" } else { status },
             knock: view.knock,
             joinable: matches!(view.status, RoomStatus::Open | RoomStatus::Locked | RoomStatus::Full) && opens(&view).is_none(),
             starts: match (view.starts_at_ms, opens(&view)) {
                 (Some(start), Some(opens_ms)) if !view.ended => {
                     let time = chrono::DateTime::from_timestamp_millis(start).unwrap_or_default().with_timezone(&now.tz);
-                    Some(Starts { label: t.starts.replace("{time}", &format!("{} ({})", time.format("%a %-d %b %Y, %H:%M"), now.tz.name())), opens_ms })
+                    Some(Starts { label: t.starts.replace("{time}", &format!("{} ({})", time.format(t.date_format), now.tz.name())), opens_ms })
                 }
                 _ => None,
             },
@@ -352,6 +355,7 @@ mod tests {
             present: true,
             seconds_present: 0,
             removed: false,
+            vouched_by: None,
         };
         RoomView {
             id: "AbCdEfGhIjKlMnOpQrStUv".into(),
@@ -373,6 +377,7 @@ mod tests {
             host_ref: None,
             chat_ref: None,
             chat_name: None,
+            platform: None,
             starts_at: None,
             opens_at: None,
             starts_at_ms: None,

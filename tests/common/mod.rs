@@ -163,3 +163,21 @@ pub async fn connect_stalled(url: &str) -> Ws {
     let stream = socket.connect(addr).await.unwrap();
     tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("socket opens").0
 }
+
+/// Runs a test body on a runtime of its own, within `limit`, and shuts that runtime down
+/// without waiting for blocking work left behind (an SDK's store thread after a failed
+/// assertion): a failure fails the test, it never hangs the suite.
+pub fn bounded<F>(limit: Duration, body: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let outcome = rt.block_on(async move { tokio::time::timeout(limit, tokio::spawn(body)).await });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Ok(Err(failed)) => panic!("the test body stopped: {failed}"),
+        Err(_) => panic!("the test took longer than {limit:?}"),
+    }
+}

@@ -3,8 +3,11 @@
 //! HELLO, IDENTIFY → READY, heartbeats, INTERACTION_CREATE dispatches), interaction callbacks,
 //! bulk command registration, channel messages (create, edit) with embeds and
 //! components, the interaction webhook (edit the original response, follow-ups), bot-token
-//! auth, and Discord's per-channel rate limit for messages (5 per 5 s) with `X-RateLimit-*`
-//! headers and 429 `{"retry_after": …}` when it is broken. With a fault plan (`set_faults`) it
+//! auth, and Discord's rate limits for messages, measured on arrival with no tolerance: 5 per
+//! 5 s in a channel (429 with `X-RateLimit-Scope: user` and the bucket) and 50 a second for the
+//! bot (429 with `X-RateLimit-Global`), each `{"retry_after": …}`. Webhook edits and follow-ups
+//! need an interaction token that is live (15 minutes) and, through the gateway, an initial
+//! answer first. With a fault plan (`set_faults`) it
 //! also fails a share of message calls with 429s, 5xx and stalls. It also signs interactions with a
 //! fixed Ed25519 key, as Discord does when it POSTs them to the bot.
 #![allow(dead_code)]
@@ -29,6 +32,10 @@ const SIGNING_SEED: [u8; 32] = [7; 32];
 /// Discord's limit on messages in one channel: 5 per 5 s.
 const CHANNEL_LIMIT: usize = 5;
 const CHANNEL_WINDOW: Duration = Duration::from_secs(5);
+/// Discord's global limit: 50 requests a second per bot.
+const GLOBAL_PER_SECOND: usize = 50;
+/// An interaction token works for 15 minutes.
+const TOKEN_LIFE: Duration = Duration::from_secs(15 * 60);
 
 /// A message as the channel shows it now.
 #[derive(Debug, Clone)]
@@ -46,6 +53,8 @@ struct State {
     originals: HashMap<String, Value>,
     followups: HashMap<String, Vec<Value>>,
     channel_calls: HashMap<String, VecDeque<Instant>>,
+    /// The bot's REST calls within the last second (interaction answers aside).
+    bot_calls: VecDeque<Instant>,
     rate_limited: usize,
     mention_violations: usize,
     unauthorized: usize,
@@ -72,6 +81,13 @@ struct State {
     /// Users who share no server with the bot or closed their DMs: a message to them is
     /// refused with 50007, as Discord does.
     closed_dms: std::collections::HashSet<String>,
+    /// Payloads Discord would refuse (50035 Invalid Form Body, 50109 invalid JSON), each with
+    /// why: a test that sees any has found a bug.
+    malformed: Vec<String>,
+    /// Interaction id → when the gateway delivered it: its first answer is due within 3 s.
+    dispatched: HashMap<String, Instant>,
+    /// Interaction tokens made this much older than they are (`age_interactions`).
+    aged: Duration,
 }
 
 /// A fault plan: every `every`-th message call fails, in turn with a 429 (`retry_after`), a
@@ -116,7 +132,76 @@ pub async fn post_interaction(http: &reqwest::Client, base: &str, body: &Value, 
         .await
         .unwrap();
     let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let answer: Value = r.json().await.unwrap_or(Value::Null);
+    // What the bot answers at once must be a message Discord takes.
+    if let Some(why) = answer.get("data").and_then(payload_refusal) {
+        panic!("Discord would refuse this interaction response ({why}): {answer}");
+    }
+    (status, answer)
+}
+
+/// Why Discord would refuse a message payload (create, edit, follow-up or interaction
+/// response data), by its documented limits: content 2,000 characters; at most 10 embeds, each
+/// title 256, description 4,096, all embeds 6,000 together; at most 5 action rows of at most 5
+/// buttons; a button's label 80 and `custom_id` 100 characters; a link button has a `url` and
+/// no `custom_id`, any other button a `custom_id`.
+pub fn payload_refusal(body: &Value) -> Option<String> {
+    let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    if chars(&body["content"]) > 2000 {
+        return Some("content: Must be 2000 or fewer in length.".into());
+    }
+    let embeds = body["embeds"].as_array().cloned().unwrap_or_default();
+    if embeds.len() > 10 {
+        return Some("embeds: Must be 10 or fewer in length.".into());
+    }
+    let mut total = 0;
+    for (i, e) in embeds.iter().enumerate() {
+        if chars(&e["title"]) > 256 {
+            return Some(format!("embeds.{i}.title: Must be 256 or fewer in length."));
+        }
+        if chars(&e["description"]) > 4096 {
+            return Some(format!("embeds.{i}.description: Must be 4096 or fewer in length."));
+        }
+        total += chars(&e["title"]) + chars(&e["description"]);
+    }
+    if total > 6000 {
+        return Some("embeds: Embed size exceeds maximum size of 6000".into());
+    }
+    let rows = body["components"].as_array().cloned().unwrap_or_default();
+    if rows.len() > 5 {
+        return Some("components: Must be 5 or fewer in length.".into());
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let buttons = row["components"].as_array().cloned().unwrap_or_default();
+        if row["type"] != 1 || buttons.is_empty() || buttons.len() > 5 {
+            return Some(format!("components.{r}: an action row holds 1 to 5 components"));
+        }
+        for (b, button) in buttons.iter().enumerate() {
+            let at = format!("components.{r}.components.{b}");
+            if chars(&button["label"]) > 80 || chars(&button["label"]) == 0 {
+                return Some(format!("{at}.label: Must be between 1 and 80 in length."));
+            }
+            let link = button["style"] == 5;
+            if link != button["url"].is_string() || link == button["custom_id"].is_string() {
+                return Some(format!("{at}: a link button has a url and no custom_id, other buttons a custom_id"));
+            }
+            if chars(&button["custom_id"]) > 100 {
+                return Some(format!("{at}.custom_id: Must be 100 or fewer in length."));
+            }
+        }
+    }
+    None
+}
+
+/// Refuses a payload Discord would refuse, remembering why.
+fn refuse_malformed(st: &mut State, body: &Value) -> Option<Response> {
+    let why = payload_refusal(body)?;
+    st.malformed.push(why.clone());
+    Some((StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": why}))).into_response())
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
 }
 
 pub fn now_unix() -> u64 {
@@ -128,7 +213,7 @@ fn user(id: &str, name: &str) -> Value {
 }
 
 fn base(kind: u8, id: &str, user_id: &str, name: &str, permissions: &str, roles: &[&str]) -> Value {
-    json!({"type": kind, "id": id, "application_id": APP_ID, "token": format!("itoken-{id}"), "version": 1,
+    json!({"type": kind, "id": id, "application_id": APP_ID, "token": format!("itoken-{id}-{}", now_millis()), "version": 1,
         "locale": "en-US", "guild_id": GUILD, "channel_id": CHANNEL, "entitlements": [], "attachment_size_limit": 10485760,
         "app_permissions": "2251799813685247",
         "member": {"user": user(user_id, name), "nick": null, "roles": roles, "joined_at": "2024-01-01T00:00:00+00:00",
@@ -224,6 +309,10 @@ impl DiscordDouble {
     pub fn followups(&self, token: &str) -> Vec<Value> {
         self.lock().followups.get(token).cloned().unwrap_or_default()
     }
+    /// Every payload the double refused as Discord would, with why.
+    pub fn malformed(&self) -> Vec<String> {
+        self.lock().malformed.clone()
+    }
     /// 429s the double sent because the bot broke the channel limit.
     pub fn rate_limited(&self) -> usize {
         self.lock().rate_limited
@@ -243,7 +332,19 @@ impl DiscordDouble {
     pub fn dispatch(&self, interaction: &Value) -> bool {
         let mut st = self.lock();
         st.sessions.retain(|s| !s.is_closed());
-        st.sessions.iter().all(|s| s.send(interaction.clone()).is_ok()) && !st.sessions.is_empty()
+        let sent = st.sessions.iter().all(|s| s.send(interaction.clone()).is_ok()) && !st.sessions.is_empty();
+        if sent && let Some(id) = interaction["id"].as_str() {
+            st.dispatched.insert(id.to_owned(), Instant::now());
+        }
+        sent
+    }
+    /// Takes `interaction` as delivered through the gateway now, without a session to carry it.
+    pub fn mark_dispatched(&self, interaction: &Value) {
+        self.lock().dispatched.insert(interaction["id"].as_str().unwrap().to_owned(), Instant::now());
+    }
+    /// Makes every interaction token `by` older (to see what the bot does past 15 minutes).
+    pub fn age_interactions(&self, by: Duration) {
+        self.lock().aged += by;
     }
     /// The answer the bot gave an interaction through its callback.
     pub fn callback(&self, interaction_id: &str) -> Option<Value> {
@@ -301,6 +402,7 @@ fn check_mentions(st: &mut State, body: &Value) {
 #[allow(clippy::result_large_err)]
 fn channel_budget(st: &mut State, channel: &str) -> Result<HeaderMap, Response> {
     let now = Instant::now();
+    global_budget(st, now)?;
     let calls = st.channel_calls.entry(channel.to_owned()).or_default();
     while calls.front().is_some_and(|t| now.duration_since(*t) >= CHANNEL_WINDOW) {
         calls.pop_front();
@@ -311,8 +413,11 @@ fn channel_budget(st: &mut State, channel: &str) -> Result<HeaderMap, Response> 
         let retry = reset_after(calls);
         let mut h = HeaderMap::new();
         h.insert("retry-after", format!("{retry:.3}").parse().unwrap());
+        h.insert("x-ratelimit-limit", CHANNEL_LIMIT.to_string().parse().unwrap());
         h.insert("x-ratelimit-remaining", "0".parse().unwrap());
         h.insert("x-ratelimit-reset-after", format!("{retry:.3}").parse().unwrap());
+        h.insert("x-ratelimit-bucket", format!("channel-{channel}").parse().unwrap());
+        h.insert("x-ratelimit-scope", "user".parse().unwrap());
         return Err((StatusCode::TOO_MANY_REQUESTS, h, Json(json!({"message": "You are being rate limited.", "retry_after": retry, "global": false})))
             .into_response());
     }
@@ -325,24 +430,67 @@ fn channel_budget(st: &mut State, channel: &str) -> Result<HeaderMap, Response> 
     Ok(h)
 }
 
+/// What tests look answers up by: `itoken-<id>`, the token without when it was made.
+fn interaction_key(token: &str) -> String {
+    token.rsplit_once('-').map_or(token, |(key, _)| key).to_owned()
+}
+
+/// Discord's global limit: 50 calls of the bot in any second; `Err` is the global 429.
+#[allow(clippy::result_large_err)]
+fn global_budget(st: &mut State, now: Instant) -> Result<(), Response> {
+    while st.bot_calls.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        st.bot_calls.pop_front();
+    }
+    if st.bot_calls.len() >= GLOBAL_PER_SECOND {
+        st.rate_limited += 1;
+        let retry = (Duration::from_secs(1) - now.duration_since(st.bot_calls[0])).as_secs_f64();
+        let until = now + Duration::from_secs_f64(retry);
+        st.global_until = Some(st.global_until.map_or(until, |u| u.max(until)));
+        return Err(global_429(retry));
+    }
+    st.bot_calls.push_back(now);
+    Ok(())
+}
+
+/// Discord's answer to a call past the bot's global limit.
+fn global_429(retry_after: f64) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert("retry-after", format!("{retry_after:.3}").parse().unwrap());
+    h.insert("x-ratelimit-global", "true".parse().unwrap());
+    h.insert("x-ratelimit-scope", "global".parse().unwrap());
+    let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": true});
+    (StatusCode::TOO_MANY_REQUESTS, h, Json(body)).into_response()
+}
+
+/// Why Discord would refuse a webhook call with this interaction token: unknown or older than
+/// 15 minutes (50027), or, for an interaction the gateway delivered, before its initial answer
+/// (10015; one POSTed to the endpoint is answered by the POST's response itself). The double's
+/// tokens say when they were made: `itoken-<id>-<Unix ms>`.
+fn token_refusal(st: &State, token: &str) -> Option<Response> {
+    let (id, made) = token.strip_prefix("itoken-").and_then(|t| t.rsplit_once('-')).unwrap_or_default();
+    let age = made.parse::<u128>().ok().map(|made| Duration::from_millis(now_millis().saturating_sub(made) as u64) + st.aged);
+    if age.is_none_or(|age| age > TOKEN_LIFE) {
+        return Some((StatusCode::UNAUTHORIZED, Json(json!({"code": 50027, "message": "Invalid Webhook Token"}))).into_response());
+    }
+    if st.dispatched.contains_key(id) && !st.callbacks.contains_key(id) {
+        return Some((StatusCode::NOT_FOUND, Json(json!({"code": 10015, "message": "Unknown Webhook"}))).into_response());
+    }
+    None
+}
+
 /// The fault plan's verdict on a message call into `channel`: `Some` is the answer to give
 /// instead (after the stall, if any).
 async fn injected(d: &DiscordDouble, channel: &str) -> Option<Response> {
     let (answer, stall) = {
         let mut st = d.lock();
         let now = Instant::now();
-        if st.blocked_until.get(channel).into_iter().chain(&st.global_until).any(|until| now + Duration::from_millis(50) < *until) {
+        if st.blocked_until.get(channel).into_iter().chain(&st.global_until).any(|until| now < *until) {
             st.retry_after_violations += 1;
         }
         if let Some(retry_after) = st.global_next.take() {
             *st.faults_injected.entry("global 429").or_default() += 1;
             st.global_until = Some(now + Duration::from_secs_f64(retry_after));
-            let mut h = HeaderMap::new();
-            h.insert("retry-after", format!("{retry_after:.3}").parse().unwrap());
-            h.insert("x-ratelimit-global", "true".parse().unwrap());
-            h.insert("x-ratelimit-scope", "global".parse().unwrap());
-            let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": true});
-            return Some((StatusCode::TOO_MANY_REQUESTS, h, Json(body)).into_response());
+            return Some(global_429(retry_after));
         }
         let plan = st.faults?;
         st.fault_tick += 1;
@@ -407,13 +555,19 @@ async fn create_message(AxState(d): AxState<DiscordDouble>, Path(channel): Path<
     if let Some(fault) = injected(&d, &channel).await {
         return fault;
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        d.lock().malformed.push("invalid JSON".into());
+        return (StatusCode::BAD_REQUEST, Json(json!({"code": 50109, "message": "The request body contains invalid JSON."}))).into_response();
+    };
     let mut st = d.lock();
     let h = match channel_budget(&mut st, &channel) {
         Ok(h) => h,
         Err(limited) => return limited,
     };
     check_mentions(&mut st, &body);
+    if let Some(refused) = refuse_malformed(&mut st, &body) {
+        return refused;
+    }
     if st.dms.get(&channel).is_some_and(|user| st.closed_dms.contains(user)) {
         return (StatusCode::FORBIDDEN, Json(json!({"code": 50007, "message": "Cannot send messages to this user"}))).into_response();
     }
@@ -432,6 +586,9 @@ async fn open_dm(AxState(d): AxState<DiscordDouble>, headers: HeaderMap, Json(bo
         return (StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body"}))).into_response();
     };
     let mut st = d.lock();
+    if let Err(limited) = global_budget(&mut st, Instant::now()) {
+        return limited;
+    }
     let id = match st.dms.iter().find(|(_, u)| **u == user) {
         Some((id, _)) => id.clone(),
         None => {
@@ -461,6 +618,9 @@ async fn edit_message(AxState(d): AxState<DiscordDouble>, Path((channel, message
         Err(limited) => return limited,
     };
     check_mentions(&mut st, &body);
+    if let Some(refused) = refuse_malformed(&mut st, &body) {
+        return refused;
+    }
     if st.old_edits_refused_until.is_some_and(|until| Instant::now() < until) {
         *st.faults_injected.entry("30046").or_default() += 1;
         let refusal = json!({"message": "Maximum number of edits to messages older than 1 hour reached. Try again later", "code": 30046});
@@ -479,8 +639,15 @@ async fn edit_original(AxState(d): AxState<DiscordDouble>, Path((app, token)): P
         return unauthorized();
     }
     let mut st = d.lock();
+    if let Some(refused) = token_refusal(&st, &token) {
+        st.malformed.push(format!("a webhook call with token {token}: {}", refused.status()));
+        return refused;
+    }
     check_mentions(&mut st, &body);
-    st.originals.insert(token.clone(), body.clone());
+    if let Some(refused) = refuse_malformed(&mut st, &body) {
+        return refused;
+    }
+    st.originals.insert(interaction_key(&token), body.clone());
     Json(message_json("9000", CHANNEL, &body)).into_response()
 }
 
@@ -489,13 +656,33 @@ async fn followup(AxState(d): AxState<DiscordDouble>, Path((app, token)): Path<(
         return unauthorized();
     }
     let mut st = d.lock();
+    if let Some(refused) = token_refusal(&st, &token) {
+        st.malformed.push(format!("a webhook call with token {token}: {}", refused.status()));
+        return refused;
+    }
     check_mentions(&mut st, &body);
-    st.followups.entry(token).or_default().push(body.clone());
+    if let Some(refused) = refuse_malformed(&mut st, &body) {
+        return refused;
+    }
+    st.followups.entry(interaction_key(&token)).or_default().push(body.clone());
     Json(message_json("9001", CHANNEL, &body)).into_response()
 }
 
 async fn callback(AxState(d): AxState<DiscordDouble>, Path((id, _token)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
-    d.lock().callbacks.insert(id, body);
+    let mut st = d.lock();
+    // Discord's rules for the first answer: once, and within 3 seconds of the interaction.
+    if st.callbacks.contains_key(&id) {
+        st.malformed.push(format!("interaction {id} answered twice (40060)"));
+        return (StatusCode::BAD_REQUEST, Json(json!({"code": 40060, "message": "Interaction has already been acknowledged."}))).into_response();
+    }
+    if st.dispatched.get(&id).is_some_and(|at| at.elapsed() > Duration::from_secs(3)) {
+        st.malformed.push(format!("interaction {id} answered after its 3 seconds (10062)"));
+        return (StatusCode::NOT_FOUND, Json(json!({"code": 10062, "message": "Unknown interaction"}))).into_response();
+    }
+    if let Some(refused) = body.get("data").and_then(|data| refuse_malformed(&mut st, data)) {
+        return refused;
+    }
+    st.callbacks.insert(id, body);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -3,7 +3,8 @@
 //! long-polling `getUpdates` with `offset` (confirmed updates are forgotten), the real error
 //! shapes (429 with `parameters.retry_after`, 400 "message is not modified", 403 for a user
 //! who never started the bot), and Telegram's per-chat flood control: a bot that sends or
-//! edits twice within a second in one chat, or more than 20 times a minute, gets a 429; a
+//! edits twice within a second in one chat, more than 20 times a minute, or more than 30 times a
+//! second in all chats, gets a 429 (measured on arrival, with no tolerance); a
 //! text over 4096 characters gets 400 "message is too long". A call into a chat before a 429's
 //! `retry_after` has passed is refused again and counted. With a fault plan (`set_faults`) it
 //! also fails a share of calls with 429s, 5xx and stalls. Two overlapping `getUpdates` calls are
@@ -23,8 +24,8 @@ use tokio::sync::Notify;
 pub const BOT_TOKEN: &str = "123456:TEST-token";
 pub const BOT_ID: i64 = 123456;
 pub const BOT_USERNAME: &str = "CallbridgeBot";
-/// Loopback scheduling jitter allowed on Telegram's one-second rule.
-const JITTER: Duration = Duration::from_millis(100);
+/// Telegram's broadcast limit: about 30 messages a second per bot, in all its chats.
+const BOT_PER_SECOND: usize = 30;
 const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup are \
 exactly the same as a current content and reply markup of the message";
 
@@ -55,6 +56,8 @@ struct State {
     next_message_id: i64,
     calls: Vec<Call>,
     sends: HashMap<i64, Vec<Instant>>,
+    /// Every send and edit of the bot within the last second, in whatever chat.
+    bot_sends: VecDeque<Instant>,
     injected: HashMap<String, VecDeque<(u16, Value)>>,
     admins: HashSet<(i64, i64)>,
     started: HashSet<i64>,
@@ -77,6 +80,12 @@ struct State {
     poll_generation: u64,
     polls_open: usize,
     conflicts: usize,
+    /// Callback queries pressed and not answered yet: Telegram takes one answer per query.
+    open_queries: HashSet<String>,
+    /// Calls Telegram would refuse as malformed ("can't parse entities", empty or long text,
+    /// BUTTON_DATA_INVALID, BUTTON_URL_INVALID, an unknown or twice-answered query): each is a bug
+    /// of the bot.
+    malformed: Vec<String>,
 }
 
 /// A fault plan: every `every`-th call of the bot (other than long polls, which get only 5xx)
@@ -216,8 +225,16 @@ impl BotApiDouble {
         }
         let query = json!({"id": id, "from": Self::user(user, name, &st), "message": message,
             "chat_instance": format!("ci{chat}"), "data": data});
+        st.open_queries.insert(id.clone());
         self.push_update(&mut st, "callback_query", query);
         id
+    }
+
+    /// Every call the double refused as Telegram would (malformed text, markup or answers, an
+    /// edit that changes nothing), with Telegram's description: a test that sees any has found
+    /// a bug. Answers injected by the test are not counted.
+    pub fn malformed(&self) -> Vec<String> {
+        self.lock().malformed.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -307,7 +324,7 @@ fn injected_fault(d: &BotApiDouble, method: &str, body: &Value) -> Option<Fault>
     let chat = body["chat_id"].as_i64();
     let scope = if matches!(method, "sendMessage" | "editMessageText" | "editMessageReplyMarkup") { "send" } else { method };
     if let Some(until) = chat.and_then(|c| st.blocked_until.get(&(c, scope.to_owned()))).copied()
-        && now + JITTER < until {
+        && now < until {
             st.retry_after_violations += 1;
             let left = (until - now).as_millis().div_ceil(1000) as u64;
             return Some(Fault::Answer(429, json!({"ok": false, "error_code": 429,
@@ -393,38 +410,137 @@ async fn get_updates(d: &BotApiDouble, body: &Value) -> Response {
     }
 }
 
-/// Telegram's flood control for one chat: ≥ 1 s between sends, ≤ 20 a minute.
+/// Telegram's flood control, measured as sends arrive, with no tolerance: in one chat ≥ 1 s
+/// between sends and ≤ 20 a minute; for the bot ≤ 30 a second in all chats.
 fn flood(st: &mut State, chat: i64, enforce: bool) -> Option<(u16, Result<Value, Value>)> {
     let now = Instant::now();
+    while st.bot_sends.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        st.bot_sends.pop_front();
+    }
+    let bot_full = st.bot_sends.len() >= BOT_PER_SECOND;
     let sends = st.sends.entry(chat).or_default();
     sends.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-    let too_soon = sends.last().is_some_and(|t| now.duration_since(*t) + JITTER < Duration::from_secs(1));
-    if enforce && (too_soon || sends.len() >= 20) {
+    let too_soon = sends.last().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(1));
+    if enforce && (too_soon || sends.len() >= 20 || bot_full) {
         st.rate_limited += 1;
         st.blocked_until.insert((chat, "send".to_owned()), now + Duration::from_secs(1));
         return Some((429, Err(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
             "parameters": {"retry_after": 1}}))));
     }
     sends.push(now);
+    st.bot_sends.push_back(now);
     None
 }
 
-/// Telegram's 4096-character limit on a message, counted once HTML tags and entities are parsed.
-fn too_long(body: &Value) -> Option<(u16, Result<Value, Value>)> {
-    let text = body["text"].as_str()?;
-    let mut visible = String::new();
-    let mut in_tag = false;
-    for c in text.chars() {
+/// What Telegram refuses as malformed, in its own words: a message's text (empty, over 4096
+/// characters once parsed, HTML it cannot parse), an inline keyboard (a button without text,
+/// `callback_data` over 64 bytes), or an answer to a callback query (unknown or answered
+/// already, text over 200 characters).
+fn malformed(st: &mut State, method: &str, body: &Value) -> Option<String> {
+    match method {
+        "sendMessage" | "editMessageText" => {
+            let text = body["text"].as_str().unwrap_or_default();
+            let visible = match (body["parse_mode"] == "HTML").then(|| parse_html(text)) {
+                Some(Ok(visible)) => visible,
+                Some(Err(why)) => return Some(format!("can't parse entities: {why}")),
+                None => text.to_owned(),
+            };
+            if visible.trim().is_empty() {
+                return Some("message text is empty".into());
+            }
+            if visible.encode_utf16().count() > 4096 {
+                return Some("message is too long".into());
+            }
+            keyboard_refusal(&body["reply_markup"])
+        }
+        "editMessageReplyMarkup" => keyboard_refusal(&body["reply_markup"]),
+        "answerCallbackQuery" => {
+            let id = body["callback_query_id"].as_str().unwrap_or_default();
+            if !st.open_queries.remove(id) {
+                return Some("query is too old and response timeout expired or query ID is invalid".into());
+            }
+            (body["text"].as_str().unwrap_or_default().chars().count() > 200).then(|| "MESSAGE_TOO_LONG".into())
+        }
+        _ => None,
+    }
+}
+
+/// Telegram's HTML: its tags only (`<a>` with an `href`), balanced, and its four named entities
+/// or numeric ones; the visible text, or why not.
+fn parse_html(html: &str) -> Result<String, String> {
+    const TAGS: [&str; 16] = ["b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler", "span", "blockquote", "tg-emoji"];
+    let (mut visible, mut open, mut rest) = (String::new(), Vec::<String>::new(), html);
+    while let Some(c) = rest.chars().next() {
         match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            c if !in_tag => visible.push(c),
-            _ => {}
+            '<' => {
+                let end = rest.find('>').ok_or("unclosed start tag")?;
+                let tag = &rest[1..end];
+                let (closing, tag) = tag.strip_prefix('/').map_or((false, tag), |t| (true, t));
+                let name = tag.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                if !TAGS.contains(&name.as_str()) {
+                    return Err(format!("unsupported start tag \"{name}\""));
+                }
+                if closing {
+                    if open.pop().as_deref() != Some(name.as_str()) {
+                        return Err(format!("unexpected end tag \"{name}\""));
+                    }
+                } else {
+                    if name == "a" && !tag.contains("href=") {
+                        return Err("a tag without href".into());
+                    }
+                    open.push(name);
+                }
+                rest = &rest[end + 1..];
+            }
+            '&' => {
+                let end = rest.find(';').filter(|e| *e <= 10).ok_or("unclosed entity")?;
+                let entity = &rest[1..end];
+                visible.push(match entity {
+                    "lt" => '<',
+                    "gt" => '>',
+                    "amp" => '&',
+                    "quot" => '"',
+                    numeric if numeric.starts_with('#') => numeric[1..].parse::<u32>().ok().and_then(char::from_u32).ok_or("bad numeric entity")?,
+                    other => return Err(format!("unsupported entity \"{other}\"")),
+                });
+                rest = &rest[end + 1..];
+            }
+            c => {
+                visible.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
         }
     }
-    let visible = visible.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
-    (visible.encode_utf16().count() > 4096)
-        .then(|| (400, Err(json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}))))
+    match open.last() {
+        Some(tag) => Err(format!("can't find end tag corresponding to start tag \"{tag}\"")),
+        None => Ok(visible),
+    }
+}
+
+/// An inline keyboard Telegram refuses: a button without text, `callback_data` over 64 bytes,
+/// a link Telegram does not take as a button.
+fn keyboard_refusal(markup: &Value) -> Option<String> {
+    let buttons = markup["inline_keyboard"].as_array().into_iter().flatten().filter_map(Value::as_array).flatten();
+    for button in buttons {
+        if button["text"].as_str().is_none_or(|t| t.trim().is_empty()) {
+            return Some("BUTTON_TEXT_EMPTY".into());
+        }
+        if button["callback_data"].as_str().is_some_and(|d| d.is_empty() || d.len() > 64) {
+            return Some("BUTTON_DATA_INVALID".into());
+        }
+        // Telegram takes http(s) links to a host with a dot in it (not `localhost`), and tg:.
+        if let Some(link) = button["url"].as_str() {
+            let accepted = url::Url::parse(link).is_ok_and(|u| match u.scheme() {
+                "http" | "https" => u.host_str().is_some_and(|h| h.contains('.') && !h.starts_with('[')),
+                "tg" => true,
+                _ => false,
+            });
+            if !accepted {
+                return Some("BUTTON_URL_INVALID".into());
+            }
+        }
+    }
+    None
 }
 
 fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, Value>) {
@@ -432,8 +548,9 @@ fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, V
     if let Some((status, v)) = st.injected.get_mut(method).and_then(|q| q.pop_front()) {
         return (status, Err(v));
     }
-    if let Some(refused) = too_long(body) {
-        return refused;
+    if let Some(why) = malformed(&mut st, method, body) {
+        st.malformed.push(format!("{method}: {why}"));
+        return (400, Err(json!({"ok": false, "error_code": 400, "description": format!("Bad Request: {why}")})));
     }
     let bot = json!({"id": BOT_ID, "is_bot": true, "first_name": "Callbridge", "username": BOT_USERNAME});
     match method {
@@ -474,6 +591,8 @@ fn answer(d: &BotApiDouble, method: &str, body: &Value) -> (u16, Result<Value, V
             let markup = body.get("reply_markup").cloned().unwrap_or(empty.clone());
             let same_markup = markup == shown.reply_markup || (markup == empty && shown.reply_markup.is_null());
             if text == shown.text && same_markup {
+                // An edit that changes nothing: the bot should have known it shows this already.
+                st.malformed.push(format!("{method}: message is not modified"));
                 return (400, Err(json!({"ok": false, "error_code": 400, "description": NOT_MODIFIED})));
             }
             if let Some(limited) = flood(&mut st, chat, d.enforce_pacing) {

@@ -57,15 +57,19 @@ pub struct Prompt {
     /// Each button's label and action (at most two, [`CardAction::Accept`] and
     /// [`CardAction::Decline`]; a platform without buttons names them in the text).
     pub buttons: Vec<(String, crate::CardAction)>,
+    /// The language of the text, for what the platform adds around the buttons.
+    pub lang: crate::Lang,
 }
 
-/// A platform's limits on how often the bot may send into one chat.
+/// A platform's limits on how often the bot may send: into one chat, and in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
     /// Least time between two messages or edits of the bot in one chat.
     pub min_interval: Duration,
     /// Most messages and edits of the bot in one chat per minute.
     pub per_minute: u32,
+    /// Most messages and edits of the bot per second in all its chats (0: no such limit).
+    pub per_second: u32,
 }
 
 /// A chat platform, as the core sees it.

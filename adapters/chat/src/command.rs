@@ -174,13 +174,21 @@ impl Command {
         matches!(self, Command::RingMe { .. } | Command::Ring { .. } | Command::Unring { .. })
     }
 
-    /// Whether only the host, a chat admin or a host-token holder may give this command. The
-    /// core decides; an adapter asks the platform whether the sender administers the chat only
-    /// for these, since that question costs a request.
-    pub fn needs_host(&self) -> bool {
+    /// Whether the core may need to know if the sender administers the chat: the host powers,
+    /// taking back others' rings, and `/call` (a chat's policy may keep calls to its admins).
+    /// The core decides; an adapter asks the platform only for these, since that question
+    /// costs a request.
+    pub fn asks_admin(&self) -> bool {
         matches!(
             self,
-            Command::Lock | Command::Unlock | Command::End | Command::Admit { .. } | Command::Deny { .. } | Command::Notify { .. }
+            Command::Lock
+                | Command::Unlock
+                | Command::End
+                | Command::Admit { .. }
+                | Command::Deny { .. }
+                | Command::Notify { .. }
+                | Command::Unring { .. }
+                | Command::Call { .. }
         )
     }
 }
@@ -429,8 +437,8 @@ mod tests {
             assert!(p(&text).is_some(), "{text}");
             assert!(info.description.len() <= 100, "{}", info.name);
         }
-        assert!(p("/lock").unwrap().needs_host() && p("/admit x").unwrap().needs_host());
-        assert!(!p("/call").unwrap().needs_host() && !p("/who").unwrap().needs_host());
+        assert!(p("/lock").unwrap().asks_admin() && p("/admit x").unwrap().asks_admin() && p("/call").unwrap().asks_admin());
+        assert!(!p("/who").unwrap().asks_admin() && !p("/ringme").unwrap().asks_admin());
     }
 
     #[test]

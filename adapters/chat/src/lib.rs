@@ -16,6 +16,7 @@
 //! * [`state`] — what an adapter keeps in the shared database: values across runs and the
 //!   inbound updates already taken.
 //! * [`health`] — whether an adapter reaches its platform, and its last failure (`/healthz`).
+//! * [`lang`] — English, Spanish and French: a card's words in each, and the template filler.
 //! * [`retry`] — the one backoff helper.
 //! * [`text`] — escaping and length budgets the card renderers share.
 
@@ -23,6 +24,7 @@ pub mod adapter;
 pub mod card;
 pub mod command;
 pub mod health;
+pub mod lang;
 pub mod platform;
 pub mod retry;
 pub mod settings;
@@ -32,6 +34,7 @@ pub mod text;
 pub use adapter::{ActionAck, BoxFuture, ChatAdapter, Pacing, Prompt, SendError, webhook_error};
 pub use card::{Attendance, Card, CardAction, CardStatus, KNOCK_CODE_LEN, Knock, RingLine, RingState, human_seconds, knock_code};
 pub use health::{Health, HealthReport};
+pub use lang::{CardWords, Lang, fill};
 pub use command::{Command, CommandInfo, Day, Kind, MAX_RING_TARGETS, MENU, MOST_AHEAD, PRIVATE_WORD, RING_WORD, StartAt, parse_command};
 pub use platform::{AdapterSettings, Basics, BuildContext, BuildError, Env, Platform, Section, platform};
 pub use retry::{Backoff, sleep_or_cancel};

@@ -117,7 +117,7 @@ macro_rules! adapter_section {
                 self.enabled
             }
             fn pacing(&self) -> $crate::Pacing {
-                $crate::Pacing { min_interval: self.min_interval, per_minute: self.per_minute }
+                $crate::Pacing { min_interval: self.min_interval, per_minute: self.per_minute, per_second: 0 }
             }
             fn debounce(&self) -> std::time::Duration {
                 self.debounce

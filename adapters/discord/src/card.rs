@@ -3,7 +3,7 @@
 //! Embeds render Markdown, so every user string is escaped ([`escape_markdown`]); mentions
 //! never ping because every message the bot sends carries empty `allowed_mentions`.
 
-use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, fill, human_seconds};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -42,18 +42,19 @@ fn within_budget(items: impl ExactSizeIterator<Item = String>, sep: &str) -> Str
 /// The card as a message body (`embeds`, `components`, `allowed_mentions`) for create or edit.
 pub fn render(card: &Card) -> Value {
     let e = escape_markdown;
+    let w = card.words();
     let (kind, icon) = (card.kind_label(), card.icon());
     let (status, color) = match card.status {
-        CardStatus::Open => ("🟢 Open", 0x2ecc71),
-        CardStatus::Locked => ("🔒 Locked — no new joiners", 0xe67e22),
-        CardStatus::Full => ("⛔ Full", 0xe74c3c),
-        CardStatus::Ended => ("⚫ Ended", 0x7f8c8d),
-        CardStatus::Expired => ("⚫ Expired", 0x7f8c8d),
+        CardStatus::Open => (w.open, 0x2ecc71),
+        CardStatus::Locked => (w.locked, 0xe67e22),
+        CardStatus::Full => (w.full, 0xe74c3c),
+        CardStatus::Ended => (w.ended, 0x7f8c8d),
+        CardStatus::Expired => (w.expired, 0x7f8c8d),
     };
     let mut d = String::new();
     match card.host_name.as_deref() {
         Some(h) => {
-            let _ = writeln!(d, "{kind} hosted by **{}**", e(h));
+            let _ = writeln!(d, "{}", fill(w.hosted_by, &[("kind", kind), ("host", &format!("**{}**", e(h)))]));
         }
         None => {
             let _ = writeln!(d, "{kind}");
@@ -63,32 +64,35 @@ pub fn render(card: &Card) -> Value {
     let _ = writeln!(d, "{status}");
     // Each reader sees the start in their own time zone.
     if let (Some((at, _)), false) = (&card.starts, card.status.is_over()) {
-        let _ = writeln!(d, "🕒 Starts <t:{at}:F> (<t:{at}:R>)");
+        let _ = writeln!(d, "{}", fill(w.starts, &[("when", &format!("<t:{at}:F> (<t:{at}:R>)"))]));
     }
     if let Some(attendance) = &card.attendance {
         if attendance.is_empty() {
-            d.push_str("\nNobody joined.");
+            let _ = write!(d, "\n{}", w.nobody_joined);
         } else {
-            let lines = attendance.iter().map(|a| format!("• {} — joined {} UTC, {}", e(&a.name), e(&a.joined), human_seconds(a.seconds)));
-            let _ = write!(d, "\n**Attendance** ({}):\n{}", attendance.len(), within_budget(lines, "\n"));
+            let lines = attendance.iter().map(|a| {
+                let when = fill(w.joined_at, &[("time", &e(&a.joined)), ("duration", &human_seconds(a.seconds))]);
+                format!("• {} — {when}", e(&a.name))
+            });
+            let _ = write!(d, "\n**{}** ({}):\n{}", w.attendance, attendance.len(), within_budget(lines, "\n"));
         }
     } else {
         if card.present.is_empty() {
-            d.push_str("\nNobody is in yet.\n");
+            let _ = writeln!(d, "\n{}", w.nobody_in);
         } else {
             let names = within_budget(card.present.iter().map(|n| e(n)), ", ");
-            let _ = writeln!(d, "\n**In the call ({}):** {names}", card.present.len());
+            let _ = writeln!(d, "\n**{} ({}):** {names}", w.in_the_call, card.present.len());
         }
         if card.entered > card.present.len() {
-            let _ = writeln!(d, "{} joined so far", card.entered);
+            let _ = writeln!(d, "{}", fill(w.joined_so_far, &[("n", &card.entered.to_string())]));
         }
         if !card.knocks.is_empty() {
             let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ");
-            let _ = writeln!(d, "\n✋ **Asking to join:** {names}");
+            let _ = writeln!(d, "\n✋ **{}:** {names}", w.asking);
         }
         if !card.ringing.is_empty() {
-            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label())), ", ");
-            let _ = writeln!(d, "\n**Ringing:** {names}");
+            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label(w))), ", ");
+            let _ = writeln!(d, "\n**{}:** {names}", w.ringing);
         }
     }
     // The lists keep their own budgets; this keeps the whole under Discord's 4096.
@@ -115,25 +119,26 @@ fn button(label: &str, style: u8, action: &CardAction) -> Value {
 /// Join (a link button), Join as me (a personal link under the presser's Discord name),
 /// Lock/Unlock and End, then Admit/Deny per knock. None once it ended.
 fn components(card: &Card) -> Value {
+    let w = card.words();
     if card.status.is_over() {
-        return json!([{"type": 1, "components": [button("📞 Call again", 1, &CardAction::CallAgain)]}]);
+        return json!([{"type": 1, "components": [button(w.call_again, 1, &CardAction::CallAgain)]}]);
     }
     let lock = match card.status {
-        CardStatus::Locked => button("🔓 Unlock", 2, &CardAction::Unlock),
-        _ => button("🔒 Lock", 2, &CardAction::Lock),
+        CardStatus::Locked => button(w.unlock, 2, &CardAction::Unlock),
+        _ => button(w.lock, 2, &CardAction::Lock),
     };
     let mut rows = vec![json!({"type": 1, "components": [
-        {"type": 2, "style": 5, "label": "Join", "url": card.link},
-        button("Join as me", 1, &CardAction::JoinAsMe),
+        {"type": 2, "style": 5, "label": w.join, "url": card.link},
+        button(w.join_as_me, 1, &CardAction::JoinAsMe),
         lock,
-        button("End", 4, &CardAction::End),
-        button("🔔 Ring me", 2, &CardAction::RingMe),
+        button(w.end, 4, &CardAction::End),
+        button(w.ring_me, 2, &CardAction::RingMe),
     ]})];
     for knock in card.knocks.iter().take(MAX_KNOCK_ROWS) {
         let name: String = knock.name.chars().take(40).collect();
         rows.push(json!({"type": 1, "components": [
-            button(&format!("✅ Admit {name}"), 3, &CardAction::Admit(knock.id.clone())),
-            button(&format!("✖ Deny {name}"), 4, &CardAction::Deny(knock.id.clone())),
+            button(&fill(w.admit, &[("name", &name)]), 3, &CardAction::Admit(knock.id.clone())),
+            button(&fill(w.deny, &[("name", &name)]), 4, &CardAction::Deny(knock.id.clone())),
         ]}));
     }
     Value::Array(rows)
@@ -172,6 +177,7 @@ mod tests {
             attendance: None,
             ringing: Vec::new(),
             starts: None,
+            lang: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! interaction payloads → neutral [`ChatEvent`]s.
 
 use super::DiscordAdapter;
-use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, MENU, MessageRef, StartAt, UserRef};
+use callbridge_chat::{ActionAck, Actor, CardAction, ChatEvent, ChatRef, Command, Kind, Lang, MENU, MessageRef, StartAt, UserRef};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -74,6 +74,8 @@ struct Interaction {
     message: Option<MessageId>,
     /// The partial channel Discord sends with an interaction (its name, for rings).
     channel: Option<Channel>,
+    /// The user's own Discord language (`es-ES`), for what the adapter answers itself.
+    locale: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -186,7 +188,7 @@ impl DiscordAdapter {
                                 Some((at, "")) => Some(at),
                                 // Told to the caller alone, at once.
                                 _ => {
-                                    let text = "Say when as: in 30m, at 18:00, today 17:30 or tomorrow 9:00 (at most 30 days ahead).";
+                                    let text = i.locale.as_deref().and_then(Lang::from_tag).unwrap_or_default().card().when_hint;
                                     return Ok((json!({"type": 4, "data": {"content": text, "flags": 64}}), None));
                                 }
                             },

@@ -346,7 +346,8 @@ impl ChatAdapter for DiscordAdapter {
     }
 
     fn pacing(&self) -> Pacing {
-        self.settings.pacing()
+        // Discord's global limit: 50 requests a second per bot (interaction answers aside).
+        Pacing { per_second: 50, ..self.settings.pacing() }
     }
 
     fn post_card<'a>(&'a self, chat: &'a ChatRef, card: &'a Card) -> BoxFuture<'a, Result<MessageRef, SendError>> {

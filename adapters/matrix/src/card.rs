@@ -4,7 +4,7 @@
 //! for buttons, so the card says which ones work.
 
 use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, fill, human_seconds};
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 
@@ -46,8 +46,9 @@ pub fn prompt_content(prompt: &Prompt) -> RoomMessageEventContent {
     let hint = prompt.buttons.iter().map(|(label, action)| format!("{} {}", key(action), words(label))).collect::<Vec<_>>().join(" · ");
     let (mut plain, mut html) = (prompt.text.clone(), escape_html(&prompt.text).replace('\n', "<br>"));
     if !hint.is_empty() {
-        plain.push_str(&format!("\n\nReact: {hint}"));
-        html.push_str(&format!("<br><br><sub>React: {}</sub>", escape_html(&hint)));
+        let react = prompt.lang.card().react;
+        plain.push_str(&format!("\n\n{react}: {hint}"));
+        html.push_str(&format!("<br><br><sub>{react}: {}</sub>", escape_html(&hint)));
     }
     let mut content = RoomMessageEventContent::notice_html(plain, html);
     content.mentions = Some(Mentions::new());
@@ -89,6 +90,7 @@ impl Renderer {
     }
 
     fn card(&mut self, card: &Card, prefix: &str) {
+        let w = card.words();
         let (kind, icon) = (card.kind_label(), card.icon());
         let title = card.title.as_deref().map(|t| self.text(t)).unwrap_or_else(|| kind.to_owned());
         let title = self.bold(&title);
@@ -96,74 +98,72 @@ impl Renderer {
         match card.host_name.as_deref() {
             Some(h) => {
                 let h = self.text(h);
-                self.line(&format!("{kind} hosted by {h}"));
+                self.line(&fill(w.hosted_by, &[("kind", kind), ("host", &h)]));
             }
             None => self.line(kind),
         }
         self.line(card.route_line());
         self.line(match card.status {
-            CardStatus::Open => "🟢 Open",
-            CardStatus::Locked => "🔒 Locked — no new joiners",
-            CardStatus::Full => "⛔ Full",
-            CardStatus::Ended => "⚫ Ended",
-            CardStatus::Expired => "⚫ Expired",
+            CardStatus::Open => w.open,
+            CardStatus::Locked => w.locked,
+            CardStatus::Full => w.full,
+            CardStatus::Ended => w.ended,
+            CardStatus::Expired => w.expired,
         });
         if let (Some((_, when)), false) = (&card.starts, card.status.is_over()) {
-            let line = format!("🕒 Starts {}", self.text(when));
+            let line = fill(w.starts, &[("when", &self.text(when))]);
             self.line(&line);
         }
         if let Some(attendance) = &card.attendance {
             self.line("");
             if attendance.is_empty() {
-                self.line("Nobody joined.");
-                self.line("");
-                let hint = self.small("React 🔁 to call again");
-                self.line(&hint);
-                return;
+                self.line(w.nobody_joined);
+            } else {
+                let heading = self.bold(&format!("{} ({}):", w.attendance, attendance.len()));
+                self.line(&heading);
+                let sep = if self.html { "<br>" } else { "\n" };
+                let lines = attendance.iter().map(|a| {
+                    let when = fill(w.joined_at, &[("time", &self.text(&a.joined)), ("duration", &human_seconds(a.seconds))]);
+                    format!("• {} — {when}", self.text(&a.name))
+                });
+                let list = within_budget(lines, sep, LIST_BUDGET);
+                self.line(&list);
             }
-            let heading = self.bold(&format!("Attendance ({}):", attendance.len()));
-            self.line(&heading);
-            let sep = if self.html { "<br>" } else { "\n" };
-            let lines = attendance
-                .iter()
-                .map(|a| format!("• {} — joined {} UTC, {}", self.text(&a.name), self.text(&a.joined), human_seconds(a.seconds)));
-            let list = within_budget(lines, sep, LIST_BUDGET);
-            self.line(&list);
             self.line("");
-            let hint = self.small("React 🔁 to call again");
-                self.line(&hint);
+            let hint = self.small(w.react_again);
+            self.line(&hint);
             return;
         }
         self.line("");
         if card.present.is_empty() {
-            self.line("Nobody is in yet.");
+            self.line(w.nobody_in);
         } else {
             let names = within_budget(card.present.iter().map(|n| self.text(n)), ", ", LIST_BUDGET);
-            let heading = self.bold(&format!("In the call ({}):", card.present.len()));
+            let heading = self.bold(&format!("{} ({}):", w.in_the_call, card.present.len()));
             self.line(&format!("{heading} {names}"));
         }
         if card.entered > card.present.len() {
-            self.line(&format!("{} joined so far", card.entered));
+            self.line(&fill(w.joined_so_far, &[("n", &card.entered.to_string())]));
         }
         if !card.knocks.is_empty() {
             let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", self.text(&k.name), k.code())), ", ", LIST_BUDGET);
-            let heading = self.bold("Asking to join:");
-            let hint = self.text(&format!("({prefix}admit CODE or {prefix}deny CODE; a name works when only one person has it)"));
+            let heading = self.bold(&format!("{}:", w.asking));
+            let hint = self.text(&fill(w.admit_hint, &[("admit", &format!("{prefix}admit")), ("deny", &format!("{prefix}deny"))]));
             self.line(&format!("✋ {heading} {names} {hint}"));
         }
         if !card.ringing.is_empty() {
-            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", self.text(&r.name), r.state.label())), ", ", LIST_BUDGET);
-            let heading = self.bold("Ringing:");
+            let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", self.text(&r.name), r.state.label(w))), ", ", LIST_BUDGET);
+            let heading = self.bold(&format!("{}:", w.ringing));
             self.line(&format!("{heading} {names}"));
         }
         self.line("");
         let link = self.text(&card.link);
         if self.html {
-            self.line(&format!("<a href=\"{link}\">Join the call</a> · {link}"));
+            self.line(&format!("<a href=\"{link}\">{}</a> · {link}", w.join_the_call));
         } else {
-            self.line(&format!("Join: {link}"));
+            self.line(&fill(w.join_line, &[("link", &link)]));
         }
-        let hint = self.small("React 🔒 to lock, 🔓 to unlock, ⏹ to end (host or moderators) · 🙋 for a link in your name · 🔔 to be rung for calls here");
+        let hint = self.small(w.react_hint);
         self.line(&hint);
     }
 
@@ -194,6 +194,7 @@ mod tests {
             attendance: None,
             ringing: Vec::new(),
             starts: None,
+            lang: Default::default(),
         }
     }
 
@@ -239,5 +240,18 @@ mod tests {
         assert_eq!(reaction_action("🔓"), Some(CardAction::Unlock));
         assert_eq!(reaction_action("🙋"), Some(CardAction::JoinAsMe));
         assert_eq!(reaction_action("👍"), None);
+    }
+
+    #[test]
+    fn a_prompt_names_its_reactions_in_its_language() {
+        let prompt = Prompt {
+            text: "📞 Ana te está llamando: «<b>x</b>».".into(),
+            buttons: vec![("✅ Aceptar".into(), CardAction::Accept), ("✖ Rechazar".into(), CardAction::Decline)],
+            lang: callbridge_chat::Lang::Es,
+        };
+        let json = serde_json::to_value(prompt_content(&prompt)).unwrap();
+        let (body, html) = (json["body"].as_str().unwrap(), json["formatted_body"].as_str().unwrap());
+        assert!(body.ends_with("\n\nReacciona: ✅ Aceptar · ❌ Rechazar"), "{body}");
+        assert!(html.contains("«&lt;b&gt;x&lt;/b&gt;»") && html.contains("<sub>Reacciona: ✅ Aceptar · ❌ Rechazar</sub>"), "{html}");
     }
 }

@@ -249,7 +249,7 @@ impl Listener {
             tracing::info!(room = %room.room_id(), "matrix: ignoring a command sent long ago");
             return;
         }
-        let actor = self.actor(&room, &ev.sender, command.needs_host()).await;
+        let actor = self.actor(&room, &ev.sender, command.asks_admin()).await;
         // Private means just the two of them, counted now: a room's direct flag is set by
         // whoever invited the bot, and a host link must never land in a group.
         let private = matches!(command, Command::Call { .. }) && self.adapter.just_us(&room, &ev.sender).await;

@@ -1,7 +1,7 @@
 //! `Card` → Telegram HTML and inline keyboard.
 
 pub use callbridge_chat::text::escape_html;
-use callbridge_chat::{Card, CardAction, CardStatus, Prompt, human_seconds};
+use callbridge_chat::{Card, CardAction, CardStatus, Prompt, fill, human_seconds};
 use std::fmt::Write;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
@@ -36,14 +36,14 @@ fn visible_len(html: &str) -> usize {
 /// The card's text. Every user string goes through [`escape_html`].
 pub fn render_html(card: &Card) -> String {
     let e = escape_html;
+    let w = card.words();
     let (kind, icon) = (card.kind_label(), card.icon());
     let mut s = String::new();
     let title = card.title.as_deref().map(e).unwrap_or_else(|| kind.to_owned());
     let _ = writeln!(s, "{icon} <b>{title}</b>");
-    let host = card.host_name.as_deref().map(e);
-    match host {
-        Some(h) => {
-            let _ = writeln!(s, "{kind} hosted by {h}");
+    match card.host_name.as_deref().map(e) {
+        Some(host) => {
+            let _ = writeln!(s, "{}", fill(w.hosted_by, &[("kind", kind), ("host", &host)]));
         }
         None => {
             let _ = writeln!(s, "{kind}");
@@ -51,76 +51,88 @@ pub fn render_html(card: &Card) -> String {
     }
     let _ = writeln!(s, "{}", card.route_line());
     let status = match card.status {
-        CardStatus::Open => "🟢 Open",
-        CardStatus::Locked => "🔒 Locked — no new joiners",
-        CardStatus::Full => "⛔ Full",
-        CardStatus::Ended => "⚫ Ended",
-        CardStatus::Expired => "⚫ Expired",
+        CardStatus::Open => w.open,
+        CardStatus::Locked => w.locked,
+        CardStatus::Full => w.full,
+        CardStatus::Ended => w.ended,
+        CardStatus::Expired => w.expired,
     };
     let _ = writeln!(s, "{status}");
     if let (Some((_, when)), false) = (&card.starts, card.status.is_over()) {
-        let _ = writeln!(s, "🕒 Starts {}", e(when));
+        let _ = writeln!(s, "{}", fill(w.starts, &[("when", &e(when))]));
     }
     if let Some(attendance) = &card.attendance {
         if attendance.is_empty() {
-            let _ = write!(s, "\nNobody joined.");
+            let _ = write!(s, "\n{}", w.nobody_joined);
         } else {
-            let _ = writeln!(s, "\n<b>Attendance</b> ({}):", attendance.len());
-            let lines = attendance
-                .iter()
-                .map(|a| format!("• {} — joined {} UTC, {}", e(&a.name), e(&a.joined), human_seconds(a.seconds)));
+            let _ = writeln!(s, "\n<b>{}</b> ({}):", w.attendance, attendance.len());
+            let lines = attendance.iter().map(|a| {
+                let when = fill(w.joined_at, &[("time", &e(&a.joined)), ("duration", &human_seconds(a.seconds))]);
+                format!("• {} — {when}", e(&a.name))
+            });
             let _ = writeln!(s, "{}", within_budget(lines, "\n", LIST_BUDGET));
         }
         return s.trim_end().to_owned();
     }
     if card.present.is_empty() {
-        let _ = writeln!(s, "\nNobody is in yet.");
+        let _ = writeln!(s, "\n{}", w.nobody_in);
     } else {
         let names = within_budget(card.present.iter().map(|n| e(n)), ", ", LIST_BUDGET);
-        let _ = writeln!(s, "\n<b>In the call ({}):</b> {names}", card.present.len());
+        let _ = writeln!(s, "\n<b>{} ({}):</b> {names}", w.in_the_call, card.present.len());
     }
     if card.entered > card.present.len() {
-        let _ = writeln!(s, "{} joined so far", card.entered);
+        let _ = writeln!(s, "{}", fill(w.joined_so_far, &[("n", &card.entered.to_string())]));
     }
     if !card.knocks.is_empty() {
         let names = within_budget(card.knocks.iter().map(|k| format!("{} (#{})", e(&k.name), k.code())), ", ", 600);
-        let _ = writeln!(s, "\n✋ <b>Asking to join:</b> {names}");
+        let _ = writeln!(s, "\n✋ <b>{}:</b> {names}", w.asking);
     }
     if !card.ringing.is_empty() {
-        let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label())), ", ", 600);
-        let _ = writeln!(s, "\n<b>Ringing:</b> {names}");
+        let names = within_budget(card.ringing.iter().map(|r| format!("{} {}", e(&r.name), r.state.label(w))), ", ", 600);
+        let _ = writeln!(s, "\n<b>{}:</b> {names}", w.ringing);
     }
     let _ = write!(s, "\n{}", e(&card.link));
     s.trim_end().to_owned()
 }
 
-/// The card's buttons: Join (a URL button) and Join as me (a personal link, sent privately),
-/// Lock/Unlock and End, Admit/Deny per knock. An ended card has none.
+/// Whether Telegram takes `url` as a link button: http(s) to a host with a dot in it (a
+/// domain or an IPv4 address). `http://localhost:8080` gets 400 BUTTON_URL_INVALID.
+pub fn link_button_accepted(url: &url::Url) -> bool {
+    matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|host| host.contains('.') && !host.starts_with('['))
+}
+
+/// The card's buttons: Join (a URL button, where Telegram takes the link) and Join as me (a
+/// personal link, sent privately), Lock/Unlock and End, Admit/Deny per knock. An ended card
+/// offers Call again alone.
 pub fn render_keyboard(card: &Card) -> InlineKeyboardMarkup {
+    let w = card.words();
     if card.status.is_over() {
-        return InlineKeyboardMarkup::new([[InlineKeyboardButton::callback("📞 Call again", CardAction::CallAgain.encode())]]);
+        return InlineKeyboardMarkup::new([[InlineKeyboardButton::callback(w.call_again, CardAction::CallAgain.encode())]]);
     }
     let mut rows = Vec::new();
-    if let Ok(url) = url::Url::parse(&card.link) {
-        rows.push(vec![
-            InlineKeyboardButton::url("Join", url),
-            InlineKeyboardButton::callback("🙋 Join as me", CardAction::JoinAsMe.encode()),
-        ]);
+    // Where Telegram would refuse the link as a button, the text carries it alone.
+    let mut join = Vec::new();
+    if let Ok(url) = url::Url::parse(&card.link)
+        && link_button_accepted(&url)
+    {
+        join.push(InlineKeyboardButton::url(w.join, url));
     }
+    join.push(InlineKeyboardButton::callback(w.join_as_me, CardAction::JoinAsMe.encode()));
+    rows.push(join);
     let lock = match card.status {
-        CardStatus::Locked => InlineKeyboardButton::callback("🔓 Unlock", CardAction::Unlock.encode()),
-        _ => InlineKeyboardButton::callback("🔒 Lock", CardAction::Lock.encode()),
+        CardStatus::Locked => InlineKeyboardButton::callback(w.unlock, CardAction::Unlock.encode()),
+        _ => InlineKeyboardButton::callback(w.lock, CardAction::Lock.encode()),
     };
     rows.push(vec![
         lock,
-        InlineKeyboardButton::callback("End", CardAction::End.encode()),
-        InlineKeyboardButton::callback("🔔 Ring me", CardAction::RingMe.encode()),
+        InlineKeyboardButton::callback(w.end, CardAction::End.encode()),
+        InlineKeyboardButton::callback(w.ring_me, CardAction::RingMe.encode()),
     ]);
     for knock in card.knocks.iter().take(10) {
         let name: String = knock.name.chars().take(24).collect();
         rows.push(vec![
-            InlineKeyboardButton::callback(format!("✅ Admit {name}"), CardAction::Admit(knock.id.clone()).encode()),
-            InlineKeyboardButton::callback(format!("✖ Deny {name}"), CardAction::Deny(knock.id.clone()).encode()),
+            InlineKeyboardButton::callback(fill(w.admit, &[("name", &name)]), CardAction::Admit(knock.id.clone()).encode()),
+            InlineKeyboardButton::callback(fill(w.deny, &[("name", &name)]), CardAction::Deny(knock.id.clone()).encode()),
         ]);
     }
     InlineKeyboardMarkup::new(rows)
@@ -153,6 +165,7 @@ mod tests {
             attendance: None,
             ringing: Vec::new(),
             starts: None,
+            lang: Default::default(),
         }
     }
 
@@ -177,6 +190,19 @@ mod tests {
         assert_eq!((again.len(), again[0].len()), (1, 1), "an ended card offers Call again alone");
         let html = render_html(&ended);
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt; — joined 12:00 UTC, 1m 01s"), "{html}");
+    }
+
+    #[test]
+    fn a_link_telegram_refuses_as_a_button_stays_in_the_text() {
+        let accepted = |u: &str| link_button_accepted(&url::Url::parse(u).unwrap());
+        assert!(accepted("https://calls.example.org/r/x") && accepted("http://127.0.0.1:8080/r/x"));
+        assert!(!accepted("http://localhost:8080/r/x") && !accepted("http://[::1]:8080/r/x") && !accepted("http://callbox/r/x"));
+        let mut c = card();
+        c.link = "http://localhost:8080/r/abc".into();
+        let join = &render_keyboard(&c).inline_keyboard[0];
+        assert_eq!(join.len(), 1, "Join as me alone: {join:?}");
+        assert!(render_html(&c).ends_with("http://localhost:8080/r/abc"));
+        assert_eq!(render_keyboard(&card()).inline_keyboard[0].len(), 2, "Join and Join as me");
     }
 
     #[test]

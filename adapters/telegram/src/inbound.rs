@@ -158,7 +158,7 @@ impl TelegramAdapter {
             return None;
         }
         let private = m.chat.is_private();
-        let is_admin = command.needs_host() && !private && self.is_admin(m.chat.id, from.id).await;
+        let is_admin = command.asks_admin() && !private && self.is_admin(m.chat.id, from.id).await;
         Some(ChatEvent::Command {
             answer: None,
             chat_name: m.chat.title().map(str::to_owned),

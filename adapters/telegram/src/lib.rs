@@ -12,7 +12,7 @@
 mod card;
 pub mod inbound;
 
-pub use card::{escape_html, render_html, render_keyboard};
+pub use card::{escape_html, link_button_accepted, render_html, render_keyboard};
 
 use callbridge_chat::settings::{check_http_url, env_secret, require_secret};
 use callbridge_chat::{
@@ -218,7 +218,8 @@ impl ChatAdapter for TelegramAdapter {
     }
 
     fn pacing(&self) -> Pacing {
-        self.settings.pacing()
+        // Telegram's broadcast limit: about 30 messages a second per bot, in all chats.
+        Pacing { per_second: 30, ..self.settings.pacing() }
     }
 
     fn health(&self) -> HealthReport {
