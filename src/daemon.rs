@@ -67,6 +67,12 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        // The metrics listener too, before anything runs: a port that cannot be had stops the
+        // start with nothing left behind.
+        let metrics_listener = match config.metrics.listen {
+            Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("metrics cannot listen on {at}"))?),
+            None => None,
+        };
         if config.server.public_url.is_none() {
             config.server.public_url = Some(format!("http://{addr}"));
         }
@@ -79,6 +85,8 @@ impl Daemon {
         }
         let api_token = ensure_api_token(&config)?;
         let (stop_workers, workers) = (CancellationToken::new(), TaskTracker::new());
+        // A start that fails part way stops the workers it had started.
+        let stop_on_error = stop_workers.clone().drop_guard();
         let node_id: Arc<str> = crate::ids::new_participant_id().into();
         let rooms = RoomService::start(config.clone(), api_token, clock, node_id.clone(), &workers, stop_workers.clone())
             .await
@@ -114,13 +122,12 @@ impl Daemon {
             adapters.start_all();
         }
         workers.spawn(housekeeping(state.clone(), sweeps, stop_workers.clone()));
-        if let Some(at) = config.metrics.listen {
-            let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("metrics cannot listen on {at}"))?;
-            if let Some(handle) = crate::telemetry::recorder() {
-                let scrape = crate::telemetry::Scrape { handle, rooms: rooms.clone(), live: state.live.clone(), adapters: adapters.clone() };
-                tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-                workers.spawn(crate::telemetry::serve(listener, scrape, stop_workers.clone()));
-            }
+        if let Some(listener) = metrics_listener
+            && let Some(handle) = crate::telemetry::recorder()
+        {
+            let scrape = crate::telemetry::Scrape { handle, rooms: rooms.clone(), live: state.live.clone(), adapters: adapters.clone() };
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            workers.spawn(crate::telemetry::serve(listener, scrape, stop_workers.clone()));
         }
 
         let stop_server = CancellationToken::new();
@@ -130,6 +137,7 @@ impl Daemon {
             let listener = axum::serve::ListenerExt::tap_io(listener, bound_send_buffer);
             async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await }
         });
+        stop_on_error.disarm();
         tracing::info!(%addr, public_url = %config.public_url(), node_id = %node_id, "callbridge is listening");
         Ok(Daemon { addr, state, adapters, stop_server, server, stop_workers, workers })
     }

@@ -17,8 +17,6 @@ use common::{API_TOKEN, Db, TestDb};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use telegram_double::{BOT_TOKEN, BotApiDouble};
@@ -39,48 +37,9 @@ async fn sigkill_mid_load_loses_nothing_postgres() {
     sigkill_mid_load_loses_nothing(Db::Postgres).await
 }
 
-struct Node {
-    child: Child,
-    log: PathBuf,
-    config: PathBuf,
-}
-
-impl Node {
-    /// Starts the daemon on `config` and waits until `/healthz` answers.
-    async fn start(config: &Path, log: &Path, base: &str) -> Node {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .arg("--config")
-            .arg(config)
-            // Every level of every crate, so the search for secrets below means something.
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("the callbridge binary starts");
-        let node = Node { child, log: log.to_owned(), config: config.to_owned() };
-        let http = reqwest::Client::new();
-        let up = common::eventually(Duration::from_secs(30), || async {
-            http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-        })
-        .await;
-        assert!(up, "the daemon answers /healthz; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        node
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
 /// Sends a request and reads its JSON answer.
 async fn json_of(request: reqwest::RequestBuilder) -> Value {
     request.send().await.unwrap().json().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn sigkill_mid_load_loses_nothing(backend: Db) {
@@ -88,11 +47,10 @@ async fn sigkill_mid_load_loses_nothing(backend: Db) {
     let double = BotApiDouble::start().await;
     double.start_bot(HOST);
     let db = TestDb::new(backend).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let config = db.dir.path().join("callbridge.toml");
-    std::fs::write(
-        &config,
+    let log = db.dir.path().join("daemon.log");
+    // Every level of every crate, so the search for secrets below means something.
+    let mut node = common::start_daemon(&config, &log, "trace", |port| {
         format!(
             r#"[server]
 listen = "127.0.0.1:{port}"
@@ -126,12 +84,11 @@ guild_ids = ["{discord_guild}"]
             discord_app = discord_double::APP_ID,
             discord_url = discord.url,
             discord_guild = discord_double::GUILD,
-        ),
-    )
-    .unwrap();
-    let log = db.dir.path().join("daemon.log");
+        )
+    })
+    .await;
+    let (port, base) = (node.port, node.base.clone());
     let http = reqwest::Client::new();
-    let mut node = Node::start(&config, &log, &base).await;
 
     // The Discord bot identified on the gateway (its token crossed a websocket frame that
     // libraries log at trace).
@@ -190,7 +147,7 @@ guild_ids = ["{discord_guild}"]
     assert!(acked.len() > 20, "the load ran before the kill ({} joins acknowledged)", acked.len());
 
     let restarted = Instant::now();
-    let mut node = Node::start(&node.config.clone(), &node.log.clone(), &base).await;
+    let mut node = common::restart_daemon(&config, &log, "trace", port).await.expect("the port is ours again after the kill");
 
     // Every acknowledged join is recorded.
     let mut recorded = HashSet::new();

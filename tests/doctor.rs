@@ -4,6 +4,8 @@
 //! each fail their own line with a clear message and a non-zero exit; no secret is printed.
 
 mod common;
+#[path = "support/coturn.rs"]
+mod coturn;
 #[path = "support/discord_double.rs"]
 mod discord_double;
 #[path = "support/synapse.rs"]
@@ -12,34 +14,11 @@ mod synapse;
 mod telegram_double;
 
 use common::{API_TOKEN, Db, Harness, TestDb, config};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use synapse::Synapse;
 
-/// A coturn on loopback, stopped on drop.
-struct Coturn(Child);
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A port free for TCP and UDP with the next one free too (coturn takes both).
-fn free_port_pair() -> u16 {
-    let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    loop {
-        let port = free_port();
-        if port < u16::MAX && free(port) && free(port + 1) {
-            return port;
-        }
-    }
-}
+/// coturn's shared secret in these tests.
+const TURN_SECRET: &str = "turn-shared-secret-1234";
 
 #[derive(Clone)]
 struct Setup {
@@ -58,15 +37,16 @@ fn config_text(s: &Setup, dir: &std::path::Path) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:{web}\"\npublic_url = \"https://call.example.org\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
          [storage]\nurl = \"{db}\"\ndata_dir = \"{dir}\"\n[api]\ntoken = \"{API_TOKEN}\"\n\
-         [rooms]\nice_servers = []\n[rooms.turn]\nurls = [\"turn:127.0.0.1:{turn}?transport=udp\"]\nsecret = \"turn-shared-secret-1234\"\n\
+         [rooms]\nice_servers = []\n[rooms.turn]\nurls = [\"turn:127.0.0.1:{turn}?transport=udp\"]\nsecret = \"{turn_secret}\"\n\
          [sfu]\nlisten = \"127.0.0.1:0\"\n\
          [telegram]\ntoken = \"{tg}\"\napi_url = \"{tg_url}\"\n\
          [discord]\ntoken = \"{dc}\"\napplication_id = \"{app}\"\napi_url = \"{dc_url}\"\n\
          [matrix]\nhomeserver = \"{hs}\"\nuser = \"{user}\"\npassword = \"{pw}\"\n",
-        web = free_port(),
+        web = common::free_port(),
         db = s.db_url,
         dir = dir.display(),
         turn = s.turn_port,
+        turn_secret = TURN_SECRET,
         tg = s.telegram_token,
         tg_url = s.telegram_url,
         dc = s.discord_token,
@@ -106,18 +86,7 @@ async fn doctor_passes_good_settings_and_names_each_bad_one() {
     let db = TestDb::new(Db::Postgres).await;
     // The database as a daemon of this build leaves it: migrated.
     Harness::start(config(&db)).await.stop().await;
-    let turn_port = free_port_pair();
-    let _coturn = Coturn(
-        Command::new("turnserver")
-            .args(["--listening-ip=127.0.0.1", "--use-auth-secret", "--static-auth-secret=turn-shared-secret-1234", "--realm=callbridge"])
-            .arg(format!("--listening-port={turn_port}"))
-            .args(["--no-tls", "--no-dtls", "--no-cli", "--log-file=stdout"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coturn's turnserver (scripts/test-peers.sh installs it)"),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let coturn = coturn::Coturn::start(TURN_SECRET);
     let good = Setup {
         db_url: db.url.clone(),
         telegram_token: telegram_double::BOT_TOKEN.into(),
@@ -127,9 +96,9 @@ async fn doctor_passes_good_settings_and_names_each_bad_one() {
         homeserver: hs.url.clone(),
         matrix_user: bot.user_id.clone(),
         matrix_password: bot.password.clone(),
-        turn_port,
+        turn_port: coturn.port,
     };
-    let secrets = [telegram_double::BOT_TOKEN, discord_double::BOT_TOKEN, bot.password.as_str(), "turn-shared-secret-1234", API_TOKEN];
+    let secrets = [telegram_double::BOT_TOKEN, discord_double::BOT_TOKEN, bot.password.as_str(), TURN_SECRET, API_TOKEN];
     let no_secret = |text: &str| {
         for secret in secrets {
             assert!(!text.contains(secret), "a secret in doctor's output:\n{text}");
@@ -150,7 +119,7 @@ async fn doctor_passes_good_settings_and_names_each_bad_one() {
         ("telegram", Setup { telegram_token: "999:wrong-telegram-token".into(), ..good.clone() }, "refuses the token"),
         ("discord", Setup { discord_token: "wrong.discord.token".into(), ..good.clone() }, "refuses the token"),
         ("matrix", Setup { matrix_password: "wrong-matrix-password".into(), ..good.clone() }, "refuses the password"),
-        ("database", Setup { db_url: format!("postgres://postgres@127.0.0.1:{}/test", free_port()), ..good.clone() }, "does not answer"),
+        ("database", Setup { db_url: format!("postgres://postgres@127.0.0.1:{}/test", common::free_port()), ..good.clone() }, "does not answer"),
     ];
     for (what, setup, why) in cases {
         let (ok, text) = tokio::task::spawn_blocking(move || doctor(&setup)).await.unwrap();

@@ -13,7 +13,6 @@ use common::{API_TOKEN, Db, TestDb, eventually};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use telegram_double::{BOT_TOKEN, BotApiDouble};
 
@@ -24,17 +23,15 @@ const HOST: i64 = 444;
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Node {
-    child: Child,
+    process: common::Process,
     base: String,
     log: PathBuf,
 }
 
 impl Node {
     async fn start(dir: &Path, db: &TestDb, tg: &BotApiDouble, dc: &discord_double::DiscordDouble) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = dir.join("callbridge.toml");
-        std::fs::write(
-            &config,
+        let (config, log) = (dir.join("callbridge.toml"), dir.join("daemon.log"));
+        let process = common::start_daemon(&config, &log, "info,sqlx=warn", |port| {
             format!(
                 r#"[server]
 listen = "127.0.0.1:{port}"
@@ -67,23 +64,10 @@ guild_ids = ["{dc_guild}"]
                 dc_token = discord_double::BOT_TOKEN,
                 dc_app = discord_double::APP_ID,
                 dc_guild = discord_double::GUILD,
-            ),
-        )
-        .unwrap();
-        let log = dir.join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("the callbridge binary starts");
-        let node = Node { child, base: format!("http://127.0.0.1:{port}"), log };
-        let up = eventually(Duration::from_secs(30), || async { node.health().await.is_some() }).await;
-        assert!(up, "the node answers /healthz; its log:\n{}", node.log());
-        node
+            )
+        })
+        .await;
+        Node { base: process.base.clone(), process, log }
     }
 
     async fn health(&self) -> Option<Value> {
@@ -97,15 +81,7 @@ guild_ids = ["{dc_guild}"]
     }
 
     fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

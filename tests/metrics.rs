@@ -7,7 +7,7 @@ mod common;
 #[path = "support/telegram_double.rs"]
 mod telegram_double;
 
-use common::{API_TOKEN, Db, Harness, TestDb, config, eventually};
+use common::{API_TOKEN, Db, TestDb, config, eventually};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::process::{Command, Stdio};
@@ -17,10 +17,6 @@ use telegram_double::{BOT_TOKEN, BotApiDouble};
 const GROUP: i64 = -1003333333333;
 const HOST: i64 = 555;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Kills the Prometheus server when the test ends, however it ends.
 struct Prometheus(std::process::Child);
 
@@ -29,6 +25,40 @@ impl Drop for Prometheus {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts Prometheus scraping the daemon's metrics every second, on a port free a moment ago,
+/// and on another when that one was taken before Prometheus bound it (it exits then).
+async fn start_prometheus(binary: &str, dir: &std::path::Path, metrics_port: u16, http: &reqwest::Client) -> (Prometheus, String) {
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: callbridge\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let port = common::free_port();
+        let mut prometheus = Prometheus(
+            Command::new(binary)
+                .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("prometheus starts"),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Ready while still running: a Prometheus that could not bind its port has exited.
+        while prometheus.0.try_wait().unwrap().is_none() && tokio::time::Instant::now() < deadline {
+            if http.get(format!("{url}/-/ready")).send().await.is_ok_and(|r| r.status().is_success()) && prometheus.0.try_wait().unwrap().is_none() {
+                return (prometheus, url);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("Prometheus did not come up on port {port} (taken meanwhile?); trying another");
+    }
+    panic!("Prometheus did not start in five tries");
 }
 
 /// The value of an instant query, when Prometheus has one.
@@ -47,36 +77,22 @@ async fn prometheus_scrapes_what_happened() {
     let double = BotApiDouble::start().await;
     double.start_bot(HOST);
     let db = TestDb::new(Db::Sqlite).await;
-    let metrics_port = free_port();
-    let mut c = config(&db);
-    c.metrics.listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
-    c.adapters.push(Box::new(callbridge_telegram::Settings {
-        token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
-        api_url: double.url.parse().unwrap(),
-        poll_timeout: Duration::from_secs(2),
-        ..Default::default()
-    }));
-    let h = Harness::start(c).await;
+    let (h, metrics_port) = common::harness_on_free_port(|port| {
+        let mut c = config(&db);
+        c.metrics.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        c.adapters.push(Box::new(callbridge_telegram::Settings {
+            token: Some(callbridge::config::Secret::new(BOT_TOKEN)),
+            api_url: double.url.parse().unwrap(),
+            poll_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }));
+        c
+    })
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let prometheus_port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: callbridge\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"),
-    )
-    .unwrap();
-    let _prometheus = Prometheus(
-        Command::new(binary)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
-    );
-    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
     let http = reqwest::Client::new();
+    let (_prometheus, prometheus) = start_prometheus(binary, dir.path(), metrics_port, &http).await;
     assert!(
         eventually(Duration::from_secs(30), || async { query(&http, &prometheus, "up{job=\"callbridge\"}").await == Some(1.0) }).await,
         "Prometheus scrapes the daemon"

@@ -9,7 +9,6 @@ use common::{API_TOKEN, Db, TestDb};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,11 +28,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_stalled_pages_leave_memory_flat() {
     let db = TestDb::new(Db::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
     let config = db.dir.path().join("callbridge.toml");
-    std::fs::write(
-        &config,
+    let mut daemon = common::start_daemon(&config, &db.dir.path().join("daemon.log"), "warn,callbridge::daemon=info", |port| {
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\njoin_rate_per_minute = 0\nsocket_rate_per_minute = 0\n\
              [storage]\nurl = \"{url}\"\ndata_dir = \"{dir}\"\n\
@@ -41,24 +37,11 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
              [api]\ntoken = \"{API_TOKEN}\"\n[sfu]\nlisten = \"127.0.0.1:0\"\n",
             url = db.url,
             dir = db.dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the callbridge binary starts");
-    let pid = child.id();
-    let http = reqwest::Client::new();
-    let up = common::eventually(Duration::from_secs(30), || async {
-        http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+        )
     })
     .await;
-    assert!(up, "the daemon answers /healthz");
+    let (port, base, pid) = (daemon.port, daemon.base.clone(), daemon.child.id());
+    let http = reqwest::Client::new();
 
     let join = |id: String, name: String| {
         let (http, base) = (http.clone(), base.clone());
@@ -123,6 +106,9 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
                 let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
                 let mut sent = 0u64;
                 let mut tick = tokio::time::interval(Duration::from_millis(110));
+                // A late tick on a busy machine must not be made up in a burst: that would
+                // break the per-socket budget and get the talker dropped.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
                     for to in &targets {
@@ -180,8 +166,7 @@ async fn two_hundred_stalled_pages_leave_memory_flat() {
         peak as f64 / 1024.0,
     );
     drop(stalled);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    daemon.kill();
     // The bound: what one stalled socket may pin (its queue, 128 KiB, and its write buffer,
     // 128 KiB), for 200 sockets, plus 32 MiB for the allocator's own slack. Without the bound
     // on the queue's bytes this grew by 400 MiB.

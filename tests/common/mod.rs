@@ -181,3 +181,104 @@ where
         Err(_) => panic!("the test took longer than {limit:?}"),
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before
+/// the server meant for it binds: start servers through `start_daemon` or `Harness::on_free_port`
+/// (or retry as Synapse and coturn do), which pick another port then.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+/// How many ports a start tries before it gives up.
+const PORT_TRIES: usize = 5;
+
+/// Starts an in-process daemon whose `config` needs a port of its own beside the web one (the
+/// metrics listener): `config(port)` with a port free a moment ago, another when that one
+/// was taken in between.
+pub async fn harness_on_free_port(mut config: impl FnMut(u16) -> Config) -> (Harness, u16) {
+    for _ in 0..PORT_TRIES {
+        let port = free_port();
+        match Daemon::start(config(port)).await {
+            Ok(daemon) => {
+                let base = format!("http://{}", daemon.addr);
+                let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+                return (Harness { daemon, base, http }, port);
+            }
+            Err(e) if format!("{e:#}").contains("in use") => eprintln!("port {port} was taken before the daemon bound it: {e:#}; trying another"),
+            Err(e) => panic!("daemon starts: {e:#}"),
+        }
+    }
+    panic!("no free port in {PORT_TRIES} tries");
+}
+
+/// A callbridge process started by a test, killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub base: String,
+}
+
+impl Process {
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the callbridge binary on the config `text(port)` written to `config`, for a port
+/// free a moment ago, its output appended to `log` at `rust_log`; waits until this process
+/// (not another that holds the port) says it listens and `/healthz` answers. When the port was
+/// taken between the pick and the bind, the daemon says "cannot listen" and exits: another port.
+pub async fn start_daemon(config: &std::path::Path, log: &std::path::Path, rust_log: &str, text: impl Fn(u16) -> String) -> Process {
+    for _ in 0..PORT_TRIES {
+        let port = free_port();
+        std::fs::write(config, text(port)).unwrap();
+        match restart_daemon(config, log, rust_log, port).await {
+            Ok(process) => return process,
+            Err(taken) => eprintln!("{taken}; trying another port"),
+        }
+    }
+    panic!("no free port in {PORT_TRIES} tries");
+}
+
+/// Starts the callbridge binary on `config`, which names `port`, and waits as `start_daemon`
+/// does; `Err` when the port was taken (a restart keeps its port, as in production).
+pub async fn restart_daemon(config: &std::path::Path, log: &std::path::Path, rust_log: &str, port: u16) -> Result<Process, String> {
+    use std::process::{Command, Stdio};
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let from = out.metadata().unwrap().len() as usize;
+    let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("the callbridge binary starts");
+    let mut process = Process { child, port, base: format!("http://127.0.0.1:{port}") };
+    let ours = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read(log).map(|b| String::from_utf8_lossy(&b[from.min(b.len())..]).into_owned()).unwrap_or_default();
+        if let Some(status) = process.child.try_wait().unwrap() {
+            if text.contains("cannot listen on") && text.contains("in use") {
+                return Err(format!("port {port} was taken before the daemon bound it"));
+            }
+            panic!("the daemon exited ({status}) before it answered; its log:\n{text}");
+        }
+        let listening = text.lines().any(|l| l.contains("callbridge is listening") && l.contains(&ours));
+        if listening && http.get(format!("{}/healthz", process.base)).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return Ok(process);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the daemon did not answer /healthz within 30 s; its log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -55,7 +55,12 @@ impl StartAt {
         match first.to_ascii_lowercase().as_str() {
             "in" => {
                 let (span, rest) = split_word(rest);
-                let d = humantime::parse_duration(span).ok().filter(|d| *d >= std::time::Duration::from_secs(60) && *d <= MOST_AHEAD)?;
+                // Whole seconds: a start needs no finer grain, and the command then reads
+                // back from its canonical form (`in 1.0002m` is `in 60s`).
+                let d = humantime::parse_duration(span)
+                    .ok()
+                    .map(|d| std::time::Duration::from_secs(d.as_secs()))
+                    .filter(|d| *d >= std::time::Duration::from_secs(60) && *d <= MOST_AHEAD)?;
                 Some((StartAt::In(d), rest))
             }
             "at" => {
@@ -393,6 +398,8 @@ mod tests {
         };
         assert_eq!(at("/call in 30m Standup"), (Some(StartAt::In(Duration::from_secs(1800))), Some("Standup".into())));
         assert_eq!(at("/call in 1h30m"), (Some(StartAt::In(Duration::from_secs(5400))), None));
+        assert_eq!(at("/call in 1.5m"), (Some(StartAt::In(Duration::from_secs(90))), None));
+        assert_eq!(at("/call in 1.000222222m"), (Some(StartAt::In(Duration::from_secs(60))), None), "whole seconds");
         assert_eq!(at("/call at 18:00 Standup"), (Some(StartAt::At { day: Day::Next, hour: 18, minute: 0 }), Some("Standup".into())));
         assert_eq!(at("/call tomorrow 9:05 x"), (Some(StartAt::At { day: Day::Tomorrow, hour: 9, minute: 5 }), Some("x".into())));
         assert_eq!(at("/call today at 6:30pm"), (Some(StartAt::At { day: Day::Today, hour: 18, minute: 30 }), None));
