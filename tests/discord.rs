@@ -39,7 +39,9 @@ fn discord_settings(double: &DiscordDouble, mode: DiscordMode) -> callbridge_dis
         public_key: public_key_hex(),
         guild_ids: vec![GUILD.parse().unwrap()],
         admin_role_ids: vec![CALL_ADMIN_ROLE.parse().unwrap()],
-        api_url: double.url.parse().unwrap(),
+        // Discord's real base URL: the double's client resolves discord.com to the double's
+        // TLS port, so serenity runs with its own rate limiter, as in production.
+        http_client: Some(double.client()),
         debounce: Duration::from_millis(200),
         ..Default::default()
     }
@@ -126,6 +128,8 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     assert_eq!(double.unauthorized(), 0, "the bot authenticates with its token");
     if mode == DiscordMode::Gateway {
         assert!(eventually(WAIT, || async { double.identified() == 1 }).await, "the bot identified on the gateway");
+        // serenity asked https://discord.com for the gateway's address, through its rate limiter.
+        assert!(double.tls_calls().iter().any(|c| c.starts_with("GET /api/v10/gateway")), "{:?}", double.tls_calls());
         let r = h.http.post(format!("{}/discord/interactions", h.base)).json(&json!({"type": 1})).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "no endpoint in gateway mode");
     } else {
@@ -233,6 +237,9 @@ async fn call_card_lock_knock_end(mode: DiscordMode) {
     assert_eq!(double.mention_violations(), 0, "every message carries empty allowed_mentions");
     assert_eq!(double.rate_limited(), 0);
     assert_eq!(double.malformed(), Vec::<String>::new(), "payloads Discord would refuse");
+    // Every card and answer went to https://discord.com, over TLS, as the bot sends them in production.
+    let tls = double.tls_calls();
+    assert!(tls.iter().any(|c| c == &format!("POST /api/v10/channels/{CHANNEL}/messages")) && tls.iter().any(|c| c.starts_with("PATCH /api/v10/webhooks/")), "{tls:?}");
     h.stop().await;
 }
 

@@ -108,7 +108,7 @@ language = "es"
         application_id: Some(discord_double::APP_ID.parse().unwrap()),
         public_key: discord_double::public_key_hex(),
         guild_ids: vec![discord_double::GUILD.parse().unwrap()],
-        api_url: p.discord.url.parse().unwrap(),
+        http_client: Some(p.discord.client()),
         debounce: Duration::from_millis(200),
         ..Default::default()
     }));

@@ -47,6 +47,8 @@ pub struct Posted {
 
 #[derive(Default)]
 struct State {
+    /// `METHOD /path` of each request that came over TLS, as `discord.com`.
+    tls_calls: Vec<String>,
     messages: HashMap<String, Posted>,
     next_id: u64,
     commands: HashMap<String, Value>,
@@ -103,6 +105,10 @@ pub struct Faults {
 pub struct DiscordDouble {
     state: Arc<Mutex<State>>,
     pub url: String,
+    /// Where the double also answers over TLS, as `discord.com` (see [`DiscordDouble::client`]).
+    tls_addr: std::net::SocketAddr,
+    /// Its certificate for `discord.com`, self-signed, DER.
+    tls_cert: Arc<Vec<u8>>,
 }
 
 /// The application's public key (hex), as the Developer Portal shows it.
@@ -255,7 +261,14 @@ pub fn press(id: &str, custom_id: &str, message_id: &str, user_id: &str, user_na
 impl DiscordDouble {
     pub async fn start() -> DiscordDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let double = DiscordDouble { state: Arc::default(), url: format!("http://{}", listener.local_addr().unwrap()) };
+        let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["discord.com".to_owned()]).unwrap();
+        let double = DiscordDouble {
+            state: Arc::default(),
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            tls_addr: tls_listener.local_addr().unwrap(),
+            tls_cert: Arc::new(certified.cert.der().to_vec()),
+        };
         let app = Router::new()
             .route("/api/v10/applications/{app}/commands", put(register))
             .route("/api/v10/applications/{app}/guilds/{guild}/commands", put(register_guild))
@@ -271,8 +284,35 @@ impl DiscordDouble {
             .route("/api/v10/gateway/bot", get(gateway_url))
             .route("/gateway", get(gateway))
             .with_state(double.clone());
+        let tls_app = app.clone().layer(axum::middleware::from_fn_with_state(double.clone(), note_tls));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let tls_listener = TlsListener { tcp: tls_listener, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)) };
+        tokio::spawn(async move { axum::serve(tls_listener, tls_app).await.unwrap() });
         double
+    }
+
+    /// An HTTP client for which `https://discord.com` is this double: it resolves the name to
+    /// the double's TLS port and trusts its certificate. Given to the adapter, it lets the bot
+    /// run with Discord's real base URL and serenity's own rate limiter, as in production.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .user_agent(callbridge_discord::rest::USER_AGENT)
+            .resolve("discord.com", self.tls_addr)
+            .add_root_certificate(reqwest::Certificate::from_der(&self.tls_cert).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// `METHOD /path` of each request that reached the double over TLS, as `discord.com`.
+    pub fn tls_calls(&self) -> Vec<String> {
+        self.lock().tls_calls.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -765,5 +805,36 @@ async fn gateway_session(d: DiscordDouble, mut ws: WebSocket) {
                 }
             }
         }
+    }
+}
+
+/// Records a request that came over TLS.
+async fn note_tls(AxState(d): AxState<DiscordDouble>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    d.lock().tls_calls.push(format!("{} {}", request.method(), request.uri().path()));
+    next.run(request).await
+}
+
+/// The double's TLS port: each connection's handshake, then HTTP as on the plain port.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            // A handshake that fails (a client that does not trust the certificate) is dropped.
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }

@@ -59,6 +59,9 @@ pub async fn run(adapter: Arc<DiscordAdapter>, inbox: mpsc::Sender<Inbound>, can
     loop {
         let api = settings.api_url.as_str().trim_end_matches('/');
         let mut http = HttpBuilder::new(&token).application_id(ApplicationId::new(adapter.application_id.0));
+        if let Some(client) = &settings.http_client {
+            http = http.client(client.clone());
+        }
         if api != DISCORD {
             // serenity only honours another base URL with its own rate limiter off; ours (the
             // pacer, the buckets in `rest`) still applies to every card and reply.

@@ -105,6 +105,11 @@ callbridge_chat::adapter_section! {
         pub admin_role_ids: Vec<Snowflake>,
         /// Discord's API base (a test server in tests).
         pub api_url: url::Url,
+        /// Not a config key: the HTTP client for Discord's API, when not the default one. Tests
+        /// give one that resolves discord.com to their double and trusts its certificate, so
+        /// the bot runs as in production (serenity's own rate limiter on).
+        #[serde(skip)]
+        pub http_client: Option<reqwest::Client>,
     }
 }
 
@@ -119,6 +124,7 @@ impl Default for Settings {
             guild_ids: Vec::new(),
             admin_role_ids: Vec::new(),
             api_url: url::Url::parse("https://discord.com").expect("a valid default"),
+            http_client: None,
             min_interval: Duration::from_secs(1),
             per_minute: 50,
             debounce: Duration::from_millis(300),

@@ -16,6 +16,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What Discord asks bots to send as their User-Agent.
+pub const USER_AGENT: &str = concat!("DiscordBot (https://github.com/callbridge/callbridge, ", env!("CARGO_PKG_VERSION"), ")");
+
 /// The bucket key of the bot's global limit (no route looks like it).
 const GLOBAL: &str = "global";
 
@@ -30,9 +33,10 @@ pub struct Rest {
 
 impl Rest {
     pub fn new(settings: &super::Settings) -> reqwest::Result<Rest> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("DiscordBot (https://github.com/callbridge/callbridge, ", env!("CARGO_PKG_VERSION"), ")"))
-            .build()?;
+        let http = match &settings.http_client {
+            Some(given) => given.clone(),
+            None => reqwest::Client::builder().user_agent(USER_AGENT).build()?,
+        };
         Ok(Rest {
             http,
             base: format!("{}/api/v10", settings.api_url.as_str().trim_end_matches('/')),
